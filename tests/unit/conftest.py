@@ -1,0 +1,34 @@
+# -*- coding: utf-8 -*-
+"""Make the repository importable as ansible_collections.ipsec_offload.mlx5 for plain pytest.
+
+The repository root is the collection root.  Under ansible-test the tree already sits at
+.../ansible_collections/ipsec_offload/mlx5; for plain pytest we point a symlink farm at it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+
+def _ensure_collection_path():
+    parts = ROOT.split(os.sep)
+    if parts[-3:-2] == ["ansible_collections"]:
+        sys.path.insert(0, os.sep.join(parts[:-3]))
+        return
+    base = os.path.join(tempfile.gettempdir(), "ipsec_offload_mlx5_pytest_%d" % os.getuid())
+    link = os.path.join(base, "ansible_collections", "ipsec_offload", "mlx5")
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if os.path.islink(link) and os.readlink(link) != ROOT:
+        os.unlink(link)
+    if not os.path.lexists(link):
+        os.symlink(ROOT, link)
+    sys.path.insert(0, base)
+
+
+_ensure_collection_path()
