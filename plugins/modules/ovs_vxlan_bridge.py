@@ -1,0 +1,238 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) ipsec_offload.mlx5 contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: ovs_vxlan_bridge
+short_description: An Open vSwitch bridge with VXLAN tunnel ports and plain ports, in one transaction
+description:
+  - Ensures an OVS bridge exists with the listed plain ports (for example a VF representor) and
+    VXLAN ports (remote/local tunnel endpoint, VNI, UDP port), as used by the
+    "IPsec over a VXLAN overlay" topology.
+  - All changes go to the database as one C(ovs-vsctl) transaction, so a failure leaves the
+    switch as it was.
+  - Ports and bridges this module creates carry C(external_ids:ipsec_offload_mlx5=owned). Only such
+    objects are ever changed or removed; a listed port that exists without the mark is refused.
+  - Chosen over C(openvswitch.openvswitch.openvswitch_port) because that module applies interface
+    options only when it creates a port, so a changed remote_ip or VNI never converges.
+author: ipsec_offload.mlx5 contributors
+options:
+  bridge:
+    description: Bridge name.
+    type: str
+    required: true
+  ports:
+    description: Plain ports (existing netdevs such as a VF representor) to attach.
+    type: list
+    elements: str
+    default: []
+  vxlan:
+    description: VXLAN tunnel ports.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Port (and interface) name.
+        type: str
+        required: true
+      remote_ip:
+        description: Peer tunnel endpoint address.
+        type: str
+        required: true
+      local_ip:
+        description: Local tunnel endpoint address (recommended, so the tunnel source is fixed for IPsec selectors).
+        type: str
+      key:
+        description: VXLAN network identifier (VNI), 0..16777215.
+        type: int
+      dst_port:
+        description: UDP destination port.
+        type: int
+        default: 4789
+      options:
+        description: Further interface options (for example C(tos), C(df_default)); values are strings.
+        type: dict
+        default: {}
+  purge:
+    description: Remove ports on this bridge that this collection created and that are not listed.
+    type: bool
+    default: false
+  state:
+    description:
+      - C(present) creates/updates; C(absent) removes the listed ports, and the bridge itself when
+        this collection created it and no other port is left on it.
+    type: str
+    choices: [present, absent]
+    default: present
+  timeout:
+    description: Seconds C(ovs-vsctl) waits for the database.
+    type: int
+    default: 10
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+requirements:
+  - Open vSwitch (C(ovs-vsctl)) running on the managed host.
+'''
+
+EXAMPLES = r'''
+- name: VXLAN overlay bridge on the tunnel endpoint, with the VF representor attached
+  ipsec_offload.mlx5.ovs_vxlan_bridge:
+    bridge: br-ovs
+    ports: [pf0vf0_rep]
+    vxlan:
+      - name: vxlan1
+        local_ip: 192.168.100.1
+        remote_ip: 192.168.100.2
+        key: 100
+        dst_port: 4789
+
+- name: Remove the tunnel port again (the bridge goes too if this collection created it and it is empty)
+  ipsec_offload.mlx5.ovs_vxlan_bridge:
+    bridge: br-ovs
+    ports: [pf0vf0_rep]
+    vxlan:
+      - name: vxlan1
+        remote_ip: 192.168.100.2
+    state: absent
+'''
+
+RETURN = r'''
+changes:
+  description: What changed (or would change in check mode), one line each.
+  returned: always
+  type: list
+  elements: str
+  sample: ["create bridge br-ovs", "add port pf0vf0_rep to br-ovs"]
+cmd:
+  description: The C(ovs-vsctl) transaction that ran (or would run).
+  returned: changed
+  type: list
+  elements: str
+bridge:
+  description: The bridge as read after the change (ports with type, options and ownership).
+  returned: always
+  type: dict
+'''
+
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _ovs, _validate
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
+
+
+def read_db(runner, timeout):
+    base = ["--timeout=%d" % timeout, "--format=json", "--data=json"]
+    tables = {}
+    for table, cols in (("bridge", "_uuid,name,ports,external_ids"),
+                        ("port", "_uuid,name,external_ids"),
+                        ("interface", "name,type,options")):
+        tables[table] = _ovs.parse_table(runner.out(base + ["--columns=" + cols, "list", table]))
+    return _ovs.parse_db(tables["bridge"], tables["port"], tables["interface"])
+
+
+def validate(params):
+    bridge = _validate.ifname("bridge", params["bridge"])
+    ports = [_validate.ifname("ports[%d]" % i, p) for i, p in enumerate(params["ports"])]
+    vxlans = []
+    names = set(ports)
+    for i, v in enumerate(params["vxlan"]):
+        f = "vxlan[%d]" % i
+        name = _validate.ifname(f + ".name", v["name"])
+        if name in names:
+            raise _validate.InputError(f + ".name", "%s is listed twice" % name)
+        names.add(name)
+        remote = _validate.address(f + ".remote_ip", v["remote_ip"])
+        local = _validate.address(f + ".local_ip", v["local_ip"]) if v.get("local_ip") else None
+        _validate.same_family(f, remote, local)
+        if v.get("key") is not None:
+            _validate.integer(f + ".key", v["key"], 0, 16777215)
+        _validate.integer(f + ".dst_port", v["dst_port"], 1, 65535)
+        opts = {}
+        for k, val in (v.get("options") or {}).items():
+            if not re.match(r"^[a-z0-9_]{1,40}$", str(k)) or not re.match(r"^[A-Za-z0-9_.:-]{0,64}$", str(val)):
+                raise _validate.InputError(f + ".options", "option %r=%r is not a plain word" % (k, val))
+            opts[str(k)] = str(val)
+        vxlans.append({"name": name, "remote_ip": str(remote), "local_ip": str(local) if local else None,
+                       "key": v.get("key"), "dst_port": v["dst_port"], "options": opts})
+    if bridge in names:
+        raise _validate.InputError("bridge", "%s is also listed as a port" % bridge)
+    return bridge, ports, vxlans
+
+
+def _text(db, bridge):
+    info = db.get(bridge)
+    if info is None:
+        return "bridge %s: absent\n" % bridge
+    lines = ["bridge %s%s" % (bridge, " (owned)" if info["owned"] else "")]
+    for name, p in sorted(info["ports"].items()):
+        opts = _ovs._fmt(p["options"])
+        lines.append("  port %s type=%s%s%s" % (name, p["type"] or "system", " {%s}" % opts if opts else "",
+                                               " (owned)" if p["owned"] else ""))
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            bridge=dict(type="str", required=True),
+            ports=dict(type="list", elements="str", default=[]),
+            vxlan=dict(type="list", elements="dict", default=[], options=dict(
+                name=dict(type="str", required=True),
+                remote_ip=dict(type="str", required=True),
+                local_ip=dict(type="str"),
+                key=dict(type="int", no_log=False),
+                dst_port=dict(type="int", default=4789),
+                options=dict(type="dict", default={}),
+            )),
+            purge=dict(type="bool", default=False),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            timeout=dict(type="int", default=10),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        bridge, ports, vxlans = validate(module.params)
+    except _validate.InputError as exc:
+        module.fail_json(msg=str(exc), field=exc.field)
+
+    runner = Runner(module, "ovs-vsctl")
+    timeout = module.params["timeout"]
+    try:
+        before = read_db(runner, timeout)
+    except ToolError as exc:
+        module.fail_json(msg="cannot read the Open vSwitch database (is ovsdb-server running?): %s" % exc.message,
+                         **exc.as_result())
+    try:
+        args, changes = _ovs.plan_bridge(before, bridge, ports, vxlans, module.params["state"], module.params["purge"])
+    except _ovs.Conflict as exc:
+        module.fail_json(msg=str(exc))
+
+    result = dict(changed=bool(args), changes=changes)
+    if args:
+        cmd = ["--timeout=%d" % timeout] + args
+        result["cmd"] = runner.argv(cmd)
+        if not module.check_mode:
+            try:
+                runner.run(cmd, what="ovs-vsctl transaction")
+            except ToolError as exc:
+                module.fail_json(msg="Open vSwitch refused the change (nothing was applied: one "
+                                     "transaction): %s" % exc.message, changes=changes, **exc.as_result())
+    after = read_db(runner, timeout) if (args and not module.check_mode) else before
+    result["bridge"] = after.get(bridge, {})
+    if module._diff:
+        result["diff"] = {"before": _text(before, bridge),
+                          "after": _text(after, bridge) if not module.check_mode else "\n".join(changes) + "\n"}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
