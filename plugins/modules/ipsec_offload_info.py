@@ -1,0 +1,916 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) ipsec_offload.mlx5 contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: ipsec_offload_info
+short_description: Report IPsec packet-offload readiness, NIC capabilities and IPsec counters (read-only)
+description:
+  - Gathers, without changing anything, what decides whether IPsec packet (full) offload can work
+    on a host, and the counters that show whether it does.
+  - Host level - the kernel release, the iproute2 version and whether this C(ip) accepts
+    C(offload packet) (probed from the usage text of C(ip xfrm state help), which never talks to
+    the kernel), the kernel's ESP/XFRM pieces (from C(/proc/modules),
+    C(/lib/modules/RELEASE/modules.builtin), C(modules.dep) and C(/proc/config.gz) or
+    C(/boot/config-RELEASE)) and the global C(/proc/net/xfrm_stat) counters.
+  - Per device - driver and firmware (C(ethtool -i)), the ESP features (C(ethtool -k)), every
+    C(ethtool -S) counter whose name starts with C(ipsec_) (names differ between kernels, drivers
+    and OFED, so none is hard-coded) and offloaded TC rules on ingress (C(tc -j filter show)).
+  - Per devlink device (given, or derived from a device through C(devlink -j port show) or its
+    parent bus/device) - eswitch mode, C(flow_steering_mode) and the C(ipsec_packet) /
+    C(ipsec_crypto) capability of every VF port function.
+  - Per SA - addresses, SPI, reqid, mode, direction, offload device and type, byte/packet counts and
+    replay/integrity failure counts from C(ip -s xfrm state list nokeys). Key material is never read
+    when this C(ip) supports C(nokeys), and key lines are dropped by the parser in any case.
+  - A summary - C(packet_offload_ready) with the C(reasons) it is not, and what could not be
+    verified.
+  - Whatever is missing on the host (a tool, a devlink device, a driver without ethtool support,
+    a NIC that is not an mlx5) is reported as absent or unknown, not as a failure. Only bad input
+    and a named namespace that does not exist fail the module.
+author: ipsec_offload.mlx5 contributors
+options:
+  devices:
+    description:
+      - Network devices (netdev names) to inspect, for example the PF uplink, a VF netdev or a VF
+        representor.
+      - With no devices only host-level facts and SA counters are gathered, and the summary cannot
+        call the host ready.
+    type: list
+    elements: str
+    default: []
+  devlink:
+    description:
+      - devlink handles to inspect (for example C(pci/0000:08:00.0)) in addition to those derived
+        from O(devices).
+    type: list
+    elements: str
+    default: []
+  sa_counters:
+    description: Gather per-SA counters with C(ip -s xfrm state).
+    type: bool
+    default: true
+extends_documentation_fragment:
+  - ipsec_offload.mlx5.common
+attributes:
+  check_mode:
+    support: full
+    description: The module never changes anything; check mode runs the same read-only commands.
+  diff_mode:
+    support: none
+notes:
+  - Read-only. The commands it runs are C(ip -V), C(ip xfrm state help), C(ip netns list) (only with
+    O(namespace)), C(ip -d -j link show dev DEV), C(ethtool -i|-k|-S DEV), C(tc -j filter show dev DEV
+    ingress), C(devlink -j dev), C(devlink -j port show), C(devlink -j dev eswitch show HANDLE),
+    C(devlink -j dev param show HANDLE name flow_steering_mode) and C(ip -s xfrm state list nokeys).
+  - Kernel facts are read from files in the namespace Ansible runs in; device, TC, devlink and SA
+    facts come from O(namespace) when it is given.
+  - C(packet_offload_ready) is true only when nothing is missing and nothing was left unverified;
+    it is a precondition check, not a proof (only an offloaded SA on the NIC proves offload).
+'''
+
+EXAMPLES = r'''
+- name: Check the PF uplink before configuring packet offload
+  ipsec_offload.mlx5.ipsec_offload_info:
+    devices: [p0]
+  register: ipsec_info
+
+- name: Stop early when the host cannot do packet offload
+  ansible.builtin.assert:
+    that: ipsec_info.summary.packet_offload_ready
+    fail_msg: "{{ ipsec_info.summary.reasons + ipsec_info.summary.unverified }}"
+
+- name: VF in a namespace, its representor and the eswitch device
+  ipsec_offload.mlx5.ipsec_offload_info:
+    namespace: ns0
+    devices: [enp8s0f0v0]
+    devlink: [pci/0000:08:00.0]
+
+- name: Show packet-offloaded SAs and their counters
+  ansible.builtin.debug:
+    msg: "{{ ipsec_info.xfrm_states | selectattr('offload_mode', 'eq', 'packet') | list }}"
+'''
+
+RETURN = r'''
+kernel:
+  description: Kernel facts.
+  returned: always
+  type: dict
+  contains:
+    release: {description: C(uname -r)., type: str, sample: 6.12.117+deb13-amd64}
+    version: {description: Numeric part of the release, or null., type: str, sample: 6.12.117}
+    meets_packet_offload_minimum:
+      description: Release >= 6.6 (the minimum NVIDIA documents); null when the release is not numeric.
+      type: bool
+    features:
+      description:
+        - State of esp4, esp6, esp4_offload, esp6_offload, xfrm_user, xfrm_offload, gcm and mlx5_ipsec
+          (C(CONFIG_MLX5_EN_IPSEC)).
+        - One of C(loaded), C(builtin), C(module) (available, not loaded), C(absent), C(unknown).
+      type: dict
+      sample: {esp4: module, esp6: module, xfrm_offload: builtin, mlx5_ipsec: unknown}
+    xfrm_stat_present: {description: C(/proc/net/xfrm_stat) exists., type: bool}
+    xfrm_stat: {description: Its counters (XfrmInNoStates ...)., type: dict}
+iproute2:
+  description: The C(ip) tool.
+  returned: always
+  type: dict
+  contains:
+    present: {description: C(ip) was found., type: bool}
+    version: {description: Version from C(ip -V) (6.1.0, or ss190107 on old builds)., type: str}
+    offload_packet:
+      description: This C(ip) accepts C(offload packet) (null = could not tell).
+      type: bool
+    list_nokeys: {description: This C(ip) supports C(list nokeys)., type: bool}
+    sa_dir: {description: This C(ip) accepts the SA C(dir in|out) keyword (iproute2 >= 6.10)., type: bool}
+tools:
+  description: Which of ip, tc, ethtool, devlink were found.
+  returned: always
+  type: dict
+  sample: {ip: true, tc: true, ethtool: false, devlink: true}
+devices:
+  description: Per device (keyed by name).
+  returned: always
+  type: dict
+  contains:
+    present: {description: The netdev exists (in O(namespace))., type: bool}
+    driver: {description: Driver name or null., type: str, sample: mlx5_core}
+    driver_version: {description: Driver version or null., type: str}
+    firmware_version: {description: Firmware version or null., type: str, sample: 28.39.1002 (MT_0000000359)}
+    bus_info: {description: Bus address or null., type: str, sample: "0000:08:00.0"}
+    esp_features:
+      description:
+        - esp_hw_offload, esp_tx_csum_hw_offload, tx_esp_segmentation, hw_tc_offload, each
+          C({enabled, fixed}) or null when unknown.
+        - Null when ethtool could not answer.
+      type: dict
+    ipsec_counters: {description: Every C(ethtool -S) counter named C(ipsec_*), or null., type: dict,
+                     sample: {ipsec_rx_pkts: 38, ipsec_tx_pkts: 46}}
+    tc_ingress:
+      description: C(filters) (count) and C(in_hw) (offloaded rules - pref, kind, chain, handle, in_hw_count), or null.
+      type: dict
+    devlink: {description: devlink handle of the device, or null., type: str}
+    offloaded_states: {description: Number of SAs offloaded to this device (null if SAs were not read)., type: int}
+    problems: {description: What could not be read and why (query -> message)., type: dict}
+devlink:
+  description: Per devlink handle.
+  returned: always
+  type: dict
+  contains:
+    eswitch_mode: {description: legacy, switchdev or null., type: str}
+    inline_mode: {description: Inline mode or null., type: str}
+    encap_mode: {description: Encap mode or null., type: str}
+    flow_steering_mode: {description: dmfs, smfs, hmfs or null., type: str}
+    vf_ports:
+      description: VF ports - port, vfnum, netdev, ipsec_packet, ipsec_crypto (true/false, null when the port function reports no such capability).
+      type: list
+      elements: dict
+    problems: {description: What could not be read and why., type: dict}
+xfrm_states:
+  description:
+    - One entry per SA - src, dst, proto, spi (0x%08x), spi_int, reqid, mode, flags, dir, sel_src,
+      sel_dst, offloaded, offload_dev, offload_dir, offload_mode (crypto, packet, or null when this
+      iproute2 does not print it), replay_window, seq, oseq, bytes, packets, replay_window_errors,
+      replay_errors, integrity_failed, added, last_used.
+    - Never any key material. Empty when O(sa_counters=false).
+  returned: always
+  type: list
+  elements: dict
+xfrm_states_problem: {description: Why SAs could not be read, or null., returned: always, type: str}
+summary:
+  description: Readiness for IPsec packet offload.
+  returned: always
+  type: dict
+  contains:
+    packet_offload_ready: {description: Nothing missing and nothing unverified., type: bool}
+    reasons: {description: What is missing, each with what to do., type: list, elements: str}
+    unverified: {description: What could not be checked., type: list, elements: str}
+'''
+
+import json
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._ethtool import Ethtool, esp_features
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
+
+# Vendor (MLNX_EN "IPsec Full Offload"): "This feature requires Linux kernel v6.6, or higher".
+MIN_KERNEL = (6, 6)
+MLX5_DRIVER = "mlx5_core"
+
+# Kernel pieces: result name -> (module name or None, CONFIG symbol)
+KERNEL_FEATURES = (
+    ("esp4", "esp4", "CONFIG_INET_ESP"),
+    ("esp6", "esp6", "CONFIG_INET6_ESP"),
+    ("esp4_offload", "esp4_offload", "CONFIG_INET_ESP_OFFLOAD"),
+    ("esp6_offload", "esp6_offload", "CONFIG_INET6_ESP_OFFLOAD"),
+    ("xfrm_user", "xfrm_user", "CONFIG_XFRM_USER"),
+    ("xfrm_offload", None, "CONFIG_XFRM_OFFLOAD"),
+    ("gcm", "gcm", "CONFIG_CRYPTO_GCM"),
+    ("mlx5_ipsec", None, "CONFIG_MLX5_EN_IPSEC"),
+)
+
+# Root for the host files we read; tests point it at a temporary tree.
+FS_ROOT = "/"
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions: text/JSON in, plain data out.  No I/O.
+# ---------------------------------------------------------------------------------------------
+
+def version_tuple(text):
+    """'6.12.117+deb13-amd64' -> (6, 12, 117); '6.1.0' -> (6, 1, 0); non-numeric -> None."""
+    m = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    if not m:
+        return None
+    return tuple(int(g) for g in m.groups(default="0"))
+
+
+def parse_ip_version(text):
+    """`ip -V` -> '6.1.0' ('ip utility, iproute2-6.1.0, libbpf 1.1.2'), 'ss190107' on old
+    builds, or None."""
+    m = re.search(r"iproute2-(?:v)?([0-9][0-9.]*[0-9]|ss[0-9]+)", text or "")
+    return m.group(1) if m else None
+
+
+def parse_xfrm_state_usage(text):
+    """Usage text of `ip xfrm state help` -> which keywords this ip's parser knows.
+
+    iproute2 <= 6.1 prints ``[ offload [dev DEV] dir DIR ]``; >= 6.2 prints
+    ``[ offload [ crypto | packet ] dev DEV dir DIR ]``.  Unrecognised text -> None values.
+    """
+    text = text or ""
+    if "Usage: ip xfrm state" not in text or "offload" not in text:
+        return {"offload_packet": None, "list_nokeys": None, "sa_dir": None}
+    return {
+        "offload_packet": bool(re.search(r"offload\s*\[\s*crypto\s*\|\s*packet\s*\]", text)),
+        "list_nokeys": bool(re.search(r"list\s*\[\s*nokeys\s*\]", text)),
+        "sa_dir": bool(re.search(r"\[\s*dir DIR\s*\]", text)),
+    }
+
+
+def parse_proc_modules(text):
+    """/proc/modules -> set of loaded module names."""
+    return set(line.split()[0] for line in (text or "").splitlines() if line.strip())
+
+
+def parse_module_paths(text):
+    """modules.builtin / modules.dep -> set of module names ('kernel/net/ipv4/esp4.ko[.xz]: ...' ->
+    'esp4').  Names are normalised with '-' -> '_' as the kernel does."""
+    names = set()
+    for line in (text or "").splitlines():
+        path = line.split(":", 1)[0].strip()
+        if not path:
+            continue
+        base = os.path.basename(path)
+        m = re.match(r"^(.*?)\.ko(?:\.\w+)?$", base)
+        if m:
+            names.add(m.group(1).replace("-", "_"))
+    return names
+
+
+def parse_kernel_config(text):
+    """Kernel .config text -> {symbol: 'y'|'m'|'n'|value}; '# CONFIG_X is not set' -> 'n'."""
+    conf = {}
+    for line in (text or "").splitlines():
+        line = line.strip()
+        m = re.match(r"^# (CONFIG_\w+) is not set$", line)
+        if m:
+            conf[m.group(1)] = "n"
+            continue
+        m = re.match(r"^(CONFIG_\w+)=(.*)$", line)
+        if m:
+            conf[m.group(1)] = m.group(2)
+    return conf
+
+
+def kernel_features(loaded=None, builtin=None, available=None, config=None):
+    """Combine the sources (each None when unreadable) into
+    {feature: 'loaded'|'builtin'|'module'|'absent'|'unknown'}."""
+    out = {}
+    for name, mod, symbol in KERNEL_FEATURES:
+        state = "unknown"
+        if mod and loaded is not None and mod in loaded:
+            state = "loaded"
+        elif mod and builtin is not None and mod in builtin:
+            state = "builtin"
+        elif config is not None:
+            val = config.get(symbol, "n")
+            state = {"y": "builtin", "m": "module"}.get(val, "absent")
+            if state == "module" and mod and available is not None and mod not in available:
+                state = "absent"  # configured as a module but not installed
+        elif mod and available is not None and mod in available:
+            state = "module"
+        elif mod and builtin is not None and available is not None:
+            state = "absent"  # neither built in nor installed as a module
+        out[name] = state
+    return out
+
+
+def parse_xfrm_stat(text):
+    """/proc/net/xfrm_stat -> {name: int}."""
+    stats = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            stats[parts[0]] = int(parts[1])
+    return stats
+
+
+def parse_netns_list(text):
+    """`ip netns list` -> set of names ('ns0 (id: 0)' or 'ns0')."""
+    return set(line.split()[0] for line in (text or "").splitlines() if line.strip())
+
+
+def parse_link(obj):
+    """`ip -d -j link show dev D` JSON -> {'ifname', 'operstate', 'parent'} ('parent' is
+    'bus/device' from parentbus/parentdev, the devlink handle form) or None."""
+    if not isinstance(obj, list) or not obj or not isinstance(obj[0], dict):
+        return None
+    link = obj[0]
+    parent = None
+    if link.get("parentbus") and link.get("parentdev"):
+        parent = "%s/%s" % (link["parentbus"], link["parentdev"])
+    return {"ifname": link.get("ifname"), "operstate": link.get("operstate"), "parent": parent}
+
+
+def devlink_dev_handles(obj):
+    """`devlink -j dev` -> set of handles."""
+    return set(((obj or {}).get("dev") or {}).keys())
+
+
+def devlink_ports(obj):
+    """`devlink -j port show` -> {port handle: attributes}."""
+    ports = (obj or {}).get("port") or {}
+    return dict((k, v) for k, v in ports.items() if isinstance(v, dict))
+
+
+def port_device(port_handle):
+    """'pci/0000:08:00.0/2' -> 'pci/0000:08:00.0'."""
+    return port_handle.rsplit("/", 1)[0]
+
+
+def devlink_handle_for_netdev(ports, netdev):
+    """The devlink device whose port carries ``netdev`` (first match), or None."""
+    for handle, attrs in sorted(ports.items()):
+        if attrs.get("netdev") == netdev:
+            return port_device(handle)
+    return None
+
+
+def parse_eswitch(obj, handle):
+    """`devlink -j dev eswitch show H` -> {'eswitch_mode', 'inline_mode', 'encap_mode'} (None when
+    the kernel did not report one)."""
+    attrs = ((obj or {}).get("dev") or {}).get(handle) or {}
+    return {"eswitch_mode": attrs.get("mode"), "inline_mode": attrs.get("inline-mode"),
+            "encap_mode": attrs.get("encap-mode")}
+
+
+def parse_param(obj, handle, name, cmode="runtime"):
+    """`devlink -j dev param show H name N` -> the value for ``cmode``, or None."""
+    params = ((obj or {}).get("param") or {}).get(handle) or []
+    for p in params:
+        if not isinstance(p, dict) or p.get("name") != name:
+            continue
+        for v in p.get("values") or []:
+            if isinstance(v, dict) and v.get("cmode") == cmode:
+                return v.get("value")
+    return None
+
+
+def _cap(value):
+    """Port function cap: 'enable'/'enabled'/True -> True, 'disable'/'disabled'/False -> False,
+    missing -> None (the driver reported no such capability)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    return str(value).lower() in ("enable", "enabled", "true", "on")
+
+
+def _port_key(port):
+    dev, _, index = port.rpartition("/")
+    return (dev, int(index) if index.isdigit() else -1)
+
+
+def vf_ports(ports, handle):
+    """VF ports (flavour pcivf) of devlink device ``handle`` with their IPsec caps."""
+    out = []
+    for port, attrs in sorted(ports.items(), key=lambda kv: _port_key(kv[0])):
+        if port_device(port) != handle or attrs.get("flavour") != "pcivf":
+            continue
+        fn = attrs.get("function") or {}
+        out.append({
+            "port": port, "vfnum": attrs.get("vfnum"), "pfnum": attrs.get("pfnum"),
+            "netdev": attrs.get("netdev"),
+            "ipsec_packet": _cap(fn.get("ipsec_packet")), "ipsec_crypto": _cap(fn.get("ipsec_crypto")),
+        })
+    return out
+
+
+def tc_offloaded(obj):
+    """`tc -j filter show dev D ingress` -> {'filters': N, 'in_hw': [rules in hardware]}.
+
+    Entries without "options" are chain/pref headers, not filters."""
+    filters = 0
+    in_hw = []
+    for entry in obj or []:
+        opts = entry.get("options") if isinstance(entry, dict) else None
+        if not isinstance(opts, dict):
+            continue
+        filters += 1
+        if opts.get("in_hw"):
+            in_hw.append({"pref": entry.get("pref"), "kind": entry.get("kind"), "chain": entry.get("chain"),
+                          "protocol": entry.get("protocol"), "handle": opts.get("handle", opts.get("fh")),
+                          "in_hw_count": opts.get("in_hw_count"), "skip_sw": bool(opts.get("skip_sw"))})
+    return {"filters": filters, "in_hw": in_hw}
+
+
+# --- per-SA counters from `ip -s xfrm state` (counters only; the full SA model lives in _xfrm) ---
+
+_SA_HEAD_RE = re.compile(r"^src (\S+) dst (\S+)\s*$")
+# Lines that carry key material: dropped as soon as they are seen, never stored.
+_SA_KEY_LINE_RE = re.compile(r"^(aead|enc|auth|auth-trunc|comp)\s")
+_SA_RE = {
+    "proto": re.compile(r"^proto (\S+)"),
+    "spi": re.compile(r"\bspi (0x[0-9a-fA-F]+)"),
+    "reqid": re.compile(r"\breqid (\d+)"),
+    "mode": re.compile(r"\bmode (\S+)"),
+    "esn_seq": re.compile(r"^seq-hi (0x[0-9a-fA-F]+), seq (0x[0-9a-fA-F]+), oseq-hi (0x[0-9a-fA-F]+), "
+                          r"oseq (0x[0-9a-fA-F]+)"),
+    "esn_window": re.compile(r"^replay_window (\d+), bitmap-length"),
+    "legacy": re.compile(r"^anti-replay context: seq (0x[0-9a-fA-F]+), oseq (0x[0-9a-fA-F]+)"),
+    "offload": re.compile(r"^crypto offload parameters: dev (\S+)(?: dir (\S+))?(?: mode (\S+))?"),
+    "dir": re.compile(r"^dir (in|out)\s*$"),
+    "sel": re.compile(r"^sel src (\S+) dst (\S+)"),
+    "lifetime": re.compile(r"^(\d+)\(bytes\), (\d+)\(packets\)\s*$"),
+    "times": re.compile(r"^add (\S+ \S+|-) use (\S+ \S+|-)\s*$"),
+    "stats": re.compile(r"^replay-window (\d+) replay (\d+) failed (\d+)\s*$"),
+    "header": re.compile(r"^replay-window (\d+)(.*)$"),
+}
+
+
+def _new_sa(src, dst):
+    return {
+        "src": src, "dst": dst, "proto": None, "spi": None, "spi_int": None, "reqid": None, "mode": None,
+        "flags": [], "dir": None, "sel_src": None, "sel_dst": None,
+        "offloaded": False, "offload_dev": None, "offload_dir": None, "offload_mode": None,
+        "replay_window": None, "seq": None, "oseq": None,
+        "bytes": None, "packets": None, "added": None, "last_used": None,
+        "replay_window_errors": None, "replay_errors": None, "integrity_failed": None,
+    }
+
+
+def _header_flags(rest):
+    """' seq 0x00000000 flag esn (0x10000000)' / ' flag af-unspec esn' -> ['esn'] / ['af-unspec', 'esn']."""
+    tokens = rest.split()
+    if "flag" not in tokens:
+        return []
+    flags = []
+    for tok in tokens[tokens.index("flag") + 1:]:
+        if tok.startswith("("):
+            break
+        flags.append(tok)
+    return flags
+
+
+def parse_xfrm_sa_counters(text):
+    """`ip [-s] xfrm state [list nokeys]` text -> list of per-SA counter dicts (see RETURN).
+
+    Counters-only parser for the info module: it keeps identifiers, offload facts and counts, and
+    drops every key line (aead/enc/auth/auth-trunc/comp) the moment it reads it.  Indentation may
+    be tabs (ip) or spaces (copies from e-mail); an SA starts with "src A dst B" in column 0.
+    """
+    sas = []
+    cur = None
+    for raw in (text or "").splitlines():
+        m = _SA_HEAD_RE.match(raw)
+        if m:
+            cur = _new_sa(m.group(1), m.group(2))
+            sas.append(cur)
+            continue
+        line = raw.strip()
+        if cur is None or not line:
+            continue
+        if _SA_KEY_LINE_RE.match(line):
+            continue
+        if line.startswith("proto "):
+            cur["proto"] = _SA_RE["proto"].match(line).group(1)
+            spi = _SA_RE["spi"].search(line)
+            if spi:
+                cur["spi_int"] = int(spi.group(1), 16)
+                cur["spi"] = "0x%08x" % cur["spi_int"]
+            reqid = _SA_RE["reqid"].search(line)
+            cur["reqid"] = int(reqid.group(1)) if reqid else None
+            mode = _SA_RE["mode"].search(line)
+            cur["mode"] = mode.group(1) if mode else None
+            continue
+        m = _SA_RE["stats"].match(line)
+        if m:
+            cur["replay_window_errors"], cur["replay_errors"], cur["integrity_failed"] = (int(g) for g in m.groups())
+            continue
+        m = _SA_RE["header"].match(line)
+        if m:
+            if cur["replay_window"] is None:
+                cur["replay_window"] = int(m.group(1))
+            cur["flags"] = _header_flags(m.group(2))
+            continue
+        m = _SA_RE["esn_seq"].match(line)
+        if m:
+            hi, lo, ohi, olo = (int(g, 16) for g in m.groups())
+            cur["seq"], cur["oseq"] = (hi << 32) | lo, (ohi << 32) | olo
+            continue
+        m = _SA_RE["esn_window"].match(line)
+        if m:
+            cur["replay_window"] = int(m.group(1))  # with ESN the header says 0; this is the real window
+            continue
+        m = _SA_RE["legacy"].match(line)
+        if m:
+            cur["seq"], cur["oseq"] = int(m.group(1), 16), int(m.group(2), 16)
+            continue
+        m = _SA_RE["offload"].match(line)
+        if m:
+            cur["offloaded"] = True
+            cur["offload_dev"], cur["offload_dir"], cur["offload_mode"] = m.groups()
+            continue
+        m = _SA_RE["dir"].match(line)
+        if m:
+            cur["dir"] = m.group(1)
+            continue
+        m = _SA_RE["sel"].match(line)
+        if m:
+            cur["sel_src"], cur["sel_dst"] = m.groups()
+            continue
+        m = _SA_RE["lifetime"].match(line)
+        if m:
+            cur["bytes"], cur["packets"] = int(m.group(1)), int(m.group(2))
+            continue
+        m = _SA_RE["times"].match(line)
+        if m:
+            cur["added"], cur["last_used"] = (None if g == "-" else g for g in m.groups())
+            continue
+    for sa in sas:
+        if sa["dir"] is None and sa["offload_dir"]:
+            sa["dir"] = sa["offload_dir"]
+    return sas
+
+
+# --- summary ---
+
+def summarize(result, devices_given, namespace=None):
+    """Readiness for packet offload from the gathered facts -> (ready, reasons, unverified)."""
+    reasons, unverified = [], []
+    kernel = result["kernel"]
+    if kernel["meets_packet_offload_minimum"] is None:
+        unverified.append("kernel release %r is not numeric: version not checked" % kernel["release"])
+    elif not kernel["meets_packet_offload_minimum"]:
+        reasons.append("kernel %s is older than %d.%d, the minimum NVIDIA documents for IPsec packet "
+                       "(full) offload: upgrade the kernel" % ((kernel["version"],) + MIN_KERNEL))
+
+    ipr = result["iproute2"]
+    if ipr["offload_packet"] is False:
+        reasons.append("this ip (iproute2 %s) does not accept 'offload packet' (added in iproute2 6.2): "
+                       "upgrade iproute2" % (ipr["version"] or "unknown version"))
+    elif ipr["offload_packet"] is None:
+        unverified.append("could not tell whether ip accepts 'offload packet' (%s)"
+                          % ("ip not found" if not ipr["present"] else "usage text not recognised"))
+
+    feats = kernel["features"]
+    usable = ("loaded", "builtin", "module")
+    esp = (feats["esp4"], feats["esp6"])
+    if esp == ("absent", "absent"):
+        reasons.append("the kernel has no ESP (CONFIG_INET_ESP/esp4 and CONFIG_INET6_ESP/esp6 absent)")
+    elif not any(state in usable for state in esp):
+        unverified.append("could not tell whether the kernel has ESP (no /proc/modules, modules.builtin, "
+                          "modules.dep or kernel config readable)")
+    for name, what in (("xfrm_user", "CONFIG_XFRM_USER: ip xfrm cannot talk to the kernel"),
+                       ("xfrm_offload", "CONFIG_XFRM_OFFLOAD: no IPsec offload at all"),
+                       ("gcm", "CONFIG_CRYPTO_GCM: rfc4106(gcm(aes)) SAs cannot be created, offloaded or not")):
+        if feats[name] == "absent":
+            reasons.append("the kernel lacks %s (%s)" % (name, what))
+    if feats["mlx5_ipsec"] == "absent" and any(d.get("driver") == MLX5_DRIVER for d in result["devices"].values()):
+        reasons.append("the kernel is built without CONFIG_MLX5_EN_IPSEC: mlx5 offers no IPsec offload")
+
+    if not devices_given:
+        unverified.append("no devices given: NIC capabilities not checked")
+    for name, dev in sorted(result["devices"].items()):
+        if dev["present"] is None:
+            unverified.append("%s: could not look the device up (%s)" % (name, dev["problems"].get("ip link")))
+            continue
+        if not dev["present"]:
+            reasons.append("%s: no such network device%s" % (name, (" in namespace %s" % namespace) if namespace else ""))
+            continue
+        if dev["driver"] is None:
+            unverified.append("%s: driver unknown (%s)" % (name, dev["problems"].get("ethtool -i", "no answer")))
+        elif dev["driver"] != MLX5_DRIVER:
+            reasons.append("%s: driver is %s, not %s (this collection drives mlx5 packet offload)"
+                           % (name, dev["driver"], MLX5_DRIVER))
+        feat = (dev["esp_features"] or {}).get("esp_hw_offload")
+        if feat is None:
+            unverified.append("%s: esp-hw-offload unknown (%s)" % (name, dev["problems"].get("ethtool -k", "not listed by ethtool -k")))
+        elif not feat["enabled"]:
+            if feat["fixed"]:
+                reasons.append("%s: esp-hw-offload is off [fixed]: the driver/firmware offers no IPsec offload on "
+                               "this netdev (a crypto-enabled ConnectX/BlueField and mlx5 IPsec support are needed)" % name)
+            else:
+                reasons.append("%s: esp-hw-offload is off: enable it with 'ethtool -K %s esp-hw-offload on'" % (name, name))
+        tc = dev["tc_ingress"]
+        if tc and tc["in_hw"]:
+            if dev["offloaded_states"] is None:
+                unverified.append("%s: %d offloaded TC rule(s) on ingress and the SAs were not read: mlx5 refuses "
+                                  "the first offloaded IPsec SA/policy (EBUSY) while such rules exist" % (name, len(tc["in_hw"])))
+            elif dev["offloaded_states"] == 0:
+                reasons.append("%s: %d offloaded TC rule(s) on ingress: mlx5 refuses the first offloaded IPsec "
+                               "SA/policy (EBUSY) while they exist; create the IPsec states/policies first, then "
+                               "the TC rules" % (name, len(tc["in_hw"])))
+        if dev["driver"] == MLX5_DRIVER and dev["devlink"] is None:
+            unverified.append("%s: no devlink device found: eswitch and steering mode not checked" % name)
+
+    for handle, dl in sorted(result["devlink"].items()):
+        if dl["eswitch_mode"] != "switchdev":
+            continue
+        fsm = dl["flow_steering_mode"]
+        if fsm == "smfs":
+            reasons.append("%s: flow_steering_mode is smfs in switchdev mode: packet offload needs dmfs; set the "
+                           "eswitch to legacy, set flow_steering_mode dmfs, then switchdev again" % handle)
+        elif fsm is None:
+            unverified.append("%s: flow_steering_mode unknown (%s)" % (handle, dl["problems"].get("flow_steering_mode", "not reported")))
+        for vf in dl["vf_ports"]:
+            what = "%s (VF %s%s)" % (vf["port"], vf["vfnum"], (", netdev %s" % vf["netdev"]) if vf["netdev"] else "")
+            if vf["ipsec_packet"] is False:
+                reasons.append("%s: ipsec_packet is disabled on the port function: unbind the VF, run 'devlink "
+                               "port function set %s ipsec_packet enable', bind it again" % (what, vf["port"]))
+            elif vf["ipsec_packet"] is None:
+                reasons.append("%s: the port function reports no ipsec_packet capability (driver/firmware "
+                               "without VF IPsec packet offload)" % what)
+    return not reasons and not unverified, reasons, unverified
+
+
+# ---------------------------------------------------------------------------------------------
+# I/O
+# ---------------------------------------------------------------------------------------------
+
+def _host_path(path):
+    return os.path.join(FS_ROOT, path.lstrip("/"))
+
+
+def _read_text(path):
+    """Text of a host file, or None when it is missing/unreadable (.gz is decompressed)."""
+    full = _host_path(path)
+    try:
+        if full.endswith(".gz"):
+            import gzip
+            with gzip.open(full, "rt", encoding="utf-8", errors="replace") as fh:
+                return fh.read()
+        with open(full, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except (IOError, OSError, EOFError):
+        return None
+
+
+def kernel_release():
+    return os.uname().release
+
+
+def gather_kernel():
+    release = kernel_release()
+    vt = version_tuple(release)
+    loaded_text = _read_text("/proc/modules")
+    builtin_text = _read_text("/lib/modules/%s/modules.builtin" % release)
+    dep_text = _read_text("/lib/modules/%s/modules.dep" % release)
+    config_text = _read_text("/proc/config.gz")
+    if config_text is None:
+        config_text = _read_text("/boot/config-%s" % release)
+    features = kernel_features(
+        loaded=parse_proc_modules(loaded_text) if loaded_text is not None else None,
+        builtin=parse_module_paths(builtin_text) if builtin_text is not None else None,
+        available=parse_module_paths(dep_text) if dep_text is not None else None,
+        config=parse_kernel_config(config_text) if config_text is not None else None)
+    stat_text = _read_text("/proc/net/xfrm_stat")
+    return {
+        "release": release,
+        "version": ".".join(str(n) for n in vt) if vt else None,
+        "meets_packet_offload_minimum": (vt[:2] >= MIN_KERNEL) if vt else None,
+        "features": features,
+        "xfrm_stat_present": stat_text is not None,
+        "xfrm_stat": parse_xfrm_stat(stat_text),
+    }
+
+
+class Gatherer:
+    """Read-only queries.  Every method returns data plus a short problem text instead of raising."""
+
+    def __init__(self, module, namespace):
+        self.module = module
+        self.namespace = namespace
+        self.ip_host = Runner(module, "ip", required=False)  # tool facts: no namespace needed
+        # Tools without their own netns option run under `ip netns exec`, which needs ip.
+        self.can_enter = self.ip_host.available() or not namespace
+        self.ip = Runner(module, "ip", namespace=namespace, required=False)
+        self.tc = Runner(module, "tc", namespace=namespace, required=False)
+        self.devlink = Runner(module, "devlink", namespace=namespace, required=False) if self.can_enter else None
+        self.ethtool = Ethtool(module, namespace=namespace) if self.can_enter else None
+
+    @staticmethod
+    def _try(runner, args, ok_rcs=(0,), as_json=False, stdout_in_errors=True):
+        """Run a read-only query -> (stdout text or decoded JSON, None) or (None, problem text).
+
+        ``stdout_in_errors=False`` keeps stdout (which may hold SA text) out of the problem text.
+        """
+        if runner is None:
+            return None, "absent: ip is needed to run commands in the namespace"
+        if not runner.available():
+            return None, "absent: %s is not installed" % runner.tool
+        try:
+            if as_json:
+                return runner.json(args), None
+            return runner.run(args, ok_rcs=ok_rcs)[1], None
+        except ToolError as exc:
+            if not stdout_in_errors:
+                err = exc.stderr.strip()
+                return None, (err.splitlines()[-1] if err else "failed with rc=%s" % exc.rc)
+            return None, exc.tool_message
+
+    def tools(self):
+        return {"ip": self.ip_host.available(), "tc": self.tc.available(),
+                "ethtool": bool(self.ethtool and self.ethtool.available()),
+                "devlink": bool(self.devlink and self.devlink.available())}
+
+    def namespaces(self):
+        out, problem = self._try(self.ip_host, ["netns", "list"])
+        return (parse_netns_list(out) if out is not None else None), problem
+
+    def iproute2(self):
+        res = {"present": self.ip_host.available(), "version": None, "offload_packet": None,
+               "list_nokeys": None, "sa_dir": None}
+        if not res["present"]:
+            return res
+        rc, out, err = self.ip_host.run(["-V"], ok_rcs=range(256))
+        res["version"] = parse_ip_version(out + err)
+        # The usage text is printed before ip opens a netlink socket (rc 255 by design): this probe
+        # can never add or change state, unlike a trial `xfrm state add ... offload packet`.
+        rc, out, err = self.ip_host.run(["xfrm", "state", "help"], ok_rcs=range(256))
+        res.update(parse_xfrm_state_usage(out + "\n" + err))
+        return res
+
+    def device(self, name, dl_ports, dl_devs):
+        dev = {"present": False, "driver": None, "driver_version": None, "firmware_version": None,
+               "bus_info": None, "esp_features": None, "ipsec_counters": None, "tc_ingress": None,
+               "devlink": None, "offloaded_states": None, "problems": {}}
+        link, problem = self._try(self.ip, ["-d", "-j", "link", "show", "dev", name], as_json=True)
+        parsed = parse_link(link)
+        if parsed is None:
+            dev["problems"]["ip link"] = problem or "no such device"
+            if problem and problem.startswith("absent:"):
+                dev["present"] = None
+            return dev
+        dev["present"] = True
+        if self.ethtool is None:
+            for q in ("ethtool -i", "ethtool -k", "ethtool -S"):
+                dev["problems"][q] = "absent: ip is needed to run ethtool in the namespace"
+        else:
+            info, problem = self.ethtool.driver_info(name)
+            if info is not None:
+                dev["driver"] = info.get("driver") or None
+                dev["driver_version"] = info.get("version") or None
+                dev["firmware_version"] = info.get("firmware_version") or None
+                dev["bus_info"] = info.get("bus_info") or None
+            else:
+                dev["problems"]["ethtool -i"] = problem
+            feats, problem = self.ethtool.features(name)
+            if feats is not None:
+                dev["esp_features"] = esp_features(feats)
+            else:
+                dev["problems"]["ethtool -k"] = problem
+            counters, problem = self.ethtool.ipsec_counters(name)
+            if counters is not None:
+                dev["ipsec_counters"] = counters
+            else:
+                dev["problems"]["ethtool -S"] = problem
+        tc, problem = self._try(self.tc, ["-j", "filter", "show", "dev", name, "ingress"], as_json=True)
+        if problem is None:
+            dev["tc_ingress"] = tc_offloaded(tc)
+        else:
+            dev["problems"]["tc filter"] = problem
+        handle = devlink_handle_for_netdev(dl_ports, name)
+        if handle is None and parsed["parent"] and parsed["parent"] in (dl_devs or ()):
+            handle = parsed["parent"]
+        dev["devlink"] = handle
+        return dev
+
+    def devlink_index(self):
+        """-> (set of devlink handles, or None when devlink cannot answer; {port: attrs}; problem)."""
+        devs, problem = self._try(self.devlink, ["-j", "dev"], as_json=True)
+        if problem:
+            return None, {}, problem
+        ports, problem = self._try(self.devlink, ["-j", "port", "show"], as_json=True)
+        return devlink_dev_handles(devs), devlink_ports(ports), problem
+
+    def devlink_device(self, handle, ports):
+        dl = {"eswitch_mode": None, "inline_mode": None, "encap_mode": None, "flow_steering_mode": None,
+              "vf_ports": vf_ports(ports, handle), "problems": {}}
+        obj, problem = self._try(self.devlink, ["-j", "dev", "eswitch", "show", handle], as_json=True)
+        if problem is None:
+            dl.update(parse_eswitch(obj, handle))
+        else:
+            dl["problems"]["eswitch"] = problem
+        obj, problem = self._try(self.devlink, ["-j", "dev", "param", "show", handle, "name", "flow_steering_mode"],
+                                 as_json=True)
+        if problem is None:
+            dl["flow_steering_mode"] = parse_param(obj, handle, "flow_steering_mode")
+        else:
+            dl["problems"]["flow_steering_mode"] = problem
+        return dl
+
+    def xfrm_states(self, nokeys):
+        args = ["-s", "xfrm", "state", "list"] + (["nokeys"] if nokeys else [])
+        out, problem = self._try(self.ip, args, stdout_in_errors=False)
+        if problem:
+            return None, problem
+        # Parse at once: only counters leave the parser; the raw text goes no further.
+        return parse_xfrm_sa_counters(out), None
+
+
+def validate(params):
+    devices = []
+    for i, name in enumerate(params["devices"] or []):
+        V.ifname("devices[%d]" % i, name)
+        if name not in devices:
+            devices.append(name)
+    handles = []
+    for i, handle in enumerate(params["devlink"] or []):
+        V.devlink_handle("devlink[%d]" % i, handle)
+        if handle not in handles:
+            handles.append(handle)
+    ns = V.netns("namespace", params["namespace"])
+    return devices, handles, ns
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "devices": {"type": "list", "elements": "str", "default": []},
+            "devlink": {"type": "list", "elements": "str", "default": []},
+            "sa_counters": {"type": "bool", "default": True},
+            "namespace": {"type": "str"},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        devices, handles, ns = validate(module.params)
+    except V.InputError as exc:
+        module.fail_json(msg=str(exc))
+
+    g = Gatherer(module, ns)
+    if ns:
+        names, problem = g.namespaces()
+        if names is None:
+            module.fail_json(msg="namespace: cannot list network namespaces (%s)" % problem)
+        if ns not in names:
+            module.fail_json(msg="namespace: network namespace %r does not exist; create it (ip netns add %s) "
+                                 "or omit the option" % (ns, ns))
+
+    result = {"changed": False, "tools": g.tools(), "iproute2": g.iproute2(), "kernel": gather_kernel(),
+              "devices": {}, "devlink": {}, "xfrm_states": [], "xfrm_states_problem": None}
+
+    dl_devs, dl_ports, dl_problem = g.devlink_index()
+    for name in devices:
+        dev = g.device(name, dl_ports, dl_devs)
+        if dl_problem and dev["present"]:
+            dev["problems"]["devlink"] = dl_problem
+        result["devices"][name] = dev
+
+    wanted = list(handles)
+    for dev in result["devices"].values():
+        if dev["devlink"] and dev["devlink"] not in wanted:
+            wanted.append(dev["devlink"])
+    for handle in wanted:
+        if dl_devs is not None and handle in dl_devs:
+            result["devlink"][handle] = g.devlink_device(handle, dl_ports)
+            continue
+        result["devlink"][handle] = {
+            "eswitch_mode": None, "inline_mode": None, "encap_mode": None, "flow_steering_mode": None,
+            "vf_ports": [], "problems": {"device": dl_problem if dl_devs is None else "no such devlink device"}}
+
+    if module.params["sa_counters"]:
+        sas, problem = g.xfrm_states(nokeys=result["iproute2"]["list_nokeys"] is not False)
+        if sas is not None:
+            result["xfrm_states"] = sas
+            for name, dev in result["devices"].items():
+                if dev["present"]:
+                    dev["offloaded_states"] = sum(1 for sa in sas if sa["offload_dev"] == name)
+        else:
+            result["xfrm_states_problem"] = problem
+
+    ready, reasons, unverified = summarize(result, bool(devices), ns)
+    result["summary"] = {"packet_offload_ready": ready, "reasons": reasons, "unverified": unverified}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
