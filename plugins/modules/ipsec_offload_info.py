@@ -416,12 +416,13 @@ def vf_ports(ports, handle):
 def tc_offloaded(obj):
     """`tc -j filter show dev D ingress` -> {'filters': N, 'in_hw': [rules in hardware]}.
 
-    Entries without "options" are chain/pref headers, not filters."""
+    Entries without "options" are chain/pref headers; entries whose options carry neither
+    in_hw nor not_in_hw (u32 hash tables) are not rules either."""
     filters = 0
     in_hw = []
     for entry in obj or []:
         opts = entry.get("options") if isinstance(entry, dict) else None
-        if not isinstance(opts, dict):
+        if not isinstance(opts, dict) or not ("in_hw" in opts or "not_in_hw" in opts):
             continue
         filters += 1
         if opts.get("in_hw"):

@@ -1,0 +1,366 @@
+# -*- coding: utf-8 -*-
+"""ipsec_offload_info: pure parsers on real outputs, the summary rules, the module on a scripted
+host (exact command list, nothing that could change state), and one run against the real tools."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+from unittest import mock
+
+from ansible_collections.ipsec_offload.mlx5.plugins.modules import ipsec_offload_info as info
+from harness import FakeHost, fixture, run_module
+
+
+def sample(name):
+    """A fixture from fixtures/info without its leading '# source' comment lines."""
+    lines = fixture("info/" + name).splitlines(True)
+    while lines and lines[0].startswith("# "):
+        lines.pop(0)
+    return "".join(lines)
+
+
+def sample_json(name):
+    return json.loads(sample(name))
+
+
+# --------------------------------------------------------------------------- versions / probes
+
+@pytest.mark.parametrize("text,expected", [
+    (sample("ip_V_iproute2_6.1_host.txt"), "6.1.0"),
+    # header line of ../shared/reference/samples/lab/xfrm-offload-negative.txt (trixie VM)
+    ("ip utility, iproute2-6.15.0, libbpf 1.5.0", "6.15.0"),
+    ("ip utility, iproute2-ss190107", "ss190107"),
+    ("", None),
+])
+def test_parse_ip_version(text, expected):
+    assert info.parse_ip_version(text) == expected
+
+
+@pytest.mark.parametrize("name,expected", [
+    # REAL 6.1 usage: 'offload [dev DEV] dir DIR' -> no packet keyword; nokeys is there
+    ("ip_xfrm_state_help_iproute2_6.1_host.txt", {"offload_packet": False, "list_nokeys": True, "sa_dir": False}),
+    ("ip_xfrm_state_help_iproute2_6.2plus_DERIVED.txt", {"offload_packet": True, "list_nokeys": True, "sa_dir": False}),
+])
+def test_parse_xfrm_state_usage_fixtures(name, expected):
+    assert info.parse_xfrm_state_usage(sample(name)) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ('Object "xfrm" is unknown, try "ip help".', {"offload_packet": None, "list_nokeys": None, "sa_dir": None}),
+    ("", {"offload_packet": None, "list_nokeys": None, "sa_dir": None}),
+    # iproute2 >= 6.10 adds the SA direction keyword to the add/update usage
+    ("Usage: ip xfrm state { add | update } ID\n        [ offload [ crypto | packet ] dev DEV dir DIR ]\n"
+     "        [ if_id IF_ID ] [ tfcpad LENGTH ] [dir DIR]\nUsage: ip xfrm state list [ nokeys ] [ ID ]\n",
+     {"offload_packet": True, "list_nokeys": True, "sa_dir": True}),
+])
+def test_parse_xfrm_state_usage_table(text, expected):
+    assert info.parse_xfrm_state_usage(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("6.12.117+deb13-amd64", (6, 12, 117)),
+    ("6.18.44-fc-v657", (6, 18, 44)),
+    ("6.6", (6, 6, 0)),
+    ("5.15.0-91-generic", (5, 15, 0)),
+    ("weird", None),
+])
+def test_version_tuple(text, expected):
+    assert info.version_tuple(text) == expected
+
+
+# --------------------------------------------------------------------------- kernel features
+
+# the dev host's own /proc/config.gz lines (kernel 6.18.44, no modules, no ESP/GCM)
+HOST_CONFIG = """CONFIG_XFRM_USER=y
+# CONFIG_XFRM_USER_COMPAT is not set
+# CONFIG_INET_ESP is not set
+# CONFIG_INET6_ESP is not set
+# CONFIG_CRYPTO_GCM is not set
+"""
+
+
+def test_parse_kernel_config():
+    assert info.parse_kernel_config(HOST_CONFIG + "CONFIG_INET_ESP_OFFLOAD=m\n") == {
+        "CONFIG_XFRM_USER": "y", "CONFIG_XFRM_USER_COMPAT": "n", "CONFIG_INET_ESP": "n",
+        "CONFIG_INET6_ESP": "n", "CONFIG_CRYPTO_GCM": "n", "CONFIG_INET_ESP_OFFLOAD": "m"}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("kernel/net/ipv4/esp4.ko.xz: kernel/net/xfrm/xfrm_algo.ko.xz\nkernel/net/ipv6/esp6-offload.ko:\n",
+     {"esp4", "esp6_offload"}),
+    ("kernel/net/xfrm/xfrm_user.ko\nkernel/crypto/gcm.ko\n", {"xfrm_user", "gcm"}),
+    ("", set()),
+])
+def test_parse_module_paths(text, expected):
+    assert info.parse_module_paths(text) == expected
+
+
+def test_parse_proc_modules():
+    # the lsmod lines of ../shared/reference/samples/netdevsim/05-ipsec.txt in /proc/modules form
+    text = ("esp4_offload 12288 0 - Live 0x0000000000000000\n"
+            "esp4 28672 1 esp4_offload, Live 0x0000000000000000\n"
+            "xfrm_algo 16384 1 esp4, Live 0x0000000000000000\n")
+    assert info.parse_proc_modules(text) == {"esp4_offload", "esp4", "xfrm_algo"}
+
+
+@pytest.mark.parametrize("sources,expected", [
+    # the dev host: no modules at all, config readable
+    ({"config": info.parse_kernel_config(HOST_CONFIG)},
+     {"esp4": "absent", "esp6": "absent", "esp4_offload": "absent", "esp6_offload": "absent",
+      "xfrm_user": "builtin", "xfrm_offload": "absent", "gcm": "absent", "mlx5_ipsec": "absent"}),
+    # Debian-like: esp4 loaded, esp6 a module on disk, xfrm_user built in, no config file
+    ({"loaded": {"esp4", "esp4_offload"}, "builtin": {"xfrm_user"},
+      "available": {"esp4", "esp6", "esp4_offload", "esp6_offload", "gcm"}},
+     {"esp4": "loaded", "esp6": "module", "esp4_offload": "loaded", "esp6_offload": "module",
+      "xfrm_user": "builtin", "xfrm_offload": "unknown", "gcm": "module", "mlx5_ipsec": "unknown"}),
+    # configured as a module but not installed -> absent
+    ({"config": {"CONFIG_INET_ESP": "m", "CONFIG_XFRM_OFFLOAD": "y"}, "available": set(), "builtin": set(),
+      "loaded": set()},
+     {"esp4": "absent", "esp6": "absent", "esp4_offload": "absent", "esp6_offload": "absent",
+      "xfrm_user": "absent", "xfrm_offload": "builtin", "gcm": "absent", "mlx5_ipsec": "absent"}),
+    # nothing readable
+    ({}, dict((n, "unknown") for n, _, _ in info.KERNEL_FEATURES)),
+])
+def test_kernel_features(sources, expected):
+    assert info.kernel_features(**sources) == expected
+
+
+def test_parse_xfrm_stat_and_netns():
+    assert info.parse_xfrm_stat("XfrmInError             \t0\nXfrmInNoStates          \t7\n") == {
+        "XfrmInError": 0, "XfrmInNoStates": 7}
+    assert info.parse_netns_list("ns1 (id: 1)\nns0\n") == {"ns0", "ns1"}
+
+
+# --------------------------------------------------------------------------- SA counters
+
+LAB_SAS = [
+    {"src": "192.168.100.2", "dst": "192.168.100.1", "proto": "esp", "spi": "0x00001001", "spi_int": 4097,
+     "reqid": 2, "mode": "transport", "flags": ["esn"], "dir": None,
+     "sel_src": "192.168.100.2/32", "sel_dst": "192.168.100.1/32",
+     "offloaded": False, "offload_dev": None, "offload_dir": None, "offload_mode": None,
+     "replay_window": 64, "seq": 6, "oseq": 0, "bytes": 384, "packets": 6,
+     "added": "2026-11-24 09:09:18", "last_used": "2026-11-24 09:09:21",
+     "replay_window_errors": 0, "replay_errors": 0, "integrity_failed": 0},
+    {"src": "192.168.100.1", "dst": "192.168.100.2", "proto": "esp", "spi": "0x00001000", "spi_int": 4096,
+     "reqid": 1, "mode": "transport", "flags": ["esn"], "dir": None,
+     "sel_src": "192.168.100.1/32", "sel_dst": "192.168.100.2/32",
+     "offloaded": False, "offload_dev": None, "offload_dir": None, "offload_mode": None,
+     "replay_window": 64, "seq": 0, "oseq": 6, "bytes": 384, "packets": 6,
+     "added": "2026-11-24 09:09:17", "last_used": "2026-11-24 09:09:21",
+     "replay_window_errors": 0, "replay_errors": 0, "integrity_failed": 0},
+]
+
+
+def test_sa_counters_lab_esn():
+    assert info.parse_xfrm_sa_counters(sample("ip_s_xfrm_state_lab.txt")) == LAB_SAS
+
+
+def test_sa_counters_netdevsim_crypto_offload():
+    sas = info.parse_xfrm_sa_counters(sample("ip_s_xfrm_state_netdevsim.txt"))
+    assert [(s["spi"], s["dir"], s["offloaded"], s["offload_dev"], s["offload_dir"], s["offload_mode"],
+             s["flags"], s["replay_window"], s["seq"], s["oseq"], s["bytes"], s["packets"], s["added"],
+             s["last_used"], s["sel_src"]) for s in sas] == [
+        ("0x00001001", "in", True, "eth0", "in", "crypto", [], 0, 0, 0, 0, 0, "2026-11-24 08:49:42", None, "0.0.0.0/0"),
+        ("0x00001000", "out", True, "eth0", "out", "crypto", [], 0, 0, 0, 0, 0, "2026-11-24 08:49:40", None, "0.0.0.0/0"),
+    ]
+
+
+def test_sa_counters_mlx5_packet_offload_without_stats():
+    # real mlx5 output, space-indented, no sel line (af-unspec), no -s counters
+    sas = info.parse_xfrm_sa_counters(sample("ip_xfrm_state_mlx5_packet.txt"))
+    assert len(sas) == 1
+    sa = sas[0]
+    assert (sa["spi"], sa["reqid"], sa["mode"], sa["flags"]) == ("0xc88b7652", 1, "tunnel", ["af-unspec", "esn"])
+    assert (sa["offload_dev"], sa["offload_dir"], sa["offload_mode"], sa["dir"]) == ("eth2", "out", "packet", "out")
+    assert sa["replay_window"] == 1 and sa["sel_src"] is None
+    assert sa["bytes"] is None and sa["integrity_failed"] is None
+
+
+@pytest.mark.parametrize("text,field,expected", [
+    # iproute2 4.12..6.1 print no "mode" on the offload line: the mode stays unknown
+    ("src 10.0.0.1 dst 10.0.0.2\n\tproto esp spi 0x00001000 reqid 1 mode transport\n"
+     "\tcrypto offload parameters: dev p0 dir out\n", "offload_mode", None),
+    # old iproute2 without "mode" in the id line
+    ("src 10.0.0.1 dst 10.0.0.2\n\tproto esp spi 0x00001000 reqid 1\n", "mode", None),
+    # `list nokeys` prints the algorithm without the key
+    ("src 10.0.0.1 dst 10.0.0.2\n\tproto esp spi 0x1000 reqid 7 mode transport\n"
+     "\taead rfc4106(gcm(aes)) <<Keys hidden>> 128\n", "reqid", 7),
+    # non-ESN state with a window: header carries it
+    ("src 10.0.0.1 dst 10.0.0.2\n\tproto esp spi 0x1000 reqid 7 mode transport\n\treplay-window 32 \n"
+     "\tanti-replay context: seq 0x5, oseq 0x0, bitmap 0x0000001f\n", "replay_window", 32),
+    # ESN high words fold into the 64-bit sequence numbers
+    ("src 10.0.0.1 dst 10.0.0.2\n\tanti-replay esn context:\n\t seq-hi 0x1, seq 0x2, oseq-hi 0x0, oseq 0x3\n",
+     "seq", (1 << 32) | 2),
+    ("src 10.0.0.1 dst 10.0.0.2\n\tstats:\n\t  replay-window 1 replay 2 failed 3\n", "integrity_failed", 3),
+])
+def test_sa_counters_variants(text, field, expected):
+    (sa,) = info.parse_xfrm_sa_counters(text)
+    assert sa[field] == expected
+
+
+@pytest.mark.parametrize("name", [
+    "ip_s_xfrm_state_lab.txt", "ip_s_xfrm_state_netdevsim.txt", "ip_xfrm_state_mlx5_packet.txt",
+])
+def test_sa_counters_never_carry_key_material(name):
+    text = sample(name)
+    keys = re.findall(r"0x[0-9a-f]{32,}", text)
+    assert keys, "the fixture holds keys, so this test can fail"
+    out = json.dumps(info.parse_xfrm_sa_counters(text))
+    for key in keys:
+        assert key not in out and key[2:] not in out
+    assert "aead" not in out and "rfc4106" not in out
+
+
+# --------------------------------------------------------------------------- tc, devlink
+
+def test_tc_offloaded_rules():
+    assert info.tc_offloaded(sample_json("tc_j_netdevsim_in_hw.json.txt")) == {
+        "filters": 2, "in_hw": [
+            {"pref": 1, "kind": "flower", "chain": 0, "protocol": "ip", "handle": 1, "in_hw_count": 1, "skip_sw": True},
+            {"pref": 2, "kind": "flower", "chain": 0, "protocol": "ip", "handle": 1, "in_hw_count": 1, "skip_sw": False},
+        ]}
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("tc_j_netdevsim_not_in_hw.json.txt", {"filters": 2, "in_hw": []}),
+    # u32: the hash-table entry has options but is not a rule
+    ("tc_j_u32_host.json.txt", {"filters": 1, "in_hw": []}),
+])
+def test_tc_software_rules(name, expected):
+    assert info.tc_offloaded(sample_json(name)) == expected
+
+
+def test_tc_empty():
+    assert info.tc_offloaded([]) == {"filters": 0, "in_hw": []}
+
+
+def test_devlink_netdevsim_ports():
+    ports = info.devlink_ports(sample_json("devlink_j_port_show_netdevsim.json.txt"))
+    assert info.devlink_handle_for_netdev(ports, "eth0") == "netdevsim/netdevsim1"
+    assert info.devlink_handle_for_netdev(ports, "eth2") == "netdevsim/netdevsim1"
+    assert info.devlink_handle_for_netdev(ports, "p0") is None
+    # netdevsim has no ipsec port-function caps: reported as None (capability not offered)
+    assert info.vf_ports(ports, "netdevsim/netdevsim1") == [
+        {"port": "netdevsim/netdevsim1/128", "vfnum": 0, "pfnum": 0, "netdev": "eth1", "ipsec_packet": None, "ipsec_crypto": None},
+        {"port": "netdevsim/netdevsim1/129", "vfnum": 1, "pfnum": 0, "netdev": "eth2", "ipsec_packet": None, "ipsec_crypto": None},
+    ]
+    assert info.vf_ports(ports, "pci/0000:08:00.0") == []
+
+
+def test_devlink_mlx5_vf_caps_and_params():
+    ports = info.devlink_ports(sample_json("devlink_j_port_show_mlx5_vf_DERIVED.json.txt"))
+    assert info.vf_ports(ports, "pci/0000:06:00.0") == [
+        {"port": "pci/0000:06:00.0/2", "vfnum": 1, "pfnum": 0, "netdev": "enp6s0pf0vf1",
+         "ipsec_packet": True, "ipsec_crypto": False}]
+    assert info.parse_param(sample_json("devlink_j_param_fsm_smfs_DERIVED.json.txt"), "pci/0000:06:00.0",
+                            "flow_steering_mode") == "smfs"
+    assert info.parse_param({"param": {"pci/0000:06:00.0": [{"name": "flow_steering_mode", "values": []}]}},
+                            "pci/0000:06:00.0", "flow_steering_mode") is None
+    assert info.parse_eswitch(sample_json("devlink_j_eswitch_mlx5_DERIVED.json.txt"), "pci/0000:03:00.0") == {
+        "eswitch_mode": "switchdev", "inline_mode": "none", "encap_mode": "basic"}
+    assert info.parse_eswitch(sample_json("devlink_j_eswitch_netdevsim.json.txt"), "netdevsim/netdevsim1") == {
+        "eswitch_mode": "switchdev", "inline_mode": None, "encap_mode": None}
+    assert info.parse_eswitch({"dev": {}}, "pci/0000:03:00.0")["eswitch_mode"] is None
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("enable", True), ("enabled", True), ("disable", False), ("disabled", False), (True, True), (None, None)])
+def test_port_function_cap_words(value, expected):
+    # iproute2 prints enable/disable, the kernel docs show enabled/disabled: accept both
+    assert info._cap(value) is expected
+
+
+def test_parse_link_parent():
+    obj = [{"ifname": "eth0", "operstate": "UP", "parentbus": "virtio", "parentdev": "virtio2"}]
+    assert info.parse_link(obj) == {"ifname": "eth0", "operstate": "UP", "parent": "virtio/virtio2"}
+    assert info.parse_link([{"ifname": "lo", "operstate": "UNKNOWN"}])["parent"] is None
+    assert info.parse_link([]) is None and info.parse_link(None) is None
+
+
+# --------------------------------------------------------------------------- summary rules
+
+def _ready_result():
+    feats = {"esp4": "module", "esp6": "module", "esp4_offload": "module", "esp6_offload": "module",
+             "xfrm_user": "builtin", "xfrm_offload": "builtin", "gcm": "module", "mlx5_ipsec": "builtin"}
+    return {
+        "kernel": {"release": "6.12.117+deb13-amd64", "version": "6.12.117", "meets_packet_offload_minimum": True,
+                   "features": feats},
+        "iproute2": {"present": True, "version": "6.15.0", "offload_packet": True},
+        "devices": {"p0": {"present": True, "driver": "mlx5_core", "problems": {},
+                           "esp_features": {"esp_hw_offload": {"enabled": True, "fixed": False}},
+                           "tc_ingress": {"filters": 0, "in_hw": []}, "devlink": "pci/0000:08:00.0",
+                           "offloaded_states": 0}},
+        "devlink": {"pci/0000:08:00.0": {"eswitch_mode": "switchdev", "flow_steering_mode": "dmfs", "problems": {},
+                                         "vf_ports": [{"port": "pci/0000:08:00.0/1", "vfnum": 0, "netdev": "pf0vf0",
+                                                       "ipsec_packet": True, "ipsec_crypto": False}]}},
+    }
+
+
+def _set(path, value):
+    def change(res):
+        node = res
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return change
+
+
+def test_summary_ready():
+    assert info.summarize(_ready_result(), True) == (True, [], [])
+
+
+@pytest.mark.parametrize("change,kind,needle", [
+    (_set(("kernel", "meets_packet_offload_minimum"), False), "reasons", "older than 6.6"),
+    (_set(("iproute2", "offload_packet"), False), "reasons", "does not accept 'offload packet'"),
+    (_set(("iproute2", "offload_packet"), None), "unverified", "could not tell whether ip accepts"),
+    (lambda r: r["kernel"]["features"].update(esp4="absent", esp6="absent"), "reasons", "no ESP"),
+    (lambda r: r["kernel"]["features"].update(esp4="unknown", esp6="unknown"), "unverified", "has ESP"),
+    (_set(("kernel", "features", "mlx5_ipsec"), "absent"), "reasons", "CONFIG_MLX5_EN_IPSEC"),
+    (_set(("devices", "p0", "driver"), "virtio_net"), "reasons", "driver is virtio_net"),
+    (_set(("devices", "p0", "esp_features", "esp_hw_offload"), {"enabled": False, "fixed": False}),
+     "reasons", "ethtool -K p0 esp-hw-offload on"),
+    (_set(("devices", "p0", "esp_features", "esp_hw_offload"), {"enabled": False, "fixed": True}),
+     "reasons", "off [fixed]"),
+    (_set(("devices", "p0", "esp_features"), None), "unverified", "esp-hw-offload unknown"),
+    (_set(("devices", "p0", "present"), False), "reasons", "no such network device"),
+    (_set(("devices", "p0", "tc_ingress", "in_hw"), [{"pref": 1}]), "reasons", "EBUSY"),
+    (lambda r: (r["devices"]["p0"]["tc_ingress"].update(in_hw=[{"pref": 1}]),
+                r["devices"]["p0"].update(offloaded_states=None)), "unverified", "EBUSY"),
+    (_set(("devices", "p0", "devlink"), None), "unverified", "no devlink device"),
+    (_set(("devlink", "pci/0000:08:00.0", "flow_steering_mode"), "smfs"), "reasons", "smfs in switchdev"),
+    (_set(("devlink", "pci/0000:08:00.0", "flow_steering_mode"), None), "unverified", "flow_steering_mode unknown"),
+    (lambda r: r["devlink"]["pci/0000:08:00.0"]["vf_ports"][0].update(ipsec_packet=False), "reasons",
+     "ipsec_packet is disabled"),
+    (lambda r: r["devlink"]["pci/0000:08:00.0"]["vf_ports"][0].update(ipsec_packet=None), "reasons",
+     "no ipsec_packet capability"),
+])
+def test_summary_each_rule(change, kind, needle):
+    res = copy.deepcopy(_ready_result())
+    change(res)
+    ready, reasons, unverified = info.summarize(res, True)
+    found = {"reasons": reasons, "unverified": unverified}
+    assert ready is False
+    assert len(found[kind]) == 1 and needle in found[kind][0], found
+    other = "unverified" if kind == "reasons" else "reasons"
+    assert found[other] == []
+
+
+def test_summary_rules_that_do_not_fire():
+    res = _ready_result()
+    # offloaded TC rules next to existing offloaded SAs: the IPsec tables exist, no EBUSY
+    res["devices"]["p0"]["tc_ingress"]["in_hw"] = [{"pref": 1}]
+    res["devices"]["p0"]["offloaded_states"] = 2
+    # smfs is only a problem in switchdev
+    res["devlink"]["pci/0000:08:00.0"].update(eswitch_mode="legacy", flow_steering_mode="smfs")
+    # one ESP family missing is not a blocker
+    res["kernel"]["features"]["esp6"] = "absent"
+    assert info.summarize(res, True) == (True, [], [])
+    assert info.summarize(res, False)[2] == ["no devices given: NIC capabilities not checked"]
