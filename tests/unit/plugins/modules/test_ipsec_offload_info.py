@@ -364,3 +364,297 @@ def test_summary_rules_that_do_not_fire():
     res["kernel"]["features"]["esp6"] = "absent"
     assert info.summarize(res, True) == (True, [], [])
     assert info.summarize(res, False)[2] == ["no devices given: NIC capabilities not checked"]
+
+
+# --------------------------------------------------------------------------- the module on a scripted host
+
+RELEASE = "6.12.117+deb13-amd64"
+PF = "pci/0000:08:00.0"
+
+# Synthetic, in the shapes of the real outputs above (no mlx5 capture of these exists in the samples).
+MLX5_ETHTOOL_I = ("driver: mlx5_core\nversion: 6.12.117+deb13-amd64\nfirmware-version: 22.39.1002 (MT_0000000359)\n"
+                  "expansion-rom-version: \nbus-info: 0000:08:00.0\nsupports-statistics: yes\n")
+MLX5_LINK = json.dumps([{"ifindex": 4, "ifname": "p0", "operstate": "UP", "parentbus": "pci",
+                         "parentdev": "0000:08:00.0"}])
+MLX5_PORTS = json.dumps({"port": {
+    PF + "/65535": {"type": "eth", "netdev": "p0", "flavour": "physical", "port": 0, "splittable": False},
+    PF + "/1": {"type": "eth", "netdev": "pf0vf0", "flavour": "pcivf", "controller": 0, "pfnum": 0, "vfnum": 0,
+                "external": False, "splittable": False,
+                "function": {"hw_addr": "00:00:00:00:00:00", "ipsec_crypto": "disable", "ipsec_packet": "enable"}}}})
+MLX5_ESWITCH = json.dumps({"dev": {PF: {"mode": "switchdev", "inline-mode": "none", "encap-mode": "basic"}}})
+MLX5_FSM = json.dumps({"param": {PF: [{"name": "flow_steering_mode", "type": "driver-specific",
+                                       "values": [{"cmode": "runtime", "value": "dmfs"}]}]}})
+MLX5_ETHTOOL_K = "Features for p0:\n" + sample("ethtool_k_netdevsim_esp.txt").replace("esp-hw-offload: on [fixed]",
+                                                                                   "esp-hw-offload: on")
+MLX5_SAS = sample("ip_xfrm_state_mlx5_packet.txt").replace("dev eth2", "dev p0")
+USAGE_NEW = sample("ip_xfrm_state_help_iproute2_6.2plus_DERIVED.txt")
+USAGE_61 = sample("ip_xfrm_state_help_iproute2_6.1_host.txt")
+
+
+@pytest.fixture
+def kernel_tree(tmp_path, monkeypatch):
+    """A host file tree: esp4 loaded, esp6 on disk, xfrm_user built in, config in /boot."""
+    files = {
+        "proc/modules": "esp4_offload 12288 0 - Live 0x0\nesp4 28672 1 esp4_offload, Live 0x0\n",
+        "proc/net/xfrm_stat": "XfrmInError             \t0\nXfrmInNoStates          \t3\n",
+        "lib/modules/%s/modules.builtin" % RELEASE: "kernel/net/xfrm/xfrm_user.ko\n",
+        "lib/modules/%s/modules.dep" % RELEASE: ("kernel/net/ipv4/esp4.ko.xz:\nkernel/net/ipv6/esp6.ko.xz:\n"
+                                                 "kernel/net/ipv4/esp4_offload.ko.xz:\nkernel/net/ipv6/esp6_offload.ko.xz:\n"
+                                                 "kernel/crypto/gcm.ko.xz:\n"),
+        "boot/config-%s" % RELEASE: ("CONFIG_XFRM_USER=y\nCONFIG_XFRM_OFFLOAD=y\nCONFIG_INET_ESP=m\nCONFIG_INET6_ESP=m\n"
+                                     "CONFIG_INET_ESP_OFFLOAD=m\nCONFIG_INET6_ESP_OFFLOAD=m\nCONFIG_CRYPTO_GCM=m\n"
+                                     "CONFIG_MLX5_EN_IPSEC=y\n"),
+    }
+    for rel, text in files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.setattr(info, "FS_ROOT", str(tmp_path))
+    monkeypatch.setattr(info, "kernel_release", lambda: RELEASE)
+    return tmp_path
+
+
+def mlx5_host(usage=USAGE_NEW, sas=MLX5_SAS):
+    return FakeHost([
+        (("ip", "-V"), (0, "ip utility, iproute2-6.15.0, libbpf 1.5.0\n", "")),
+        (("ip", "xfrm", "state", "help"), (255, "", usage)),
+        (("devlink", "-j", "dev", "eswitch"), (0, MLX5_ESWITCH, "")),
+        (("devlink", "-j", "dev", "param"), (0, MLX5_FSM, "")),
+        (("devlink", "-j", "dev"), (0, json.dumps({"dev": {PF: {}}}), "")),
+        (("devlink", "-j", "port", "show"), (0, MLX5_PORTS, "")),
+        (("ip", "-d", "-j", "link", "show", "dev", "p0"), (0, MLX5_LINK, "")),
+        (("ethtool", "-i", "p0"), (0, MLX5_ETHTOOL_I, "")),
+        (("ethtool", "-k", "p0"), (0, MLX5_ETHTOOL_K, "")),
+        (("ethtool", "-S", "p0"), (0, "NIC statistics:\n     rx_packets: 10\n" + sample("ethtool_S_ipsec_cx7.txt"), "")),
+        (("tc", "-j", "filter", "show", "dev", "p0", "ingress"), (0, "[]", "")),
+        (("ip", "-s", "xfrm", "state", "list"), (0, sas, "")),
+    ])
+
+
+MLX5_COMMANDS = [
+    ["ip", "-V"],
+    ["ip", "xfrm", "state", "help"],
+    ["devlink", "-j", "dev"],
+    ["devlink", "-j", "port", "show"],
+    ["ip", "-d", "-j", "link", "show", "dev", "p0"],
+    ["ethtool", "-i", "p0"],
+    ["ethtool", "-k", "p0"],
+    ["ethtool", "-S", "p0"],
+    ["tc", "-j", "filter", "show", "dev", "p0", "ingress"],
+    ["devlink", "-j", "dev", "eswitch", "show", PF],
+    ["devlink", "-j", "dev", "param", "show", PF, "name", "flow_steering_mode"],
+    ["ip", "-s", "xfrm", "state", "list", "nokeys"],
+]
+
+# Words that would make any of these tools change state.
+MUTATING = {"add", "set", "del", "delete", "deleteall", "flush", "change", "replace", "update", "-K",
+            "-batch", "-b", "allocspi", "reload"}
+
+
+def assert_read_only(host):
+    for argv in host.commands():
+        assert not MUTATING.intersection(argv), argv
+    assert host.stdins() == []
+
+
+def test_module_mlx5_ready(kernel_tree):
+    host = mlx5_host()
+    res, failed = run_module(info.main, {"devices": ["p0"]}, host)
+    assert not failed, res
+    assert host.commands() == MLX5_COMMANDS
+    assert_read_only(host)
+    assert res["changed"] is False
+    assert res["summary"] == {"packet_offload_ready": True, "reasons": [], "unverified": []}
+    assert res["iproute2"] == {"present": True, "version": "6.15.0", "offload_packet": True,
+                               "list_nokeys": True, "sa_dir": False}
+    assert res["kernel"]["features"] == {
+        "esp4": "loaded", "esp6": "module", "esp4_offload": "loaded", "esp6_offload": "module",
+        "xfrm_user": "builtin", "xfrm_offload": "builtin", "gcm": "module", "mlx5_ipsec": "builtin"}
+    assert res["kernel"]["xfrm_stat"] == {"XfrmInError": 0, "XfrmInNoStates": 3}
+    p0 = res["devices"]["p0"]
+    assert (p0["driver"], p0["firmware_version"], p0["bus_info"], p0["devlink"]) == (
+        "mlx5_core", "22.39.1002 (MT_0000000359)", "0000:08:00.0", PF)
+    assert p0["esp_features"]["esp_hw_offload"] == {"enabled": True, "fixed": False}
+    assert p0["ipsec_counters"]["ipsec_rx_pkts"] == 38 and "rx_packets" not in p0["ipsec_counters"]
+    assert p0["offloaded_states"] == 1 and p0["problems"] == {}
+    assert res["devlink"][PF] == {
+        "eswitch_mode": "switchdev", "inline_mode": "none", "encap_mode": "basic", "flow_steering_mode": "dmfs",
+        "vf_ports": [{"port": PF + "/1", "vfnum": 0, "pfnum": 0, "netdev": "pf0vf0",
+                      "ipsec_packet": True, "ipsec_crypto": False}],
+        "problems": {}}
+    assert [(s["spi"], s["offload_mode"]) for s in res["xfrm_states"]] == [("0xc88b7652", "packet")]
+
+
+def test_module_check_mode_gives_the_same_answer(kernel_tree):
+    normal, _ = run_module(info.main, {"devices": ["p0"]}, mlx5_host())
+    host = mlx5_host()
+    checked, failed = run_module(info.main, {"devices": ["p0"]}, host, check_mode=True)
+    assert not failed
+    assert host.commands() == MLX5_COMMANDS
+    normal.pop("invocation", None)
+    checked.pop("invocation", None)
+    assert checked == normal
+
+
+def test_module_old_iproute2_without_nokeys_keeps_no_keys(kernel_tree):
+    usage = USAGE_61.replace("list [ nokeys ] ", "list ")
+    host = mlx5_host(usage=usage, sas=sample("ip_s_xfrm_state_lab.txt"))
+    res, failed = run_module(info.main, {"devices": ["p0"]}, host)
+    assert not failed
+    assert host.commands()[-1] == ["ip", "-s", "xfrm", "state", "list"]
+    dumped = json.dumps(res)
+    assert "2222222222222222222222222222222222222222" not in dumped
+    assert "1111111111111111111111111111111111111111" not in dumped
+    assert len(res["xfrm_states"]) == 2
+    assert res["summary"]["packet_offload_ready"] is False
+    assert any("does not accept 'offload packet'" in r for r in res["summary"]["reasons"])
+
+
+def test_module_xfrm_failure_does_not_echo_stdout(kernel_tree):
+    host = mlx5_host().on(("ip", "-s", "xfrm", "state", "list"),
+                          (2, "\taead rfc4106(gcm(aes)) 0x1111111111111111111111111111111111111111 128\n", ""))
+    res, failed = run_module(info.main, {"devices": ["p0"]}, host)
+    assert not failed
+    assert res["xfrm_states_problem"] == "failed with rc=2"
+    assert "1111111111" not in json.dumps(res)
+    assert res["devices"]["p0"]["offloaded_states"] is None
+
+
+def test_module_tc_rules_in_hw_block_first_sa(kernel_tree):
+    host = mlx5_host(sas="").on(("tc", "-j", "filter", "show", "dev", "p0", "ingress"),
+                                (0, sample("tc_j_netdevsim_in_hw.json.txt"), ""))
+    res, failed = run_module(info.main, {"devices": ["p0"]}, host)
+    assert not failed
+    assert res["devices"]["p0"]["offloaded_states"] == 0
+    assert len(res["devices"]["p0"]["tc_ingress"]["in_hw"]) == 2
+    (reason,) = res["summary"]["reasons"]
+    assert reason.startswith("p0: 2 offloaded TC rule(s) on ingress")
+
+
+def test_module_namespace_argv_forms(kernel_tree):
+    host = FakeHost([
+        (("ip", "netns", "list"), (0, "ns0 (id: 0)\n", "")),
+        (("ip", "-V"), (0, "ip utility, iproute2-6.1.0, libbpf 1.1.2\n", "")),
+        (("ip", "xfrm", "state", "help"), (255, "", USAGE_61)),
+        (("ip", "netns", "exec", "ns0", "/usr/sbin/devlink", "-j", "dev"), (1, "", "Failed to connect to devlink Netlink\n")),
+        (("ip", "-n", "ns0", "-d", "-j", "link"), (0, json.dumps([{"ifname": "vf0", "operstate": "UP"}]), "")),
+        (("ip", "netns", "exec", "ns0", "/usr/sbin/ethtool", "-i"), (0, MLX5_ETHTOOL_I, "")),
+        (("ip", "netns", "exec", "ns0", "/usr/sbin/ethtool", "-k"), (0, MLX5_ETHTOOL_K, "")),
+        (("ip", "netns", "exec", "ns0", "/usr/sbin/ethtool", "-S"), (0, sample("ethtool_S_ipsec_cx7.txt"), "")),
+        (("tc", "-n", "ns0", "-j"), (0, "[]", "")),
+        (("ip", "-n", "ns0", "-s", "xfrm"), (0, "", "")),
+    ])
+    res, failed = run_module(info.main, {"devices": ["vf0"], "namespace": "ns0"}, host)
+    assert not failed, res
+    assert host.commands() == [
+        ["ip", "netns", "list"],
+        ["ip", "-V"],
+        ["ip", "xfrm", "state", "help"],
+        ["ip", "netns", "exec", "ns0", "/usr/sbin/devlink", "-j", "dev"],
+        ["ip", "-n", "ns0", "-d", "-j", "link", "show", "dev", "vf0"],
+        ["ip", "netns", "exec", "ns0", "/usr/sbin/ethtool", "-i", "vf0"],
+        ["ip", "netns", "exec", "ns0", "/usr/sbin/ethtool", "-k", "vf0"],
+        ["ip", "netns", "exec", "ns0", "/usr/sbin/ethtool", "-S", "vf0"],
+        ["tc", "-n", "ns0", "-j", "filter", "show", "dev", "vf0", "ingress"],
+        ["ip", "-n", "ns0", "-s", "xfrm", "state", "list", "nokeys"],
+    ]
+    assert_read_only(host)
+    vf0 = res["devices"]["vf0"]
+    assert vf0["problems"] == {"devlink": "Failed to connect to devlink Netlink"}
+    assert res["devlink"] == {}
+    assert res["xfrm_states"] == [] and vf0["offloaded_states"] == 0
+    assert "vf0: no devlink device found: eswitch and steering mode not checked" in res["summary"]["unverified"]
+
+
+def test_module_missing_namespace_fails_before_anything_else(kernel_tree):
+    host = FakeHost([(("ip", "netns", "list"), (0, "ns1 (id: 1)\n", ""))])
+    res, failed = run_module(info.main, {"devices": ["vf0"], "namespace": "ns0"}, host)
+    assert failed
+    assert res["msg"].startswith("namespace: network namespace 'ns0' does not exist")
+    assert host.commands() == [["ip", "netns", "list"]]
+
+
+@pytest.mark.parametrize("args,field", [
+    ({"devices": ["p0", "eth0; reboot"]}, "devices[1]"),
+    ({"devices": ["p0\nip link del p0"]}, "devices[0]"),
+    ({"devices": ["a" * 16]}, "devices[0]"),
+    ({"devlink": ["pci/0000:08:00.0 && reboot"]}, "devlink[0]"),
+    ({"namespace": "ns 0"}, "namespace"),
+])
+def test_module_bad_input_names_the_field_and_runs_nothing(kernel_tree, args, field):
+    host = FakeHost([])
+    res, failed = run_module(info.main, args, host)
+    assert failed
+    assert res["msg"].startswith(field + ": ")
+    assert host.calls == []
+
+
+def test_module_without_ethtool_devlink_tc_reports_unknown(kernel_tree):
+    host = FakeHost([
+        (("ip", "-V"), (0, "ip utility, iproute2-6.15.0, libbpf 1.5.0\n", "")),
+        (("ip", "xfrm", "state", "help"), (255, "", USAGE_NEW)),
+        (("ip", "-d", "-j", "link"), (0, MLX5_LINK, "")),
+        (("ip", "-s", "xfrm"), (0, "", "")),
+    ])
+    res, failed = run_module(info.main, {"devices": ["p0"]}, host, bins=["ip"])
+    assert not failed, res
+    assert [c[:3] for c in host.commands()] == [["ip", "-V"], ["ip", "xfrm", "state"], ["ip", "-d", "-j"],
+                                                ["ip", "-s", "xfrm"]]
+    assert res["tools"] == {"ip": True, "tc": False, "ethtool": False, "devlink": False}
+    p0 = res["devices"]["p0"]
+    assert p0["present"] is True and p0["driver"] is None and p0["esp_features"] is None
+    assert p0["problems"] == {"ethtool -i": "absent: ethtool is not installed",
+                              "ethtool -k": "absent: ethtool is not installed",
+                              "ethtool -S": "absent: ethtool is not installed",
+                              "tc filter": "absent: tc is not installed",
+                              "devlink": "absent: devlink is not installed"}
+    assert res["summary"]["reasons"] == []
+    assert res["summary"]["unverified"] == [
+        "p0: driver unknown (absent: ethtool is not installed)",
+        "p0: esp-hw-offload unknown (absent: ethtool is not installed)"]
+
+
+def test_module_nothing_installed_is_not_a_failure(kernel_tree):
+    host = FakeHost([])
+    res, failed = run_module(info.main, {"devices": ["p0"]}, host, bins=[])
+    assert not failed, res
+    assert host.calls == []
+    assert res["iproute2"]["present"] is False
+    assert res["devices"]["p0"]["present"] is None
+    assert res["xfrm_states_problem"] == "absent: ip is not installed"
+    assert res["summary"]["packet_offload_ready"] is False
+
+
+# --------------------------------------------------------------------------- the real tools on this host
+
+def _run_real(args):
+    from harness import ModuleExit, _exit_json, _fail_json
+    with patch_module_args(args), \
+            mock.patch.object(basic.AnsibleModule, "exit_json", _exit_json), \
+            mock.patch.object(basic.AnsibleModule, "fail_json", _fail_json):
+        try:
+            info.main()
+        except ModuleExit as done:
+            return done.result, done.failed
+    raise AssertionError("no exit")
+
+
+@pytest.mark.skipif(not shutil.which("ip") or not shutil.which("ethtool"), reason="needs ip and ethtool")
+def test_real_host_lo():
+    res, failed = _run_real({"devices": ["lo"]})
+    assert not failed, res
+    assert res["changed"] is False
+    ip_v = subprocess.run(["ip", "-V"], capture_output=True, text=True).stdout
+    assert res["iproute2"]["version"] == info.parse_ip_version(ip_v)
+    # two independent signals must agree: the probe, and the version that introduced the keyword
+    vt = info.version_tuple(res["iproute2"]["version"])
+    assert res["iproute2"]["offload_packet"] is (vt >= (6, 2, 0))
+    assert res["kernel"]["release"] == os.uname().release
+    assert res["kernel"]["xfrm_stat_present"] is os.path.exists("/proc/net/xfrm_stat")
+    lo = res["devices"]["lo"]
+    assert lo["present"] is True
+    # loopback never offers ESP offload, and ethtool -k always lists the feature on >= 4.11 kernels
+    assert lo["esp_features"]["esp_hw_offload"] == {"enabled": False, "fixed": True}
+    assert res["summary"]["packet_offload_ready"] is False
+    assert any(r.startswith("lo: esp-hw-offload is off [fixed]") for r in res["summary"]["reasons"])
+    print(json.dumps({k: res[k] for k in ("iproute2", "kernel", "devices", "summary")}, indent=1))
