@@ -60,6 +60,7 @@ attributes:
     description: The module never changes anything; check mode runs the same read-only commands.
   diff_mode:
     support: none
+    description: Nothing changes, so there is no diff.
 notes:
   - Read-only. The commands it runs are C(ip -V), C(ip xfrm state help), C(ip netns list) (only with
     O(namespace)), C(ip -d -j link show dev DEV), C(ethtool -i|-k|-S DEV), C(tc -j filter show dev DEV
@@ -99,10 +100,16 @@ kernel:
   returned: always
   type: dict
   contains:
-    release: {description: C(uname -r)., type: str, sample: 6.12.117+deb13-amd64}
-    version: {description: Numeric part of the release, or null., type: str, sample: 6.12.117}
+    release:
+      description: The release, as C(uname -r) prints it.
+      type: str
+      sample: 6.12.117+deb13-amd64
+    version:
+      description: Numeric part of the release; null when it is not numeric.
+      type: str
+      sample: 6.12.117
     meets_packet_offload_minimum:
-      description: Release >= 6.6 (the minimum NVIDIA documents); null when the release is not numeric.
+      description: Release is 6.6 or newer (the minimum NVIDIA documents); null when the release is not numeric.
       type: bool
     features:
       description:
@@ -111,82 +118,141 @@ kernel:
         - One of C(loaded), C(builtin), C(module) (available, not loaded), C(absent), C(unknown).
       type: dict
       sample: {esp4: module, esp6: module, xfrm_offload: builtin, mlx5_ipsec: unknown}
-    xfrm_stat_present: {description: C(/proc/net/xfrm_stat) exists., type: bool}
-    xfrm_stat: {description: Its counters (XfrmInNoStates ...)., type: dict}
+    xfrm_stat_present:
+      description: Whether C(/proc/net/xfrm_stat) exists.
+      type: bool
+    xfrm_stat:
+      description: The counters in C(/proc/net/xfrm_stat) (XfrmInNoStates and the others).
+      type: dict
 iproute2:
   description: The C(ip) tool.
   returned: always
   type: dict
   contains:
-    present: {description: C(ip) was found., type: bool}
-    version: {description: Version from C(ip -V) (6.1.0, or ss190107 on old builds)., type: str}
-    offload_packet:
-      description: This C(ip) accepts C(offload packet) (null = could not tell).
+    present:
+      description: Whether C(ip) was found.
       type: bool
-    list_nokeys: {description: This C(ip) supports C(list nokeys)., type: bool}
-    sa_dir: {description: This C(ip) accepts the SA C(dir in|out) keyword (iproute2 >= 6.10)., type: bool}
+    version:
+      description: Version from C(ip -V), for example 6.1.0 (old builds print a snapshot date such as ss190107).
+      type: str
+    offload_packet:
+      description: Whether this C(ip) accepts C(offload packet); null when that could not be told.
+      type: bool
+    list_nokeys:
+      description: Whether this C(ip) supports C(list nokeys).
+      type: bool
+    sa_dir:
+      description: Whether this C(ip) accepts the SA C(dir in|out) keyword (iproute2 6.10 and newer).
+      type: bool
 tools:
-  description: Which of ip, tc, ethtool, devlink were found.
+  description: Which of ip, tc, ethtool and devlink were found.
   returned: always
   type: dict
   sample: {ip: true, tc: true, ethtool: false, devlink: true}
 devices:
-  description: Per device (keyed by name).
+  description: Per device, keyed by name.
   returned: always
   type: dict
   contains:
-    present: {description: The netdev exists (in O(namespace))., type: bool}
-    driver: {description: Driver name or null., type: str, sample: mlx5_core}
-    driver_version: {description: Driver version or null., type: str}
-    firmware_version: {description: Firmware version or null., type: str, sample: 28.39.1002 (MT_0000000359)}
-    bus_info: {description: Bus address or null., type: str, sample: "0000:08:00.0"}
+    present:
+      description: Whether the netdev exists (in O(namespace)); null when it could not be looked up.
+      type: bool
+    driver:
+      description: Driver name; null when unknown.
+      type: str
+      sample: mlx5_core
+    driver_version:
+      description: Driver version; null when unknown.
+      type: str
+    firmware_version:
+      description: Firmware version; null when unknown.
+      type: str
+      sample: 28.39.1002 (MT_0000000359)
+    bus_info:
+      description: Bus address; null when unknown.
+      type: str
+      sample: "0000:08:00.0"
     esp_features:
       description:
-        - esp_hw_offload, esp_tx_csum_hw_offload, tx_esp_segmentation, hw_tc_offload, each
-          C({enabled, fixed}) or null when unknown.
-        - Null when ethtool could not answer.
+        - esp_hw_offload, esp_tx_csum_hw_offload, tx_esp_segmentation and hw_tc_offload, each a dict
+          with C(enabled) and C(fixed), or null when the kernel does not list it.
+        - Null as a whole when ethtool could not answer.
       type: dict
-    ipsec_counters: {description: Every C(ethtool -S) counter named C(ipsec_*), or null., type: dict,
-                     sample: {ipsec_rx_pkts: 38, ipsec_tx_pkts: 46}}
+    ipsec_counters:
+      description: Every C(ethtool -S) counter whose name starts with C(ipsec_); null when ethtool could not answer.
+      type: dict
+      sample: {ipsec_rx_pkts: 38, ipsec_tx_pkts: 46}
     tc_ingress:
-      description: C(filters) (count) and C(in_hw) (offloaded rules - pref, kind, chain, handle, in_hw_count), or null.
+      description:
+        - C(filters) (number of rules on ingress) and C(in_hw) (the rules in hardware, each with pref,
+          kind, chain, protocol, handle, in_hw_count and skip_sw).
+        - Null when tc could not answer.
       type: dict
-    devlink: {description: devlink handle of the device, or null., type: str}
-    offloaded_states: {description: Number of SAs offloaded to this device (null if SAs were not read)., type: int}
-    problems: {description: What could not be read and why (query -> message)., type: dict}
+    devlink:
+      description: The devlink handle of the device; null when none was found.
+      type: str
+    offloaded_states:
+      description: Number of SAs offloaded to this device; null when the SAs were not read.
+      type: int
+    problems:
+      description: What could not be read and why (query name to message).
+      type: dict
 devlink:
   description: Per devlink handle.
   returned: always
   type: dict
   contains:
-    eswitch_mode: {description: legacy, switchdev or null., type: str}
-    inline_mode: {description: Inline mode or null., type: str}
-    encap_mode: {description: Encap mode or null., type: str}
-    flow_steering_mode: {description: dmfs, smfs, hmfs or null., type: str}
+    eswitch_mode:
+      description: C(legacy) or C(switchdev); null when unknown.
+      type: str
+    inline_mode:
+      description: Inline mode; null when not reported.
+      type: str
+    encap_mode:
+      description: Encap mode; null when not reported.
+      type: str
+    flow_steering_mode:
+      description: C(dmfs), C(smfs) or C(hmfs); null when unknown.
+      type: str
     vf_ports:
-      description: VF ports - port, vfnum, netdev, ipsec_packet, ipsec_crypto (true/false, null when the port function reports no such capability).
+      description:
+        - VF ports with port, vfnum, pfnum, netdev, ipsec_packet and ipsec_crypto.
+        - The caps are true or false, or null when the port function reports no such capability.
       type: list
       elements: dict
-    problems: {description: What could not be read and why., type: dict}
+    problems:
+      description: What could not be read and why.
+      type: dict
 xfrm_states:
   description:
-    - One entry per SA - src, dst, proto, spi (0x%08x), spi_int, reqid, mode, flags, dir, sel_src,
+    - One entry per SA with src, dst, proto, spi (0x%08x), spi_int, reqid, mode, flags, dir, sel_src,
       sel_dst, offloaded, offload_dev, offload_dir, offload_mode (crypto, packet, or null when this
       iproute2 does not print it), replay_window, seq, oseq, bytes, packets, replay_window_errors,
-      replay_errors, integrity_failed, added, last_used.
+      replay_errors, integrity_failed, added and last_used.
     - Never any key material. Empty when O(sa_counters=false).
   returned: always
   type: list
   elements: dict
-xfrm_states_problem: {description: Why SAs could not be read, or null., returned: always, type: str}
+xfrm_states_problem:
+  description: Why the SAs could not be read; null when they were.
+  returned: always
+  type: str
 summary:
   description: Readiness for IPsec packet offload.
   returned: always
   type: dict
   contains:
-    packet_offload_ready: {description: Nothing missing and nothing unverified., type: bool}
-    reasons: {description: What is missing, each with what to do., type: list, elements: str}
-    unverified: {description: What could not be checked., type: list, elements: str}
+    packet_offload_ready:
+      description: True when nothing is missing and nothing was left unverified.
+      type: bool
+    reasons:
+      description: What is missing, each entry saying what to do about it.
+      type: list
+      elements: str
+    unverified:
+      description: What could not be checked.
+      type: list
+      elements: str
 '''
 
 import json
