@@ -43,7 +43,7 @@ def parse_driver_info(text):
     for line in (text or "").splitlines():
         if ":" not in line:
             continue
-        key, _, value = line.partition(":")
+        key, value = line.split(":", 1)
         key = key.strip()
         if not key or not re.match(r"^[A-Za-z0-9 _-]+$", key):
             continue

@@ -255,7 +255,6 @@ summary:
       elements: str
 '''
 
-import json
 import os
 import re
 
@@ -460,7 +459,7 @@ def _cap(value):
 
 
 def _port_key(port):
-    dev, _, index = port.rpartition("/")
+    dev, index = port.rsplit("/", 1) if "/" in port else ("", port)
     return (dev, int(index) if index.isdigit() else -1)
 
 

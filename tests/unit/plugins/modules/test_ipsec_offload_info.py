@@ -127,7 +127,7 @@ def test_parse_proc_modules():
      {"esp4": "absent", "esp6": "absent", "esp4_offload": "absent", "esp6_offload": "absent",
       "xfrm_user": "absent", "xfrm_offload": "builtin", "gcm": "absent", "mlx5_ipsec": "absent"}),
     # nothing readable
-    ({}, dict((n, "unknown") for n, _, _ in info.KERNEL_FEATURES)),
+    ({}, dict((feat[0], "unknown") for feat in info.KERNEL_FEATURES)),
 ])
 def test_kernel_features(sources, expected):
     assert info.kernel_features(**sources) == expected
@@ -384,8 +384,8 @@ MLX5_PORTS = json.dumps({"port": {
 MLX5_ESWITCH = json.dumps({"dev": {PF: {"mode": "switchdev", "inline-mode": "none", "encap-mode": "basic"}}})
 MLX5_FSM = json.dumps({"param": {PF: [{"name": "flow_steering_mode", "type": "driver-specific",
                                        "values": [{"cmode": "runtime", "value": "dmfs"}]}]}})
-MLX5_ETHTOOL_K = "Features for p0:\n" + sample("ethtool_k_netdevsim_esp.txt").replace("esp-hw-offload: on [fixed]",
-                                                                                   "esp-hw-offload: on")
+MLX5_ETHTOOL_K = "Features for p0:\n" + sample("ethtool_k_netdevsim_esp.txt").replace(
+    "esp-hw-offload: on [fixed]", "esp-hw-offload: on")
 MLX5_SAS = sample("ip_xfrm_state_mlx5_packet.txt").replace("dev eth2", "dev p0")
 USAGE_NEW = sample("ip_xfrm_state_help_iproute2_6.2plus_DERIVED.txt")
 USAGE_61 = sample("ip_xfrm_state_help_iproute2_6.1_host.txt")
@@ -486,7 +486,7 @@ def test_module_mlx5_ready(kernel_tree):
 
 
 def test_module_check_mode_gives_the_same_answer(kernel_tree):
-    normal, _ = run_module(info.main, {"devices": ["p0"]}, mlx5_host())
+    normal = run_module(info.main, {"devices": ["p0"]}, mlx5_host())[0]
     host = mlx5_host()
     checked, failed = run_module(info.main, {"devices": ["p0"]}, host, check_mode=True)
     assert not failed
@@ -644,7 +644,7 @@ def test_real_host_lo():
     res, failed = _run_real({"devices": ["lo"]})
     assert not failed, res
     assert res["changed"] is False
-    ip_v = subprocess.run(["ip", "-V"], capture_output=True, text=True).stdout
+    ip_v = subprocess.run(["ip", "-V"], capture_output=True, text=True, check=True).stdout
     assert res["iproute2"]["version"] == info.parse_ip_version(ip_v)
     # two independent signals must agree: the probe, and the version that introduced the keyword
     vt = info.version_tuple(res["iproute2"]["version"])
