@@ -1,0 +1,133 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) ipsec_offload.mlx5 contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: ipsec_pairs
+short_description: Derive mirrored IPsec SAs and SPs for every host from the inventory
+description:
+  - Reads the C(ipsec_*) variables of the inventory hosts, finds every pair (from C(ipsec_peers) lists
+    and C(ipsec_meshes) groups) and returns, for each host, the list of SAs for
+    M(ipsec_offload.mlx5.xfrm_offload_state) and of SPs for M(ipsec_offload.mlx5.xfrm_offload_policy).
+  - Every directed pair A->B gets one SA that A installs with C(direction=out) and B with C(direction=in):
+    same addresses, SPI, reqid, mode and key. Each direction has its own key.
+  - SPIs are unique per destination host, reqids unique on each host and taken from the owned range
+    (default C(0x51c00000..0x51c0ffff), C(ipsec_reqid_range)). Both are derived from the host names
+    (sha256, deterministic probing on collision), so the same inventory gives the same numbers and
+    adding a host does not renumber existing pairs; pins recorded in the key store and hand-given
+    C(ipsec_overrides) take precedence.
+  - Keys come from C(ipsec_overrides[peer].key) (e.g. vault variables) or from the key store (see
+    M(ipsec_offload.mlx5.ipsec_keystore)). A key shared by two directions or pairs is refused.
+  - Every problem (missing or one-sided peer, unknown host, duplicate address, colliding hand-given
+    SPI/reqid, missing device, ...) fails the filter before any host is touched, naming the host and
+    the variable. Error messages never contain key material.
+  - Per-host variables read - C(ipsec_local_ip) (required), C(ipsec_peers), C(ipsec_meshes), C(ipsec_dev),
+    C(ipsec_offload) (packet|crypto|none, default packet), C(ipsec_mode) (transport|tunnel),
+    C(ipsec_selectors) (list of proto/sport/dport), C(ipsec_networks) (tunnel mode), C(ipsec_fwd_policy),
+    C(ipsec_key_bits) (128|256, default 256), C(ipsec_policy_priority), C(ipsec_namespace),
+    C(ipsec_reqid_range), C(ipsec_overrides) (per peer spi/reqid/key for the SA this host -> peer).
+positional: _input
+options:
+  _input:
+    description: Ansible's C(hostvars) (or any mapping host name -> variables).
+    type: dict
+    required: true
+  groups:
+    description: Ansible's C(groups); needed when C(ipsec_meshes) names groups.
+    type: dict
+  hosts:
+    description: Host names to consider (default every host in O(_input)).
+    type: list
+    elements: str
+  meshes:
+    description: Group names that form full meshes, in addition to the hosts' C(ipsec_meshes).
+    type: list
+    elements: str
+  reqid_range:
+    description: C([lo, hi]) range to allocate reqids from; overrides C(ipsec_reqid_range).
+    type: list
+    elements: raw
+  keystore:
+    description: The key store as the P(ipsec_offload.mlx5.ipsec_keystore#lookup) lookup returns it.
+    type: dict
+  keys:
+    description:
+      - C(required) - every SA must get a key (from the inventory or the key store).
+      - C(optional) - SAs without a key get C(aead.key=null).
+      - C(none) - no keys and no C(hosts) in the result; the secret-free allocation for the
+        M(ipsec_offload.mlx5.ipsec_keystore) action.
+    type: str
+    choices: [required, optional, none]
+    default: required
+"""
+
+EXAMPLES = r"""
+- name: Derive every host's SAs and SPs (keys from vault variables in ipsec_overrides)
+  ansible.builtin.set_fact:
+    ipsec_derived: "{{ hostvars | ipsec_offload.mlx5.ipsec_pairs(groups=groups) }}"
+  no_log: true
+
+- name: Install this host's SAs
+  ipsec_offload.mlx5.xfrm_offload_state:
+    config: "{{ hostvars['localhost'].ipsec_derived.hosts[inventory_hostname].states }}"
+  no_log: true
+
+- name: Show the allocation (no secrets in it)
+  ansible.builtin.debug:
+    msg: "{{ (hostvars | ipsec_offload.mlx5.ipsec_pairs(groups=groups, keys='none')).pairs }}"
+"""
+
+RETURN = r"""
+_value:
+  description: The derivation.
+  type: dict
+  contains:
+    reqid_range:
+      description: The C([lo, hi]) reqid range used.
+      type: list
+      elements: int
+    pairs:
+      description: One secret-free entry per directed pair, sorted by name.
+      type: list
+      elements: dict
+      contains:
+        name: {description: "C(src_host->dst_host)", type: str}
+        src_host: {description: Sending host, type: str}
+        dst_host: {description: Receiving host, type: str}
+        src: {description: Tunnel address of the sender, type: str}
+        dst: {description: Tunnel address of the receiver, type: str}
+        spi: {description: SPI, type: int}
+        spi_hex: {description: SPI as C(0x%08x), type: str}
+        spi_source: {description: "Where the SPI came from: override, pinned, hash or probed", type: str}
+        reqid: {description: reqid, type: int}
+        reqid_hex: {description: reqid as C(0x%08x), type: str}
+        reqid_source: {description: "Where the reqid came from: override, pinned, hash or probed", type: str}
+        key_bits: {description: AES key size, type: int}
+        key_source: {description: "Where the key comes from: inventory, keystore or missing", type: str}
+        mode: {description: transport or tunnel, type: str}
+    hosts:
+      description:
+        - Per host - C(namespace), C(peers) (hosts it sends to), C(states) (SA objects, keys included)
+          and C(policies) (SP objects). Absent with O(keys=none).
+      type: dict
+"""
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+
+
+def ipsec_pairs(hostvars, groups=None, hosts=None, meshes=None, reqid_range=None, keystore=None, keys="required"):
+    try:
+        store = _pairs.parse_store(keystore) if keystore is not None else None
+        return _pairs.derive(hostvars, hosts=hosts, groups=groups, meshes=meshes,
+                             reqid_range=reqid_range, store=store, keys=keys)
+    except _pairs.DeriveError as e:
+        raise AnsibleFilterError("ipsec_pairs: %s" % e) from None
+
+
+class FilterModule:
+    def filters(self):
+        return {"ipsec_pairs": ipsec_pairs}

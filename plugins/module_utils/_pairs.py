@@ -1,0 +1,929 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) ipsec_offload.mlx5 contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pair derivation: inventory -> mirrored SAs and SPs per host.  Pure, controller side.
+
+Used by the ``ipsec_pairs`` filter, the ``ipsec_keystore`` action and lookup.  Nothing here reads
+files, runs commands or prints; key material is never put in an exception message.
+
+Inventory model (per host variables, all optional unless said):
+
+  ipsec_local_ip      tunnel endpoint / VF address of this host (required for a participating host)
+  ipsec_peers         list of inventory host names this host pairs with (must be listed both ways)
+  ipsec_meshes        list of inventory group names; every two members of such a group pair up
+  ipsec_dev           netdev to offload on (required unless ipsec_offload is none)
+  ipsec_offload       packet | crypto | none          (default packet: the product default)
+  ipsec_mode          transport | tunnel              (default transport; both ends must agree)
+  ipsec_selectors     list of {proto, sport, dport}: traffic to protect, the same both ways
+                      (e.g. [{proto: udp, dport: 4789}] for a VXLAN overlay); default: all traffic
+  ipsec_networks      tunnel mode: prefixes behind this host (default: ipsec_local_ip alone)
+  ipsec_fwd_policy    add a dir fwd policy next to each dir in policy (never offloaded);
+                      default: true in tunnel mode, false in transport mode
+  ipsec_key_bits      128 | 256 (AES-GCM key size; both ends must agree; default 256)
+  ipsec_policy_priority  policy priority (default 0)
+  ipsec_namespace     network namespace the host's SAs/SPs live in (default: none)
+  ipsec_reqid_range   [lo, hi] reqids to allocate from (default OWNED_REQID_RANGE; hosts must agree)
+  ipsec_overrides     {peer: {spi, reqid, key}} hand-given values for the SA this host -> peer
+
+Allocation.  Every directed pair A->B gets one SA.  Its SPI is unique among the SAs whose
+destination is B; its reqid is unique among all SAs of A and of B.  Values come, in this order,
+from a hand-given override, a pin recorded in the key store, or a hash of the two host names
+(sha256, with deterministic probing on collision).  Names, not list positions, drive the hash, so
+adding a host never renumbers an existing pair unless a new pair collides with it; the key store
+records (pins) every allocation, which closes that gap too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import secrets as _secrets
+from collections.abc import Mapping
+
+DEFAULT_REQID_RANGE = (0x51C00000, 0x51C0FFFF)
+SPI_RANGE = (0x100, 0xFFFFFFFF)
+AEAD_NAME = "rfc4106(gcm(aes))"
+ICV_BITS = 128
+REPLAY_WINDOW = 64
+KEY_BITS = (128, 256)
+SALT_BYTES = 4
+STORE_VERSION = 1
+OFFLOAD_TYPES = ("packet", "crypto", "none")
+MODES = ("transport", "tunnel")
+_PROTOS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "ipv6-icmp": 58, "gre": 47, "esp": 50}
+_PORT_PROTOS = ("tcp", "udp", "sctp")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+=-]{1,15}$")
+_NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_HEX_RE = re.compile(r"^(0x)?[0-9a-fA-F]+$")
+_OVERRIDE_FIELDS = ("spi", "reqid", "key")
+_SELECTOR_FIELDS = ("proto", "sport", "dport")
+_PROBE_HASHES = 32
+
+
+class DeriveError(ValueError):
+    """One or more problems with the inventory; each names the host and the variable."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = "%d problems in the IPsec inventory:\n  - %s" % (
+                len(self.problems), "\n  - ".join(self.problems))
+        super().__init__(text)
+
+
+def _where(host, var):
+    return "host %s: %s" % (host, var)
+
+
+# ----------------------------------------------------------------------------------------------
+# small checks (messages never contain a key value)
+
+def _int(value, lo, hi):
+    """int, decimal string or 0x-hex string -> int in lo..hi, else ValueError (message only)."""
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        n = int(value)
+    elif isinstance(value, str) and value.strip():
+        s = value.strip()
+        try:
+            n = int(s, 16) if s.lower().startswith("0x") else int(s, 10)
+        except ValueError:
+            raise ValueError("%r is not an integer (decimal or 0x-hex)" % (str(value),)) from None
+    else:
+        raise ValueError("expected an integer (decimal or 0x-hex)")
+    if n < lo or n > hi:
+        raise ValueError("%s is out of range 0x%x..0x%x" % (hex(n), lo, hi))
+    return n
+
+
+def _key_hex(value, bits=None):
+    """Validate a key||salt hex string -> lower-case hex without 0x.  Never echoes the value."""
+    if not isinstance(value, str) or not _HEX_RE.match(value.strip()):
+        raise ValueError("must be a hex string (0x followed by 40 or 72 hex digits)")
+    s = value.strip().lower()
+    if s.startswith("0x"):
+        s = s[2:]
+    if len(s) % 2:
+        raise ValueError("hex string has an odd number of digits")
+    n = len(s) // 2
+    allowed = [b // 8 + SALT_BYTES for b in KEY_BITS]
+    if n not in allowed:
+        raise ValueError("is %d bytes long; an AES-GCM key||salt is 20 (AES-128) or 36 (AES-256) bytes" % n)
+    if bits is not None and n != bits // 8 + SALT_BYTES:
+        raise ValueError("is %d bytes long (AES-%d + salt) but ipsec_key_bits is %d (needs %d bytes)"
+                         % (n, (n - SALT_BYTES) * 8, bits, bits // 8 + SALT_BYTES))
+    return s
+
+
+def key_bits_of(hexkey):
+    return (len(hexkey) // 2 - SALT_BYTES) * 8
+
+
+def generate_key(bits, token_bytes=_secrets.token_bytes):
+    """A fresh AES-GCM key||salt for one direction, as lower-case hex (no 0x)."""
+    if bits not in KEY_BITS:
+        raise ValueError("key size must be 128 or 256 bits")
+    return token_bytes(bits // 8 + SALT_BYTES).hex()
+
+
+def _seq(value):
+    return isinstance(value, (list, tuple))
+
+
+def _str(value):
+    return isinstance(value, str)
+
+
+# ----------------------------------------------------------------------------------------------
+# reading the inventory
+
+class HostSpec:
+    __slots__ = ("name", "ip", "dev", "offload", "mode", "selectors", "networks", "fwd",
+                 "key_bits", "priority", "namespace", "overrides", "peers")
+
+    def __init__(self, name):
+        self.name = name
+        self.ip = None
+        self.dev = None
+        self.offload = "packet"
+        self.mode = "transport"
+        self.selectors = []
+        self.networks = []
+        self.fwd = False
+        self.key_bits = 256
+        self.priority = 0
+        self.namespace = None
+        self.overrides = {}
+        self.peers = []
+
+
+def _has_ipsec_vars(hv):
+    return hv.get("ipsec_local_ip") is not None or hv.get("ipsec_peers") is not None
+
+
+def _read_selectors(host, value, problems):
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        value = [value]
+    if not _seq(value):
+        problems.append("%s: must be a list of {proto, sport, dport}" % _where(host, "ipsec_selectors"))
+        return []
+    out = []
+    for i, sel in enumerate(value):
+        var = "ipsec_selectors[%d]" % i
+        if not isinstance(sel, Mapping):
+            problems.append("%s: must be a mapping with proto, sport, dport" % _where(host, var))
+            continue
+        unknown = sorted(str(k) for k in sel if k not in _SELECTOR_FIELDS)
+        if unknown:
+            problems.append("%s: unknown field(s) %s (allowed: proto, sport, dport)" % (_where(host, var), ", ".join(unknown)))
+            continue
+        item = {}
+        proto = sel.get("proto")
+        if proto is not None:
+            p = str(proto).strip().lower()
+            if p not in _PROTOS:
+                problems.append("%s.proto: %r is not one of %s" % (_where(host, var), str(proto), ", ".join(sorted(_PROTOS))))
+                continue
+            item["proto"] = p
+        bad = False
+        for port in ("sport", "dport"):
+            if sel.get(port) is None:
+                continue
+            if item.get("proto") not in _PORT_PROTOS:
+                problems.append("%s.%s: a port needs proto tcp, udp or sctp" % (_where(host, var), port))
+                bad = True
+                continue
+            try:
+                item[port] = _int(sel.get(port), 0, 65535)
+            except ValueError as e:
+                problems.append("%s.%s: %s" % (_where(host, var), port, e))
+                bad = True
+        if not bad:
+            if not item:
+                problems.append("%s: empty selector (leave ipsec_selectors out to protect all traffic)" % _where(host, var))
+                continue
+            out.append(item)
+    # canonical order so that two hosts listing the same selectors compare equal
+    return sorted(out, key=lambda s: (s.get("proto", ""), s.get("sport", -1), s.get("dport", -1)))
+
+
+def _read_host(name, hv, problems):
+    spec = HostSpec(name)
+    ip = hv.get("ipsec_local_ip")
+    if ip is None:
+        problems.append("%s: not set (the tunnel endpoint / VF address of this host)" % _where(name, "ipsec_local_ip"))
+    else:
+        try:
+            spec.ip = ipaddress.ip_address(str(ip).strip())
+        except ValueError:
+            problems.append("%s: %r is not an IPv4/IPv6 address (give the address without a prefix length)"
+                            % (_where(name, "ipsec_local_ip"), str(ip)))
+
+    offload = hv.get("ipsec_offload", "packet")
+    if offload not in OFFLOAD_TYPES:
+        problems.append("%s: %r is not one of packet, crypto, none" % (_where(name, "ipsec_offload"), str(offload)))
+    else:
+        spec.offload = offload
+
+    dev = hv.get("ipsec_dev")
+    if dev is not None:
+        if not _str(dev) or not _IFNAME_RE.match(dev) or dev in (".", ".."):
+            problems.append("%s: %r is not a valid interface name" % (_where(name, "ipsec_dev"), str(dev)))
+        else:
+            spec.dev = dev
+    elif spec.offload != "none":
+        problems.append("%s: not set, but ipsec_offload is %s and needs the netdev to offload on "
+                        "(set ipsec_dev, or ipsec_offload: none)" % (_where(name, "ipsec_dev"), spec.offload))
+
+    mode = hv.get("ipsec_mode", "transport")
+    if mode not in MODES:
+        problems.append("%s: %r is not one of transport, tunnel" % (_where(name, "ipsec_mode"), str(mode)))
+    else:
+        spec.mode = mode
+
+    spec.selectors = _read_selectors(name, hv.get("ipsec_selectors"), problems)
+
+    nets = hv.get("ipsec_networks")
+    if nets is not None:
+        if spec.mode != "tunnel":
+            problems.append("%s: only used in tunnel mode (ipsec_mode is %s)" % (_where(name, "ipsec_networks"), spec.mode))
+        elif not _seq(nets) or not nets:
+            problems.append("%s: must be a non-empty list of prefixes" % _where(name, "ipsec_networks"))
+        else:
+            for i, n in enumerate(nets):
+                try:
+                    spec.networks.append(ipaddress.ip_network(str(n).strip(), strict=False))
+                except ValueError:
+                    problems.append("%s: %r is not an IPv4/IPv6 prefix" % (_where(name, "ipsec_networks[%d]" % i), str(n)))
+
+    fwd = hv.get("ipsec_fwd_policy")
+    if fwd is None:
+        spec.fwd = spec.mode == "tunnel"
+    elif isinstance(fwd, bool):
+        spec.fwd = fwd
+    else:
+        problems.append("%s: must be true or false" % _where(name, "ipsec_fwd_policy"))
+
+    bits = hv.get("ipsec_key_bits", 256)
+    try:
+        spec.key_bits = _int(bits, 0, 1024)
+        if spec.key_bits not in KEY_BITS:
+            raise ValueError("%d is not 128 or 256" % spec.key_bits)
+    except ValueError as e:
+        problems.append("%s: %s" % (_where(name, "ipsec_key_bits"), e))
+
+    try:
+        spec.priority = _int(hv.get("ipsec_policy_priority", 0), 0, 0xFFFFFFFF)
+    except ValueError as e:
+        problems.append("%s: %s" % (_where(name, "ipsec_policy_priority"), e))
+
+    ns = hv.get("ipsec_namespace")
+    if ns is not None:
+        if not _str(ns) or not _NETNS_RE.match(ns):
+            problems.append("%s: %r is not a valid network namespace name" % (_where(name, "ipsec_namespace"), str(ns)))
+        else:
+            spec.namespace = ns
+
+    peers = hv.get("ipsec_peers")
+    if peers is not None:
+        if not _seq(peers):
+            problems.append("%s: must be a list of inventory host names" % _where(name, "ipsec_peers"))
+        else:
+            for i, p in enumerate(peers):
+                if not _str(p):
+                    problems.append("%s: must be an inventory host name" % _where(name, "ipsec_peers[%d]" % i))
+                elif p == name:
+                    problems.append("%s: a host cannot pair with itself" % _where(name, "ipsec_peers[%d]" % i))
+                elif p not in spec.peers:
+                    spec.peers.append(str(p))
+
+    ov = hv.get("ipsec_overrides")
+    if ov is not None:
+        if not isinstance(ov, Mapping):
+            problems.append("%s: must be a mapping {peer: {spi, reqid, key}}" % _where(name, "ipsec_overrides"))
+        else:
+            for peer, fields in ov.items():
+                var = "ipsec_overrides[%s]" % peer
+                if not isinstance(fields, Mapping):
+                    problems.append("%s: must be a mapping with spi, reqid and/or key" % _where(name, var))
+                    continue
+                unknown = sorted(str(k) for k in fields if k not in _OVERRIDE_FIELDS)
+                if unknown:
+                    problems.append("%s: unknown field(s) %s (allowed: spi, reqid, key)" % (_where(name, var), ", ".join(unknown)))
+                    continue
+                item = {}
+                if fields.get("spi") is not None:
+                    try:
+                        item["spi"] = _int(fields["spi"], SPI_RANGE[0], SPI_RANGE[1])
+                    except ValueError as e:
+                        problems.append("%s.spi: %s" % (_where(name, var), e))
+                if fields.get("reqid") is not None:
+                    try:
+                        item["reqid"] = _int(fields["reqid"], 1, 0xFFFFFFFF)
+                    except ValueError as e:
+                        problems.append("%s.reqid: %s" % (_where(name, var), e))
+                if fields.get("key") is not None:
+                    try:
+                        item["key"] = _key_hex(fields["key"])
+                    except ValueError as e:
+                        problems.append("%s.key: %s" % (_where(name, var), e))
+                spec.overrides[str(peer)] = item
+    return spec
+
+
+def _reqid_range(value, where):
+    if not _seq(value) or len(value) != 2:
+        raise ValueError("%s: must be a list [lo, hi]" % where)
+    try:
+        lo = _int(value[0], 1, 0xFFFFFFFF)
+        hi = _int(value[1], 1, 0xFFFFFFFF)
+    except ValueError as e:
+        raise ValueError("%s: %s" % (where, e)) from None
+    if lo > hi:
+        raise ValueError("%s: lo 0x%x is above hi 0x%x" % (where, lo, hi))
+    return (lo, hi)
+
+
+def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=None):
+    """Read and check the IPsec variables of the inventory.
+
+    hostvars: mapping host -> mapping of variables (Ansible's ``hostvars`` or plain dicts).
+    hosts:    the host names to consider (default: every host in hostvars).
+    groups:   mapping group -> member list (Ansible's ``groups``), needed for ipsec_meshes.
+    meshes:   extra mesh group names (added to the hosts' ipsec_meshes).
+    Returns (specs: {name: HostSpec}, pairs: sorted list of (a, b) with a < b, reqid_range).
+    Raises DeriveError listing every problem found.
+    """
+    problems = []
+    names = [str(h) for h in (hosts if hosts is not None else list(hostvars))]
+    known = set(str(h) for h in hostvars)
+    for h in names:
+        if h not in known:
+            problems.append("host %s: listed in hosts= but not in the inventory" % h)
+    names = [h for h in names if h in known]
+
+    mesh_names = []
+    if meshes is not None:
+        if not _seq(meshes):
+            raise DeriveError(["meshes=: must be a list of group names"])
+        mesh_names.extend(str(m) for m in meshes)
+    range_votes = {}
+    for h in names:
+        hv = hostvars[h]
+        m = hv.get("ipsec_meshes")
+        if m is not None:
+            if not _seq(m) or not all(_str(x) for x in m):
+                problems.append("%s: must be a list of inventory group names" % _where(h, "ipsec_meshes"))
+            else:
+                for g in m:
+                    if g not in mesh_names:
+                        mesh_names.append(str(g))
+        r = hv.get("ipsec_reqid_range")
+        if r is not None:
+            try:
+                range_votes.setdefault(_reqid_range(r, _where(h, "ipsec_reqid_range")), []).append(h)
+            except ValueError as e:
+                problems.append(str(e))
+
+    if reqid_range is not None:
+        try:
+            rrange = _reqid_range(reqid_range, "reqid_range=")
+        except ValueError as e:
+            raise DeriveError([str(e)]) from None
+    elif len(range_votes) > 1:
+        desc = "; ".join("%s: 0x%x..0x%x" % (", ".join(sorted(hs)[:3]), r[0], r[1]) for r, hs in sorted(range_votes.items()))
+        problems.append("ipsec_reqid_range: hosts disagree (%s); set it once, in group_vars/all" % desc)
+        rrange = DEFAULT_REQID_RANGE
+    elif range_votes:
+        rrange = next(iter(range_votes))
+    else:
+        rrange = DEFAULT_REQID_RANGE
+
+    # mesh membership
+    in_mesh = {}  # host -> [mesh groups]
+    mesh_members = {}
+    name_set = set(names)
+    for g in mesh_names:
+        if groups is None:
+            problems.append("ipsec_meshes names group %s, but the filter was not given groups= "
+                            "(call it as hostvars | ipsec_pairs(groups=groups))" % g)
+            continue
+        if g not in groups:
+            problems.append("ipsec_meshes: %s is not an inventory group" % g)
+            continue
+        members = [str(x) for x in groups[g] if str(x) in name_set]
+        if len(members) < 2:
+            problems.append("ipsec_meshes: group %s has %d host(s); a mesh needs at least 2" % (g, len(members)))
+            continue
+        mesh_members[g] = members
+        for x in members:
+            in_mesh.setdefault(x, []).append(g)
+
+    participants = [h for h in names if h in in_mesh or _has_ipsec_vars(hostvars[h])]
+    specs = {}
+    for h in participants:
+        specs[h] = _read_host(h, hostvars[h], problems)
+
+    pairs = set()
+    for g, members in mesh_members.items():
+        for i, a in enumerate(members):
+            for b in members[i + 1:]:
+                if a != b:
+                    pairs.add((min(a, b), max(a, b)))
+    listed = set()
+    for h in participants:
+        for i, p in enumerate(specs[h].peers):
+            if p not in known:
+                problems.append("%s: %s is not an inventory host" % (_where(h, "ipsec_peers[%d]" % i), p))
+            elif p not in specs:
+                problems.append("%s: %s is not taking part (it has no ipsec_local_ip or ipsec_peers%s)"
+                                % (_where(h, "ipsec_peers[%d]" % i), p, "" if hosts is None else ", or is not in hosts="))
+            else:
+                listed.add((h, p))
+    for (h, p) in sorted(listed):
+        key = (min(h, p), max(h, p))
+        if (p, h) not in listed and key not in pairs:
+            problems.append("%s: lists %s, but %s does not list %s (add it to %s's ipsec_peers, or put both in a mesh group)"
+                            % (_where(h, "ipsec_peers"), p, p, h, p))
+            continue
+        pairs.add(key)
+
+    peers_of = {}
+    for a, b in pairs:
+        peers_of.setdefault(a, set()).add(b)
+        peers_of.setdefault(b, set()).add(a)
+    for h in participants:
+        if h not in peers_of:
+            problems.append("%s: this host has IPsec settings but no peer (list peers in ipsec_peers or "
+                            "put it in a group named in ipsec_meshes)" % _where(h, "ipsec_peers"))
+
+    # addresses unique
+    by_ip = {}
+    for h in participants:
+        if specs[h].ip is not None:
+            by_ip.setdefault(specs[h].ip, []).append(h)
+    for ip, hs in sorted(by_ip.items(), key=lambda kv: str(kv[0])):
+        if len(hs) > 1:
+            problems.append("%s: %s is also the tunnel address of %s; every host needs its own"
+                            % (_where(hs[1], "ipsec_local_ip"), ip, ", ".join(hs[:1] + hs[2:])))
+
+    # per pair agreement
+    for a, b in sorted(pairs):
+        sa, sb = specs[a], specs[b]
+        if sa.ip is not None and sb.ip is not None and sa.ip.version != sb.ip.version:
+            problems.append("%s: IPv%d, but peer %s has IPv%d" % (_where(a, "ipsec_local_ip"), sa.ip.version, b, sb.ip.version))
+        if sa.mode != sb.mode:
+            problems.append("%s: %s, but peer %s uses %s; both ends of a pair must agree" % (_where(a, "ipsec_mode"), sa.mode, b, sb.mode))
+        if sa.key_bits != sb.key_bits:
+            problems.append("%s: %d, but peer %s uses %d; both ends of a pair must agree" % (_where(a, "ipsec_key_bits"), sa.key_bits, b, sb.key_bits))
+        if sa.selectors != sb.selectors:
+            problems.append("%s: differ from peer %s's (%s vs %s); both ends of a pair must protect the same traffic"
+                            % (_where(a, "ipsec_selectors"), b, _sel_text(sa.selectors), _sel_text(sb.selectors)))
+        for x, y in ((sa, sb), (sb, sa)):
+            for n in x.networks:
+                if y.ip is not None and n.version != y.ip.version:
+                    problems.append("%s: %s is IPv%d but peer %s is IPv%d" % (_where(x.name, "ipsec_networks"), n, n.version, y.name, y.ip.version))
+
+    for h in participants:
+        for peer in specs[h].overrides:
+            if peer not in peers_of.get(h, ()):
+                problems.append("%s: %s is not a peer of %s" % (_where(h, "ipsec_overrides[%s]" % peer), peer, h))
+    if problems:
+        raise DeriveError(problems)
+    return specs, sorted(pairs), rrange
+
+
+def _sel_text(sels):
+    if not sels:
+        return "all traffic"
+    return ", ".join(" ".join("%s %s" % (k, s[k]) for k in _SELECTOR_FIELDS if k in s) for s in sels)
+
+
+# ----------------------------------------------------------------------------------------------
+# allocation
+
+def _hash_candidates(kind, a, b, lo, hi):
+    """Deterministic candidates for pair a->b: hashes first, then a linear scan of the range."""
+    size = hi - lo + 1
+    last = None
+    for i in range(_PROBE_HASHES):
+        digest = hashlib.sha256(("ipsec_offload.mlx5\0%s\0%d\0%s\0%s" % (kind, i, a, b)).encode("utf-8")).digest()
+        last = lo + int.from_bytes(digest[:8], "big") % size
+        yield last, i
+    for j in range(1, size + 1):
+        yield lo + (last - lo + j) % size, _PROBE_HASHES
+
+
+class Link:
+    """One directed pair src -> dst: one SA, installed out on src and in on dst."""
+
+    __slots__ = ("src", "dst", "spi", "reqid", "spi_source", "reqid_source", "key", "key_source",
+                 "spi_override", "reqid_override", "key_override", "key_bits")
+
+    def __init__(self, src, dst, key_bits=256, spi=None, reqid=None, key=None):
+        self.src = src
+        self.dst = dst
+        self.spi_override = spi
+        self.reqid_override = reqid
+        self.key_override = key
+        self.key_bits = key_bits
+        self.spi = self.reqid = None
+        self.spi_source = self.reqid_source = None
+        self.key = None
+        self.key_source = "missing"
+
+    @property
+    def name(self):
+        return "%s->%s" % (self.src, self.dst)
+
+
+def build_links(specs, pairs):
+    links = []
+    for a, b in pairs:
+        for s, d in ((a, b), (b, a)):
+            ov = specs[s].overrides.get(d, {})
+            links.append(Link(s, d, specs[s].key_bits, ov.get("spi"), ov.get("reqid"), ov.get("key")))
+    return links
+
+
+def allocate(links, reqid_range=DEFAULT_REQID_RANGE, pins=None):
+    """Give every link an SPI and a reqid.  Mutates and returns ``links``.
+
+    pins: {(src, dst): {"spi": int, "reqid": int}} from the key store.  Hand-given overrides are
+    checked first (collisions among them are errors); pins are honoured when still valid and free;
+    the rest are hashed from the host names, with deterministic probing.
+    """
+    lo, hi = reqid_range
+    pins = pins or {}
+    problems = []
+    spi_used = {}     # dst host -> {spi: link}
+    reqid_used = {}   # host -> {reqid: link}
+
+    def spi_free(link, v):
+        return v not in spi_used.get(link.dst, {})
+
+    def reqid_free(link, v):
+        return v not in reqid_used.get(link.src, {}) and v not in reqid_used.get(link.dst, {})
+
+    def take_spi(link, v, source):
+        link.spi, link.spi_source = v, source
+        spi_used.setdefault(link.dst, {})[v] = link
+
+    def take_reqid(link, v, source):
+        link.reqid, link.reqid_source = v, source
+        reqid_used.setdefault(link.src, {})[v] = link
+        reqid_used.setdefault(link.dst, {})[v] = link
+
+    ordered = sorted(links, key=lambda lk: (lk.src, lk.dst))
+    # 1. hand-given values
+    for lk in ordered:
+        if lk.spi_override is not None:
+            other = spi_used.get(lk.dst, {}).get(lk.spi_override)
+            if other is not None:
+                problems.append("%s: SPI 0x%x for %s collides with ipsec_overrides of host %s for %s "
+                                "(both SAs go to %s; SPIs must differ per destination)"
+                                % (_where(lk.src, "ipsec_overrides[%s].spi" % lk.dst), lk.spi_override, lk.name,
+                                   other.src, other.name, lk.dst))
+            else:
+                take_spi(lk, lk.spi_override, "override")
+        if lk.reqid_override is not None:
+            v = lk.reqid_override
+            if v < lo or v > hi:
+                problems.append("%s: 0x%x is outside the owned reqid range 0x%x..0x%x (the modules would not own "
+                                "the SA)" % (_where(lk.src, "ipsec_overrides[%s].reqid" % lk.dst), v, lo, hi))
+                continue
+            clash = reqid_used.get(lk.src, {}).get(v) or reqid_used.get(lk.dst, {}).get(v)
+            if clash is not None:
+                shared = lk.src if v in reqid_used.get(lk.src, {}) else lk.dst
+                problems.append("%s: reqid 0x%x for %s collides with ipsec_overrides of host %s for %s "
+                                "(both on host %s; reqids must be unique per host)"
+                                % (_where(lk.src, "ipsec_overrides[%s].reqid" % lk.dst), v, lk.name,
+                                   clash.src, clash.name, shared))
+            else:
+                take_reqid(lk, v, "override")
+    if problems:
+        raise DeriveError(problems)
+    # 2. pins from the key store
+    for lk in ordered:
+        pin = pins.get((lk.src, lk.dst)) or {}
+        v = pin.get("spi")
+        if lk.spi is None and v is not None and SPI_RANGE[0] <= v <= SPI_RANGE[1] and spi_free(lk, v):
+            take_spi(lk, v, "pinned")
+        v = pin.get("reqid")
+        if lk.reqid is None and v is not None and lo <= v <= hi and reqid_free(lk, v):
+            take_reqid(lk, v, "pinned")
+    # 3. hashed
+    for lk in ordered:
+        if lk.spi is None:
+            for v, i in _hash_candidates("spi", lk.src, lk.dst, SPI_RANGE[0], SPI_RANGE[1]):
+                if spi_free(lk, v):
+                    take_spi(lk, v, "hash" if i == 0 else "probed")
+                    break
+        if lk.reqid is None:
+            for v, i in _hash_candidates("reqid", lk.src, lk.dst, lo, hi):
+                if reqid_free(lk, v):
+                    take_reqid(lk, v, "hash" if i == 0 else "probed")
+                    break
+            else:
+                problems.append("ipsec_reqid_range: 0x%x..0x%x has no free reqid left for %s" % (lo, hi, lk.name))
+    if problems:
+        raise DeriveError(problems)
+    return links
+
+
+# ----------------------------------------------------------------------------------------------
+# keys
+
+def attach_keys(links, store=None, require=True):
+    """Give each link its key: the hand-given one, else the key store's.  Refuse shared keys.
+
+    store: {(src, dst): {"key": hex, ...}} (see parse_store).  With require=False a link may stay
+    without a key (key_source "missing"), e.g. before the key store action has created it.
+    """
+    store = store or {}
+    problems = []
+    for lk in links:
+        if lk.key_override is None and lk.key_source == "inventory":
+            continue   # rebuilt from a pairs summary: the inventory holds the key, not us
+        if lk.key_override is not None:
+            try:
+                lk.key = _key_hex(lk.key_override, lk.key_bits)
+                lk.key_source = "inventory"
+            except ValueError as e:
+                problems.append("%s: %s" % (_where(lk.src, "ipsec_overrides[%s].key" % lk.dst), e))
+            continue
+        entry = store.get((lk.src, lk.dst))
+        if entry and entry.get("key") is not None:
+            try:
+                lk.key = _key_hex(entry["key"], lk.key_bits)
+                lk.key_source = "keystore"
+            except ValueError as e:
+                problems.append("key store entry %s: key %s; delete the entry to generate a new key "
+                                "(a rekey of this direction)" % (lk.name, e))
+            continue
+        if require:
+            problems.append("%s: no key for %s: set ipsec_overrides[%s].key on %s (from a vault variable) "
+                            "or let the ipsec_keystore action create one"
+                            % (_where(lk.src, "ipsec_overrides[%s].key" % lk.dst), lk.name, lk.dst, lk.src))
+    if problems:
+        raise DeriveError(problems)
+    check_keys_distinct(links)
+    return links
+
+
+def check_keys_distinct(links):
+    """Refuse a key (the AES part, salt aside) used by two directions or two pairs."""
+    seen = {}
+    problems = []
+    for lk in sorted(links, key=lambda x: (x.src, x.dst)):
+        if lk.key is None:
+            continue
+        aes = lk.key[:-2 * SALT_BYTES]
+        other = seen.get(aes)
+        if other is not None:
+            what = "the reverse direction" if (other.src, other.dst) == (lk.dst, lk.src) else "pair %s" % other.name
+            problems.append("%s: the key of %s (%s) is also used by %s (from %s); every direction needs its own key"
+                            % (_where(lk.src, "ipsec_overrides[%s].key" % lk.dst) if lk.key_source == "inventory"
+                               else "key store entry %s" % lk.name, lk.name, lk.key_source, what, other.key_source))
+        else:
+            seen[aes] = lk
+    if problems:
+        raise DeriveError(problems)
+
+
+# ----------------------------------------------------------------------------------------------
+# per-host objects
+
+def _host_prefix(ip):
+    return "%s/%d" % (ip, ip.max_prefixlen)
+
+
+def _offload(spec, kind):
+    if spec.offload == "none" or kind == "fwd":
+        return {"type": "none"}
+    if kind == "policy" and spec.offload == "crypto":
+        return {"type": "none"}   # policies have packet offload only
+    return {"type": spec.offload, "dev": spec.dev}
+
+
+def sa_object(link, specs, direction):
+    """The SA of ``link`` as the host at its ``direction`` end installs it."""
+    s, d = specs[link.src], specs[link.dst]
+    local = s if direction == "out" else d
+    sa = {
+        "src": str(s.ip), "dst": str(d.ip), "spi": link.spi, "reqid": link.reqid,
+        "mode": s.mode, "direction": direction,
+        "aead": {"name": AEAD_NAME, "key": None if link.key is None else "0x" + link.key, "icv": ICV_BITS},
+        "esn": True, "replay_window": REPLAY_WINDOW,
+        "offload": _offload(local, "sa"),
+    }
+    if s.mode == "transport":
+        sa["sel"] = {"src": _host_prefix(s.ip), "dst": _host_prefix(d.ip)}
+    return sa
+
+
+def _policy_selectors(link, specs):
+    """(src prefix, dst prefix) pairs the policies of ``link`` cover."""
+    s, d = specs[link.src], specs[link.dst]
+    if s.mode == "tunnel":
+        srcs = [str(n) for n in s.networks] or [_host_prefix(s.ip)]
+        dsts = [str(n) for n in d.networks] or [_host_prefix(d.ip)]
+        return [(a, b) for a in srcs for b in dsts]
+    return [(_host_prefix(s.ip), _host_prefix(d.ip))]
+
+
+def policy_objects(link, specs, direction):
+    """The policies that steer ``link``'s traffic, on the host at its ``direction`` end."""
+    s, d = specs[link.src], specs[link.dst]
+    local = s if direction == "out" else d
+    dirs = ["out"] if direction == "out" else (["in", "fwd"] if local.fwd else ["in"])
+    out = []
+    for src, dst in _policy_selectors(link, specs):
+        for sel in (s.selectors or [{}]):
+            for dr in dirs:
+                sp = {"src": src, "dst": dst}
+                for k in _SELECTOR_FIELDS:
+                    if k in sel:
+                        sp[k] = sel[k]
+                sp.update({
+                    "dir": dr, "priority": local.priority, "action": "allow",
+                    "tmpl": {"src": str(s.ip), "dst": str(d.ip), "proto": "esp", "reqid": link.reqid,
+                             "mode": s.mode, "level": "required"},
+                    "offload": _offload(local, "fwd" if dr == "fwd" else "policy"),
+                })
+                out.append(sp)
+    return out
+
+
+def host_objects(specs, links):
+    """{host: {"namespace", "peers", "states", "policies"}} for every participating host."""
+    hosts = {}
+    for h in sorted(specs):
+        hosts[h] = {"namespace": specs[h].namespace, "peers": [], "states": [], "policies": []}
+    for lk in sorted(links, key=lambda x: (x.src, x.dst)):
+        for host, direction in ((lk.src, "out"), (lk.dst, "in")):
+            hosts[host]["states"].append(sa_object(lk, specs, direction))
+            hosts[host]["policies"].extend(policy_objects(lk, specs, direction))
+        hosts[lk.src]["peers"].append(lk.dst)
+    return hosts
+
+
+def pair_summary(link, specs):
+    """A secret-free description of one directed pair."""
+    return {
+        "name": link.name, "src_host": link.src, "dst_host": link.dst,
+        "src": str(specs[link.src].ip), "dst": str(specs[link.dst].ip),
+        "spi": link.spi, "spi_hex": "0x%08x" % link.spi, "spi_source": link.spi_source,
+        "reqid": link.reqid, "reqid_hex": "0x%08x" % link.reqid, "reqid_source": link.reqid_source,
+        "key_bits": link.key_bits, "key_source": link.key_source,
+        "mode": specs[link.src].mode,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# the key store document (parsed YAML <-> entries); file I/O lives in the controller plugins
+
+STORE_HEADER = (
+    "# ipsec_offload.mlx5 key store: one AES-GCM key||salt per direction, plus the SPI and reqid\n"
+    "# allocated to it (pinned so that adding hosts never renumbers a pair).  SECRET: keep it mode\n"
+    "# 0600 and encrypt it at rest with ansible-vault.  Written by the ipsec_keystore action.\n"
+)
+
+
+def parse_store(doc):
+    """Parsed YAML -> {(src, dst): {"key": hex|None, "spi": int|None, "reqid": int|None}}."""
+    if doc is None or (isinstance(doc, Mapping) and not doc):
+        return {}
+    if not isinstance(doc, Mapping):
+        raise DeriveError(["key store: not a mapping (expected keys ipsec_offload_keystore and pairs)"])
+    version = doc.get("ipsec_offload_keystore")
+    if version != STORE_VERSION:
+        raise DeriveError(["key store: ipsec_offload_keystore is %r; this collection reads version %d"
+                           % (version, STORE_VERSION)])
+    pairs = doc.get("pairs") or {}
+    if not isinstance(pairs, Mapping):
+        raise DeriveError(["key store: pairs must be a mapping src -> dst -> entry"])
+    out = {}
+    problems = []
+    for src, dsts in pairs.items():
+        if not isinstance(dsts, Mapping):
+            problems.append("key store: pairs[%s] must be a mapping dst -> entry" % src)
+            continue
+        for dst, entry in dsts.items():
+            name = "%s->%s" % (src, dst)
+            if not isinstance(entry, Mapping):
+                problems.append("key store entry %s: must be a mapping with key, spi, reqid" % name)
+                continue
+            item = {"key": None, "spi": None, "reqid": None}
+            if entry.get("key") is not None:
+                try:
+                    item["key"] = _key_hex(entry["key"])
+                except ValueError as e:
+                    problems.append("key store entry %s: key %s" % (name, e))
+            for f, lo, hi in (("spi", SPI_RANGE[0], SPI_RANGE[1]), ("reqid", 1, 0xFFFFFFFF)):
+                if entry.get(f) is not None:
+                    try:
+                        item[f] = _int(entry[f], lo, hi)
+                    except ValueError as e:
+                        problems.append("key store entry %s: %s %s" % (name, f, e))
+            out[(str(src), str(dst))] = item
+    if problems:
+        raise DeriveError(problems)
+    return out
+
+
+def store_document(entries):
+    """{(src, dst): entry} -> the YAML-able document (sorted, hex strings)."""
+    pairs = {}
+    for (src, dst) in sorted(entries):
+        e = entries[(src, dst)]
+        item = {}
+        if e.get("key") is not None:
+            item["key"] = "0x" + e["key"]
+        if e.get("spi") is not None:
+            item["spi"] = "0x%08x" % e["spi"]
+        if e.get("reqid") is not None:
+            item["reqid"] = "0x%08x" % e["reqid"]
+        pairs.setdefault(src, {})[dst] = item
+    return {"ipsec_offload_keystore": STORE_VERSION, "pairs": pairs}
+
+
+def update_store(entries, links, new_key=generate_key):
+    """Entries for the key store after this run: keys for links that need one, pins for all.
+
+    Returns (new_entries, report) where report = {"created": [names], "pinned": [names],
+    "repinned": [names]}.  Entries of pairs no longer in the inventory are kept (a host may be
+    out of the inventory for a while; deleting keys is an explicit act).  Links whose key comes
+    from the inventory get no stored key.
+    """
+    out = {k: dict(v) for k, v in entries.items()}
+    report = {"created": [], "pinned": [], "repinned": []}
+    for lk in sorted(links, key=lambda x: (x.src, x.dst)):
+        k = (lk.src, lk.dst)
+        e = out.setdefault(k, {"key": None, "spi": None, "reqid": None})
+        if lk.key_source != "inventory" and e.get("key") is None:
+            e["key"] = new_key(lk.key_bits)
+            report["created"].append(lk.name)
+        if (e.get("spi"), e.get("reqid")) != (lk.spi, lk.reqid):
+            report["repinned" if e.get("spi") is not None or e.get("reqid") is not None else "pinned"].append(lk.name)
+            e["spi"], e["reqid"] = lk.spi, lk.reqid
+    return out, report
+
+
+def pins_of(entries):
+    return {k: {"spi": v.get("spi"), "reqid": v.get("reqid")} for k, v in entries.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole derivation
+
+KEYS_MODES = ("required", "optional", "none")
+
+
+def derive(hostvars, hosts=None, groups=None, meshes=None, reqid_range=None, store=None, keys="required"):
+    """Inventory (+ parsed key store) -> {"pairs": [...], "hosts": {...}, "reqid_range": [lo, hi]}.
+
+    ``store`` is the key store as parse_store returns it (or None).
+    ``keys``: required (every SA must have its key), optional (SAs without a key get key None),
+    none (no keys at all and no "hosts": only the secret-free allocation, for the key store action).
+    Raises DeriveError.
+    """
+    if keys not in KEYS_MODES:
+        raise DeriveError(["keys=: %r is not one of %s" % (keys, ", ".join(KEYS_MODES))])
+    specs, pairs, rrange = read_inventory(hostvars, hosts, groups, meshes, reqid_range)
+    links = build_links(specs, pairs)
+    allocate(links, rrange, pins_of(store or {}))
+    if keys == "none":
+        for lk in links:
+            if lk.key_override is not None:
+                lk.key_source = "inventory"
+    else:
+        attach_keys(links, store, require=keys == "required")
+    out = {
+        "reqid_range": list(rrange),
+        "pairs": [pair_summary(lk, specs) for lk in sorted(links, key=lambda x: (x.src, x.dst))],
+    }
+    if keys != "none":
+        out["hosts"] = host_objects(specs, links)
+    return out
+
+
+def links_from_summary(pairs):
+    """Rebuild Links from the ``pairs`` list the filter returns (for the key store action)."""
+    links = []
+    for i, p in enumerate(pairs):
+        if not isinstance(p, Mapping) or not all(k in p for k in ("src_host", "dst_host", "spi", "reqid", "key_bits", "spi_source", "reqid_source", "key_source")):
+            raise DeriveError(["pairs[%d]: not an entry of ipsec_pairs(...).pairs" % i])
+        lk = Link(str(p["src_host"]), str(p["dst_host"]), int(p["key_bits"]),
+                  int(p["spi"]) if p["spi_source"] == "override" else None,
+                  int(p["reqid"]) if p["reqid_source"] == "override" else None)
+        if p["key_source"] == "inventory":
+            lk.key_source = "inventory"   # the key itself never travels in a summary
+        links.append(lk)
+    return links
