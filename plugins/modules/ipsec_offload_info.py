@@ -260,6 +260,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink as D
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._ethtool import Ethtool, esp_features
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
@@ -410,72 +411,36 @@ def devlink_dev_handles(obj):
 
 
 def devlink_ports(obj):
-    """`devlink -j port show` -> {port handle: attributes}."""
-    ports = (obj or {}).get("port") or {}
-    return dict((k, v) for k, v in ports.items() if isinstance(v, dict))
-
-
-def port_device(port_handle):
-    """'pci/0000:08:00.0/2' -> 'pci/0000:08:00.0'."""
-    return port_handle.rsplit("/", 1)[0]
+    """`devlink -j port show` -> list of ports (the pure parser of _devlink)."""
+    return D.parse_ports(obj)
 
 
 def devlink_handle_for_netdev(ports, netdev):
     """The devlink device whose port carries ``netdev`` (first match), or None."""
-    for handle, attrs in sorted(ports.items()):
-        if attrs.get("netdev") == netdev:
-            return port_device(handle)
+    for port in ports or []:
+        if port["netdev"] == netdev:
+            return port["device"]
     return None
 
 
 def parse_eswitch(obj, handle):
     """`devlink -j dev eswitch show H` -> {'eswitch_mode', 'inline_mode', 'encap_mode'} (None when
     the kernel did not report one)."""
-    attrs = ((obj or {}).get("dev") or {}).get(handle) or {}
-    return {"eswitch_mode": attrs.get("mode"), "inline_mode": attrs.get("inline-mode"),
-            "encap_mode": attrs.get("encap-mode")}
+    attrs = D.parse_eswitch(obj, handle)
+    return {"eswitch_mode": attrs["mode"], "inline_mode": attrs["inline_mode"], "encap_mode": attrs["encap_mode"]}
 
 
 def parse_param(obj, handle, name, cmode="runtime"):
     """`devlink -j dev param show H name N` -> the value for ``cmode``, or None."""
-    params = ((obj or {}).get("param") or {}).get(handle) or []
-    for p in params:
-        if not isinstance(p, dict) or p.get("name") != name:
-            continue
-        for v in p.get("values") or []:
-            if isinstance(v, dict) and v.get("cmode") == cmode:
-                return v.get("value")
-    return None
-
-
-def _cap(value):
-    """Port function cap: 'enable'/'enabled'/True -> True, 'disable'/'disabled'/False -> False,
-    missing -> None (the driver reported no such capability)."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return value
-    return str(value).lower() in ("enable", "enabled", "true", "on")
-
-
-def _port_key(port):
-    dev, index = port.rsplit("/", 1) if "/" in port else ("", port)
-    return (dev, int(index) if index.isdigit() else -1)
+    return (D.parse_param(obj, handle, name) or {}).get(cmode)
 
 
 def vf_ports(ports, handle):
-    """VF ports (flavour pcivf) of devlink device ``handle`` with their IPsec caps."""
-    out = []
-    for port, attrs in sorted(ports.items(), key=lambda kv: _port_key(kv[0])):
-        if port_device(port) != handle or attrs.get("flavour") != "pcivf":
-            continue
-        fn = attrs.get("function") or {}
-        out.append({
-            "port": port, "vfnum": attrs.get("vfnum"), "pfnum": attrs.get("pfnum"),
-            "netdev": attrs.get("netdev"),
-            "ipsec_packet": _cap(fn.get("ipsec_packet")), "ipsec_crypto": _cap(fn.get("ipsec_crypto")),
-        })
-    return out
+    """VF ports (flavour pcivf) of devlink device ``handle`` with their IPsec caps (True/False, or
+    None when the port function does not report the capability)."""
+    return [{"port": p["port"], "vfnum": p["vfnum"], "pfnum": p["pfnum"], "netdev": p["netdev"],
+             "ipsec_packet": p["caps"]["ipsec_packet"], "ipsec_crypto": p["caps"]["ipsec_crypto"]}
+            for p in ports or [] if p["device"] == handle and p["flavour"] == "pcivf"]
 
 
 def tc_offloaded(obj):
@@ -870,26 +835,37 @@ class Gatherer:
         return dev
 
     def devlink_index(self):
-        """-> (set of devlink handles, or None when devlink cannot answer; {port: attrs}; problem)."""
+        """-> (set of devlink handles, or None when devlink cannot answer; list of ports; problem)."""
         devs, problem = self._try(self.devlink, ["-j", "dev"], as_json=True)
         if problem:
-            return None, {}, problem
+            return None, [], problem
         ports, problem = self._try(self.devlink, ["-j", "port", "show"], as_json=True)
-        return devlink_dev_handles(devs), devlink_ports(ports), problem
+        if problem:
+            return devlink_dev_handles(devs), [], problem
+        try:
+            return devlink_dev_handles(devs), devlink_ports(ports), None
+        except D.DevlinkParseError as exc:
+            return devlink_dev_handles(devs), [], "devlink -j port show: %s" % exc
 
     def devlink_device(self, handle, ports):
         dl = {"eswitch_mode": None, "inline_mode": None, "encap_mode": None, "flow_steering_mode": None,
               "vf_ports": vf_ports(ports, handle), "problems": {}}
         obj, problem = self._try(self.devlink, ["-j", "dev", "eswitch", "show", handle], as_json=True)
-        if problem is None:
-            dl.update(parse_eswitch(obj, handle))
-        else:
+        try:
+            if problem is None:
+                dl.update(parse_eswitch(obj, handle))
+        except D.DevlinkParseError as exc:
+            problem = str(exc)
+        if problem is not None:
             dl["problems"]["eswitch"] = problem
         obj, problem = self._try(self.devlink, ["-j", "dev", "param", "show", handle, "name", "flow_steering_mode"],
                                  as_json=True)
-        if problem is None:
-            dl["flow_steering_mode"] = parse_param(obj, handle, "flow_steering_mode")
-        else:
+        try:
+            if problem is None:
+                dl["flow_steering_mode"] = parse_param(obj, handle, "flow_steering_mode")
+        except D.DevlinkParseError as exc:
+            problem = str(exc)
+        if problem is not None:
             dl["problems"]["flow_steering_mode"] = problem
         return dl
 

@@ -272,10 +272,20 @@ def test_devlink_mlx5_vf_caps_and_params():
 
 
 @pytest.mark.parametrize("value,expected", [
-    ("enable", True), ("enabled", True), ("disable", False), ("disabled", False), (True, True), (None, None)])
+    ("enable", True), ("enabled", True), ("disable", False), ("disabled", False), (None, None)])
 def test_port_function_cap_words(value, expected):
-    # iproute2 prints enable/disable, the kernel docs show enabled/disabled: accept both
-    assert info._cap(value) is expected
+    # iproute2 prints enable/disable, the kernel docs show enabled/disabled: both are understood
+    ports = info.devlink_ports({"port": {"pci/0000:08:00.0/1": {"flavour": "pcivf", "vfnum": 0, "netdev": "x",
+                                                                "function": {"ipsec_packet": value}}}})
+    assert info.vf_ports(ports, "pci/0000:08:00.0")[0]["ipsec_packet"] is expected
+
+
+def test_module_devlink_garbage_is_a_problem_not_a_crash(kernel_tree):
+    host = mlx5_host().on(("devlink", "-j", "dev", "eswitch"), (0, '{"dev": []}', ""))
+    res, failed = run_module(info.main, {"devices": ["p0"]}, host)
+    assert not failed, res
+    assert res["devlink"][PF]["eswitch_mode"] is None
+    assert "eswitch" in res["devlink"][PF]["problems"]
 
 
 def test_parse_link_parent():
