@@ -668,3 +668,40 @@ def test_real_host_lo():
     assert res["summary"]["packet_offload_ready"] is False
     assert any(r.startswith("lo: esp-hw-offload is off [fixed]") for r in res["summary"]["reasons"])
     print(json.dumps({k: res[k] for k in ("iproute2", "kernel", "devices", "summary")}, indent=1))
+
+
+@pytest.fixture
+def real_netns():
+    """A private namespace with a veth pair inside (created and removed by this test only)."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and ip")
+    name = "ioinfo%d" % os.getpid()
+    if subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot create a network namespace here")
+    try:
+        subprocess.run(["ip", "-n", name, "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+                       capture_output=True, check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+@pytest.mark.skipif(not shutil.which("ethtool"), reason="needs ethtool")
+def test_real_host_namespace_veth(real_netns):
+    res, failed = _run_real({"devices": ["v0", "lo"], "namespace": real_netns})
+    assert not failed, res
+    v0 = res["devices"]["v0"]
+    # ethtool ran inside the namespace (v0 exists only there) and saw the veth driver
+    assert v0["present"] is True and v0["driver"] == "veth"
+    assert v0["esp_features"]["esp_hw_offload"]["enabled"] is False
+    assert v0["tc_ingress"] == {"filters": 0, "in_hw": []}
+    assert any(r.startswith("v0: driver is veth, not mlx5_core") for r in res["summary"]["reasons"])
+    assert res["xfrm_states"] == [] and v0["offloaded_states"] == 0
+
+
+def test_real_host_missing_namespace_fails_cleanly():
+    if not shutil.which("ip"):
+        pytest.skip("needs ip")
+    res, failed = _run_real({"devices": ["lo"], "namespace": "ioinfo-does-not-exist"})
+    assert failed
+    assert res["msg"].startswith("namespace: network namespace 'ioinfo-does-not-exist' does not exist")
