@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Static gate 1: `ansible-test sanity` (ansible-core 2.19) on the collection, offline-capable.
+#
+# Usage: scripts/sanity.sh [--head] [--keep] [ANSIBLE-TEST-SANITY-ARGS...]
+#   --head   test the committed HEAD (git archive) instead of the working tree
+#   --keep   keep the staged copy (its path is printed) for a closer look
+#   other arguments go to `ansible-test sanity`, e.g. `--test pylint` or `--skip-test shellcheck`
+#
+# What it does, and why:
+#   * apt: git, shellcheck (the shellcheck sanity test is skipped with a mere warning without it),
+#     python3-venv (ansible-test makes one venv per sanity test).
+#   * the project venv (scripts/common.sh, tests/requirements.txt) provides ansible-core and with it
+#     ansible-test.  The sanity tools (pylint, yamllint, voluptuous, ...) are not put in it:
+#     `--venv` makes ansible-test install its own pinned versions into per-test venvs cached under
+#     ~/.ansible/test/venv/ (first run ~1 min, later runs reuse them).
+#   * ansible-test bootstraps pip into those venvs with a get-pip script it downloads from a host
+#     that is not reachable here.  It first looks for ~/.ansible/test/cache/get_pip_<X_Y>.py; we
+#     put tests/sanity/get_pip_offline.py there (ensurepip + `pip install pip==X.Y` from the
+#     package index).  A real get-pip script already in that place is left alone.
+#   * ansible-test wants the tree at .../ansible_collections/<namespace>/<name>/.  The repo root is
+#     the collection root, so the files git knows about (tracked and untracked-but-not-ignored;
+#     with --head: HEAD only) are copied into a temporary tree of that shape and tested there.
+#     Nothing is written into the work tree except the log, tests/output/sanity.log.
+# Last line: `sanity: PASS ...` or `sanity: FAIL ...`; exit status 0 only on PASS.
+source "$(dirname "$0")/common.sh"
+
+mode=worktree keep=0 args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --head) mode=head ;;
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) args+=("$1") ;;
+  esac
+  shift
+done
+
+start=$SECONDS
+apt_need git shellcheck python3-venv
+venv_need "$REPO_ROOT/tests/requirements.txt"
+command -v ansible-test >/dev/null || die "ansible-test not found in $VENV (ansible-core install broken?)"
+[ -n "${HOME:-}" ] && [ -d "$HOME" ] || die "HOME is not set to a directory (ansible-test keeps its caches there)"
+
+pyver=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+ns=$(sed -n 's/^namespace: *//p' "$REPO_ROOT/galaxy.yml")
+name=$(sed -n 's/^name: *//p' "$REPO_ROOT/galaxy.yml")
+[ -n "$ns" ] && [ -n "$name" ] || die "cannot read namespace/name from galaxy.yml"
+
+# --- offline pip bootstrap for ansible-test's venvs -------------------------------------------
+pipver=$(python - "$pyver" <<'EOF'
+import sys
+import types
+from ansible_test._internal.python_requirements import get_venv_packages
+print(get_venv_packages(types.SimpleNamespace(version=sys.argv[1]))['pip'])
+EOF
+) || die "cannot ask ansible-test which pip version it bootstraps (ansible-test internals changed?)"
+shim_src="$REPO_ROOT/tests/sanity/get_pip_offline.py"
+shim_dst="$HOME/.ansible/test/cache/get_pip_${pipver//./_}.py"
+if [ ! -e "$shim_dst" ]; then
+  log "installing offline pip bootstrap for ansible-test: $shim_dst"
+  mkdir -p "$(dirname "$shim_dst")"
+  cp "$shim_src" "$shim_dst"
+elif grep -q 'Offline stand-in for ansible-test' "$shim_dst"; then
+  cmp -s "$shim_src" "$shim_dst" || cp "$shim_src" "$shim_dst"
+else
+  log "keeping the pip bootstrap script already at $shim_dst"
+fi
+
+# --- stage the collection as .../ansible_collections/NS/NAME ------------------------------------
+stage=$(mktemp -d "${TMPDIR:-/tmp}/ipsec-sanity.XXXXXX")
+cleanup() { if [ "$keep" -eq 1 ]; then log "staged copy kept: $stage"; else rm -rf "$stage"; fi; }
+trap cleanup EXIT
+coll="$stage/ansible_collections/$ns/$name"
+mkdir -p "$coll"
+git -C "$REPO_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1 \
+  || die "$REPO_ROOT is not a git checkout: ansible-test needs to know which files belong to the collection"
+if [ "$mode" = head ]; then
+  git -C "$REPO_ROOT" archive --format=tar HEAD | tar -C "$coll" -xf -
+else
+  # tracked files that still exist + untracked files that .gitignore does not exclude
+  (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard \
+    | while IFS= read -r -d '' f; do if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi; done \
+    | tar --null --no-recursion -T - -cf -) | tar -C "$coll" -xf -
+fi
+nfiles=$(find "$coll" -type f | wc -l)
+log "staged $nfiles files ($mode) at $coll"
+
+# --- run ---------------------------------------------------------------------------------------
+mkdir -p "$REPO_ROOT/tests/output"
+logf="$REPO_ROOT/tests/output/sanity.log"
+log "ansible-test sanity --venv --python $pyver ${args[*]:-}  (log: tests/output/sanity.log)"
+rc=0
+(cd "$coll" && ansible-test sanity --venv --python "$pyver" --color no "${args[@]}") 2>&1 | tee "$logf" || rc=$?
+
+ran=$(grep -c '^Running sanity test' "$logf" || true)
+missing=$(sed -n 's/^WARNING: Required program "\(.*\)" not found.*/\1/p' "$logf" | sort -u | tr '\n' ' ')
+failed=$(awk '/^FATAL: The [0-9]+ sanity test\(s\) listed below/ {on=1; next} on && /^FATAL/ {on=0} on && NF==1 {printf "%s ", $1}' "$logf")
+took=$((SECONDS - start))
+what="ansible-core $(ansible --version | sed -n '1s/.*core \([0-9.]*\).*/\1/p'), py$pyver, $mode"
+if [ "$rc" -eq 0 ] && [ -z "$missing" ]; then
+  echo "sanity: PASS $ran tests ($what) in ${took}s"
+  exit 0
+fi
+[ -n "$missing" ] && log "sanity tests were skipped for want of: $missing"
+echo "sanity: FAIL ${failed:+tests: $failed}${missing:+skipped (missing: $missing) }(exit $rc, $ran tests run, $what) in ${took}s"
+exit 1
