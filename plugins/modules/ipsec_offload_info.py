@@ -34,8 +34,10 @@ author: ipsec_offload.mlx5 contributors
 options:
   devices:
     description:
-      - Network devices (netdev names) to inspect, for example the PF uplink, a VF netdev or a VF
-        representor.
+      - Network devices (netdev names) to inspect, for example the PF uplink or a VF netdev.
+      - Each is checked for C(esp-hw-offload) and counted as an SA carrier, so list the netdevs the
+        SAs will be offloaded to; a VF representor usually has no ESP offload of its own (its
+        eswitch is covered through the PF's devlink device).
       - With no devices only host-level facts and SA counters are gathered, and the summary cannot
         call the host ready.
     type: list
