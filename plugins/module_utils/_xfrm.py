@@ -1,0 +1,1078 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) ipsec_offload.mlx5 contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""IPsec SA (xfrm state) and SP (xfrm policy) model: parse, validate, compare, render.  Pure: no I/O.
+
+`ip xfrm` has no JSON output, so we parse its text.  Layout (iproute2 ip/ipxfrm.c): a block starts
+with an unindented "src ..." line; every other line of the block is indented (TAB, or 8 spaces in
+copies from mail).  We handle the plain and `-s` layouts, `replay-window 0` + "anti-replay esn
+context: ... replay_window N" (ESN), a missing "sel" line (af-unspec SAs), the "dir in|out" line
+(kernel >= 6.10 with iproute2 >= 6.11), "crypto offload parameters: dev X [dir D] [mode M]" (mode
+from iproute2 6.2 on; policies print no dir), fwd policies and policies without a template.
+
+Ownership: an SA, or an SP through its template, belongs to this collection iff its reqid lies in
+the owned range (OWNED_REQID_RANGE by default).  Only owned objects are ever replaced or deleted.
+
+SA dicts (parsed and desired share one shape; desired ones never hold None in required fields):
+  src, dst (str, compressed), proto ("esp"), spi (int), reqid (int), mode (str or None = not
+  printed), direction ("in"/"out"/None = unknown), aead ({name, key (lower hex, no 0x; None =
+  hidden/redacted), icv} or None), esn (bool), replay_window (int, the effective window),
+  sel (dict or None), offload ({type: packet|crypto|none, dev, dir}), mark, if_id,
+  extras (attributes we do not model: a list of names), stats (dict, `-s` only).
+SP dicts:
+  src, dst (prefix str), proto (int or None), sport, dport, dir (in|out|fwd), ptype, priority,
+  action (allow|block), tmpls (list of {src, dst, proto, spi, reqid, mode, level}),
+  offload ({type: packet|none, dev}), mark, if_id, extras.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import ObjectKind
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._validate import InputError
+
+# reqids 0x51c00000..0x51c0ffff belong to this collection ("51c0" ~ "SEC0").  The pair derivation
+# plugin allocates inside this range; users may choose another range with owned_reqid_range.
+OWNED_REQID_RANGE = (0x51C00000, 0x51C0FFFF)
+
+AEAD_RFC4106 = "rfc4106(gcm(aes))"
+# AES-128/AES-256 key followed by the 4-byte salt (RFC 4106).  AES-192 is left out on purpose:
+# mlx5 does not offload it.
+AEAD_KEY_BYTES = {AEAD_RFC4106: (20, 36)}
+ICV_BITS = (64, 96, 128)
+DEFAULT_ICV = 128
+DEFAULT_REPLAY_WINDOW = 64
+MAX_REPLAY_WINDOW = 4096
+PACKET_IN_REPLAY_WINDOWS = (32, 64, 128, 256)  # mlx5: inbound packet offload
+MIN_SPI = 256  # 1..255 are reserved by IANA (RFC 4303 section 2.1); 0 is never valid on the wire
+MAX_SPI = 0xFFFFFFFF
+REDACTED = "<redacted>"
+
+OFFLOAD_TYPES = ("packet", "crypto", "none")
+SA_MODES = ("transport", "tunnel")
+SP_DIRS = ("in", "out", "fwd")
+
+# /etc/protocols may be missing (minbase images): ip then prints numbers.  Accept both.
+PROTO_NUMBERS = {
+    "icmp": 1, "igmp": 2, "ipip": 4, "tcp": 6, "udp": 17, "ipv6": 41, "gre": 47, "esp": 50,
+    "ah": 51, "ipv6-icmp": 58, "icmpv6": 58, "dccp": 33, "sctp": 132, "mobility-header": 135,
+    "ipv6-mh": 135, "udplite": 136,
+}
+PORT_PROTOS = (6, 17, 33, 132)  # tcp, udp, dccp, sctp: the selector carries ports
+
+# Defaults for the capability flags when nothing can be probed (state=rendered): a current stack.
+RENDER_FEATURES = {"offload_packet": True, "sa_dir": True}
+
+_HEX_LONG_RE = re.compile(r"(?:0x)?[0-9a-fA-F]{40,}")
+_INT_PAREN_RE = re.compile(r"\(.*\)$")
+
+
+def scrub(text):
+    """Replace anything that looks like key material (40+ hex digits) in tool output."""
+    if not text:
+        return text
+    return _HEX_LONG_RE.sub(REDACTED, text)
+
+
+# --------------------------------------------------------------------------------------------
+# parsing
+# --------------------------------------------------------------------------------------------
+
+def _int(tok):
+    """'0x00001000', '4096', '0x00001001(4097)', '2(0x00000002)' -> int."""
+    tok = _INT_PAREN_RE.sub("", tok)
+    return int(tok, 16) if tok.lower().startswith("0x") else int(tok, 10)
+
+
+def _proto_num(tok):
+    if tok.isdigit():
+        return int(tok)
+    return PROTO_NUMBERS.get(tok.lower(), tok)
+
+
+def _blocks(text):
+    """Split `ip xfrm` output into blocks: (header tokens, [stripped body lines])."""
+    blocks = []
+    cur = None
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        if raw[0] not in " \t":
+            if raw.startswith("src "):
+                cur = (raw.split(), [])
+                blocks.append(cur)
+            else:
+                cur = None  # a prompt, a comment, "Error: ...": not ours
+            continue
+        if cur is not None:
+            cur[1].append(raw.strip())
+    return blocks
+
+
+def _parse_selector(tokens):
+    """Tokens after 'sel' (SA) or of a policy header: src A/n dst B/n [proto P [sport|dport N]]."""
+    sel = {"src": None, "dst": None, "proto": None, "sport": None, "dport": None, "dev": None}
+    i = 0
+    n = len(tokens)
+    while i < n:
+        t = tokens[i]
+        v = tokens[i + 1] if i + 1 < n else None
+        if t in ("src", "dst"):
+            sel[t] = v
+        elif t == "proto":
+            sel["proto"] = _proto_num(v)
+        elif t in ("sport", "type", "key"):
+            sel["sport"] = int(v) if v.isdigit() else v
+        elif t in ("dport", "code"):
+            sel["dport"] = int(v) if v.isdigit() else v
+        elif t == "dev":
+            sel["dev"] = v
+        elif t == "uid":
+            pass
+        else:
+            i += 1
+            continue
+        i += 2
+    return sel
+
+
+def selector_is_any(sel):
+    """True for no selector or the all-zero one `ip xfrm state add` sets without `sel`."""
+    if sel is None:
+        return True
+    return (sel.get("src") in (None, "0.0.0.0/0", "::/0") and sel.get("dst") in (None, "0.0.0.0/0", "::/0")
+            and not sel.get("proto") and not sel.get("sport") and not sel.get("dport") and not sel.get("dev"))
+
+
+def _parse_offload(tokens):
+    """'crypto offload parameters: dev X [dir D] [mode M]' tokens after 'parameters:'."""
+    off = {"type": "crypto", "dev": None, "dir": None}
+    for i in range(0, len(tokens) - 1):
+        t, v = tokens[i], tokens[i + 1]
+        if t == "dev":
+            off["dev"] = v
+        elif t == "dir":
+            off["dir"] = v
+        elif t == "mode":
+            off["type"] = v
+    # iproute2 < 6.2 prints no "mode": it could only create crypto offload, so report crypto.
+    return off
+
+
+_NO_OFFLOAD = {"type": "none", "dev": None, "dir": None}
+
+
+def parse_states(text):
+    """Parse `ip [-s] xfrm state [list]` output into a list of SA dicts."""
+    out = []
+    for head, body in _blocks(text):
+        if len(head) < 4 or head[2] != "dst":
+            continue
+        sa = {"src": head[1], "dst": head[3], "proto": None, "spi": None, "reqid": 0, "mode": None,
+              "direction": None, "aead": None, "esn": False, "replay_window": 0, "sel": None,
+              "offload": dict(_NO_OFFLOAD), "mark": None, "if_id": None, "flags": [], "extras": [],
+              "stats": None}
+        header_window = None
+        esn_window = None
+        section = None
+        for line in body:
+            tok = line.split()
+            first = tok[0]
+            if first == "proto" and sa["proto"] is None:
+                sa["proto"] = tok[1]
+                for i in range(2, len(tok) - 1):
+                    if tok[i] == "spi":
+                        sa["spi"] = _int(tok[i + 1])
+                    elif tok[i] == "reqid":
+                        sa["reqid"] = _int(tok[i + 1])
+                    elif tok[i] == "mode":
+                        sa["mode"] = tok[i + 1]
+                section = None
+            elif first == "replay-window" and section != "stats":
+                if header_window is None:
+                    header_window = int(tok[1])
+                if "flag" in tok:
+                    flags = [f for f in tok[tok.index("flag") + 1:] if not f.startswith("(")]
+                    sa["flags"] = flags
+                    sa["esn"] = "esn" in flags
+            elif first == "aead":
+                key = tok[2] if len(tok) > 2 else None
+                icv = tok[-1]
+                if key is None or not key.lower().startswith("0x"):
+                    key = None  # "<<Keys hidden>>" (list nokeys)
+                else:
+                    key = key[2:].lower()
+                    if not key.strip("0"):
+                        key = None  # kernel lockdown=confidentiality zeroes keys
+                sa["aead"] = {"name": tok[1], "key": key, "icv": int(icv) if icv.isdigit() else None}
+            elif first in ("enc", "auth", "auth-trunc", "comp", "encap", "coa", "output-mark", "tfcpad",
+                           "security", "pcpu-num"):
+                sa["extras"].append(first)
+            elif first == "mark":
+                sa["mark"] = tok[1]
+                sa["extras"].append("mark")
+            elif first == "if_id":
+                sa["if_id"] = _int(tok[1])
+                sa["extras"].append("if_id")
+            elif first == "anti-replay":
+                section = "esn" if "esn" in tok else None
+            elif first == "replay_window" and section == "esn":
+                esn_window = int(tok[1].rstrip(","))
+            elif first == "crypto" and len(tok) > 2 and tok[1] == "offload":
+                sa["offload"] = _parse_offload(tok[3:])
+            elif first == "dir" and len(tok) == 2:
+                sa["direction"] = tok[1]
+            elif first == "sel":
+                sa["sel"] = _parse_selector(tok[1:])
+            elif first == "lifetime":
+                section = "current" if tok[1] == "current:" else "config"
+            elif first == "stats:":
+                section = "stats"
+            elif section == "current" and first.endswith("(bytes),"):
+                sa["stats"] = sa["stats"] or {}
+                sa["stats"]["bytes"] = int(first.split("(")[0])
+                sa["stats"]["packets"] = int(tok[1].split("(")[0])
+            elif section == "stats" and first == "replay-window":
+                sa["stats"] = sa["stats"] or {}
+                for i in range(0, len(tok) - 1, 2):
+                    if tok[i] in ("replay", "failed"):
+                        sa["stats"][tok[i]] = int(tok[i + 1])
+        if sa["direction"] is None and sa["offload"]["dir"]:
+            sa["direction"] = sa["offload"]["dir"]
+        sa["replay_window"] = esn_window if esn_window is not None else (header_window or 0)
+        extra_flags = [f for f in sa["flags"] if f != "esn"]
+        if extra_flags:
+            sa["extras"].append("flag " + " ".join(extra_flags))
+        out.append(sa)
+    return out
+
+
+def parse_policies(text):
+    """Parse `ip [-s] xfrm policy [list]` output into a list of SP dicts."""
+    out = []
+    for head, body in _blocks(text):
+        sel = _parse_selector(head)
+        sp = {"src": sel["src"], "dst": sel["dst"], "proto": sel["proto"], "sport": sel["sport"],
+              "dport": sel["dport"], "dir": None, "ptype": "main", "priority": 0, "action": "allow",
+              "tmpls": [], "offload": {"type": "none", "dev": None}, "mark": None, "if_id": None,
+              "extras": [], "socket": False}
+        if sel["dev"]:
+            sp["extras"].append("dev " + sel["dev"])
+        for line in body:
+            tok = line.split()
+            first = tok[0]
+            if first in ("dir", "socket"):
+                sp["socket"] = first == "socket"
+                sp["dir"] = tok[1]
+                for i in range(2, len(tok) - 1):
+                    if tok[i] == "priority":
+                        sp["priority"] = int(tok[i + 1])
+                    elif tok[i] == "action":
+                        sp["action"] = tok[i + 1]
+                    elif tok[i] == "ptype":
+                        sp["ptype"] = tok[i + 1]
+                    elif tok[i] == "flag" and not tok[i + 1].startswith("("):
+                        sp["extras"].append("flag " + tok[i + 1])
+            elif first == "tmpl":
+                sp["tmpls"].append({"src": tok[2] if len(tok) > 2 else None, "dst": tok[4] if len(tok) > 4 else None,
+                                    "proto": None, "spi": 0, "reqid": 0, "mode": None, "level": "required"})
+            elif first == "proto" and sp["tmpls"]:
+                t = sp["tmpls"][-1]
+                t["proto"] = tok[1]
+                for i in range(2, len(tok) - 1):
+                    if tok[i] == "spi":
+                        t["spi"] = _int(tok[i + 1])
+                    elif tok[i] == "reqid":
+                        t["reqid"] = _int(tok[i + 1])
+                    elif tok[i] == "mode":
+                        t["mode"] = tok[i + 1]
+            elif first == "level" and sp["tmpls"]:
+                sp["tmpls"][-1]["level"] = tok[1]
+            elif first == "crypto" and len(tok) > 2 and tok[1] == "offload":
+                off = _parse_offload(tok[3:])
+                sp["offload"] = {"type": off["type"], "dev": off["dev"]}
+            elif first == "mark":
+                sp["mark"] = tok[1]
+                sp["extras"].append("mark")
+            elif first == "if_id":
+                sp["if_id"] = _int(tok[1])
+                sp["extras"].append("if_id")
+            elif first == "action" and len(tok) > 1:  # not printed on its own line today
+                sp["action"] = tok[1]
+            elif first == "security":
+                sp["extras"].append("ctx")
+        out.append(sp)
+    return out
+
+
+def parse_link_names(text):
+    """`ip -o link show` -> set of interface names ("5: veth0@if4: <...>" -> "veth0")."""
+    names = set()
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) >= 2 and parts[0].strip().isdigit():
+            names.add(parts[1].strip().split("@", 1)[0])
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# validation of module input -> desired objects
+# --------------------------------------------------------------------------------------------
+
+def owned_range(value, field="owned_reqid_range"):
+    """None -> OWNED_REQID_RANGE; [lo, hi] (ints or 0x-strings) -> (lo, hi)."""
+    if value is None:
+        return OWNED_REQID_RANGE
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise InputError(field, "must be a list of two reqids [first, last]")
+    lo = V.integer(field + "[0]", value[0], 1, 0xFFFFFFFF)
+    hi = V.integer(field + "[1]", value[1], 1, 0xFFFFFFFF)
+    if lo > hi:
+        raise InputError(field, "first reqid 0x%08x is above last 0x%08x" % (lo, hi))
+    return (lo, hi)
+
+
+def _reqid(field, value, rng):
+    n = V.integer(field, value, 0, 0xFFFFFFFF)
+    if not rng[0] <= n <= rng[1]:
+        raise InputError(field, "reqid 0x%08x is outside the owned range 0x%08x..0x%08x: everything this "
+                                "collection creates must carry a reqid in that range (owned_reqid_range)"
+                         % (n, rng[0], rng[1]))
+    return n
+
+
+def _prefix(field, value):
+    """Selector prefix: an address or a prefix without host bits -> 'a.b.c.d/n'."""
+    if value is None:
+        return None
+    s = str(value).strip()
+    try:
+        net = ipaddress.ip_network(s, strict=True)
+    except ValueError as exc:
+        if "host bits" in str(exc):
+            raise InputError(field, "%r has host bits set; write the network address (for example %s)"
+                             % (value, ipaddress.ip_network(s, strict=False)))
+        raise InputError(field, "%r is not an IPv4/IPv6 address or prefix" % (value,))
+    return net
+
+
+def _sel_upper(field, item):
+    """proto/sport/dport of a selector -> (proto int or None, sport, dport)."""
+    proto = item.get("proto")
+    if proto is not None and proto != "":
+        if isinstance(proto, str) and not proto.strip().isdigit():
+            num = PROTO_NUMBERS.get(proto.strip().lower())
+            if num is None:
+                raise InputError(field + ".proto", "%r is not a known protocol name; give a number 1..255 "
+                                                   "or one of %s" % (proto, ", ".join(sorted(PROTO_NUMBERS))))
+            proto = num
+        else:
+            proto = V.integer(field + ".proto", proto, 1, 255)
+    else:
+        proto = None
+    ports = []
+    for p in ("sport", "dport"):
+        v = item.get(p)
+        if v is None:
+            ports.append(None)
+            continue
+        n = V.integer(field + "." + p, v, 1, 65535)
+        if proto not in PORT_PROTOS:
+            raise InputError(field + "." + p, "ports need proto tcp, udp, sctp or dccp")
+        ports.append(n)
+    return proto, ports[0], ports[1]
+
+
+def _check_keys(item, allowed, field):
+    unknown = sorted(set(item) - set(allowed))
+    if unknown:
+        raise InputError(field, "unknown option(s): %s" % ", ".join(unknown))
+
+
+SA_FIELDS = ("src", "dst", "spi", "reqid", "mode", "direction", "aead", "esn", "replay_window", "sel",
+             "offload")
+
+
+def validate_sa(field, item, state, rng):
+    """One config entry -> a desired SA dict (None for fields left out, filled by complete_sa())."""
+    if not isinstance(item, dict):
+        raise InputError(field, "must be a dictionary")
+    _check_keys(item, SA_FIELDS, field)
+    if item.get("dst") is None:
+        raise InputError(field + ".dst", "is required")
+    if item.get("spi") is None:
+        raise InputError(field + ".spi", "is required")
+    dst = V.address(field + ".dst", item["dst"])
+    spi = V.integer(field + ".spi", item["spi"], 0, MAX_SPI)
+    if spi == 0:
+        raise InputError(field + ".spi", "0 is not a valid SPI")
+    if spi < MIN_SPI:
+        raise InputError(field + ".spi", "%d is reserved by IANA (1..255); use 256..4294967295" % spi)
+    src = V.address(field + ".src", item["src"]) if item.get("src") is not None else None
+    if src is not None:
+        V.same_family(field, src, dst)
+    sa = {"src": str(src) if src is not None else None, "dst": str(dst), "proto": "esp", "spi": spi,
+          "reqid": None, "mode": None, "direction": None, "aead": None, "esn": None, "replay_window": None,
+          "sel": None, "offload": None, "family": dst.version, "field": field}
+    if state == "deleted":
+        return sa
+    for req in ("src", "reqid", "direction"):
+        if item.get(req) is None:
+            raise InputError(field + "." + req, "is required")
+    sa["reqid"] = _reqid(field + ".reqid", item["reqid"], rng)
+    sa["direction"] = V.choice(field + ".direction", item["direction"], ("in", "out"))
+    if item.get("mode") is not None:
+        sa["mode"] = V.choice(field + ".mode", item["mode"], SA_MODES)
+    aead = item.get("aead")
+    if not isinstance(aead, dict) or not aead.get("key"):
+        raise InputError(field + ".aead.key", "is required (hex key||salt)")
+    name = aead.get("name") or AEAD_RFC4106
+    V.choice(field + ".aead.name", name, tuple(AEAD_KEY_BYTES))
+    key = V.hexbytes(field + ".aead.key", aead["key"], AEAD_KEY_BYTES[name])
+    if not key.strip("0"):
+        raise InputError(field + ".aead.key", "is all zeros")
+    icv = aead.get("icv")
+    if icv is not None:
+        icv = V.integer(field + ".aead.icv", icv)
+        if icv not in ICV_BITS:
+            raise InputError(field + ".aead.icv", "%d is not one of 64, 96, 128" % icv)
+    sa["aead"] = {"name": name, "key": key, "icv": icv}
+    if item.get("esn") is not None:
+        if not isinstance(item["esn"], bool):
+            raise InputError(field + ".esn", "must be a boolean")
+        sa["esn"] = item["esn"]
+    rw = item.get("replay_window")
+    if rw is not None:
+        rw = V.integer(field + ".replay_window", rw, 0, MAX_REPLAY_WINDOW)
+        if sa["direction"] == "out" and rw != 0:
+            raise InputError(field + ".replay_window", "applies to inbound SAs only; leave it out for "
+                                                       "direction out (the module picks what the kernel needs)")
+        sa["replay_window"] = rw if sa["direction"] == "in" else None
+    sel = item.get("sel")
+    if sel is not None:
+        if not isinstance(sel, dict):
+            raise InputError(field + ".sel", "must be a dictionary")
+        _check_keys(sel, ("src", "dst", "proto", "sport", "dport"), field + ".sel")
+        s = _prefix(field + ".sel.src", sel.get("src"))
+        d = _prefix(field + ".sel.dst", sel.get("dst"))
+        for f, v in (("src", s), ("dst", d)):
+            if v is not None and v.version != dst.version:
+                raise InputError(field + ".sel." + f, "mixes IPv4 and IPv6 addresses")
+        proto, sport, dport = _sel_upper(field + ".sel", sel)
+        zero = "0.0.0.0/0" if dst.version == 4 else "::/0"
+        sa["sel"] = {"src": str(s) if s is not None else zero, "dst": str(d) if d is not None else zero,
+                     "proto": proto, "sport": sport, "dport": dport, "dev": None}
+    off = item.get("offload")
+    if off is not None:
+        if not isinstance(off, dict):
+            raise InputError(field + ".offload", "must be a dictionary")
+        _check_keys(off, ("type", "dev", "fallback"), field + ".offload")
+        otype = V.choice(field + ".offload.type", off.get("type") or "packet", OFFLOAD_TYPES)
+        dev = off.get("dev")
+        if otype != "none":
+            if not dev:
+                raise InputError(field + ".offload.dev", "is required for offload type %s (set offload.type: none "
+                                                         "for a software-only SA)" % otype)
+            V.ifname(field + ".offload.dev", dev)
+        else:
+            dev = None
+        fallback = off.get("fallback") or "fail"
+        V.choice(field + ".offload.fallback", fallback, ("fail", "allow"))
+        if fallback == "allow" and otype != "crypto":
+            raise InputError(field + ".offload.fallback", "'allow' only applies to offload type crypto "
+                                                          "(packet offload never falls back)")
+        sa["offload"] = {"type": otype, "dev": dev, "dir": sa["direction"] if otype != "none" else None,
+                         "fallback": fallback}
+    return sa
+
+
+def complete_sa(sa, current=None):
+    """Fill fields left out: from ``current`` (state merged) and then the defaults.  New dict."""
+    d = dict(sa)
+    if current is not None:
+        for f in ("mode", "esn", "sel"):
+            if d[f] is None:
+                d[f] = current[f]
+        if d["aead"]["icv"] is None and current.get("aead"):
+            d["aead"] = dict(d["aead"], icv=current["aead"]["icv"])
+        if d["replay_window"] is None and d["direction"] == "in":
+            d["replay_window"] = current["replay_window"]
+        if d["offload"] is None:
+            c = current["offload"]
+            d["offload"] = {"type": c["type"], "dev": c["dev"], "dir": c["dir"], "fallback": "fail"}
+    if d["mode"] is None:
+        d["mode"] = "transport"
+    if d["esn"] is None:
+        d["esn"] = True
+    if d["aead"]["icv"] is None:
+        d["aead"] = dict(d["aead"], icv=DEFAULT_ICV)
+    if d["direction"] == "out":
+        d["replay_window"] = 0  # decided at render time (see out_replay_window)
+    elif d["replay_window"] is None:
+        d["replay_window"] = DEFAULT_REPLAY_WINDOW
+    if d["offload"] is None:
+        raise InputError(d["field"] + ".offload.dev", "is required: offload type packet is the default (set "
+                                                      "offload.type: none for a software-only SA)")
+    return d
+
+
+def check_sa(sa):
+    """Cross-field checks on a completed desired SA."""
+    f = sa["field"]
+    off = sa["offload"]
+    if sa["direction"] == "in":
+        if sa["esn"] and sa["replay_window"] == 0:
+            raise InputError(f + ".replay_window", "must be at least 1 with esn (the kernel refuses an ESN "
+                                                   "inbound SA without a replay window)")
+        if off["type"] == "packet" and sa["replay_window"] not in PACKET_IN_REPLAY_WINDOWS:
+            raise InputError(f + ".replay_window", "%d is not supported for inbound packet offload; use 32, 64, "
+                                                   "128 or 256" % sa["replay_window"])
+    if off["type"] != "none" and sa["aead"]["icv"] != 128:
+        raise InputError(f + ".aead.icv", "mlx5 offloads only a 128-bit ICV; use icv 128 or offload type none")
+    if sa["mode"] == "tunnel" and sa["sel"] is None:
+        pass  # allowed: the policy selects the traffic
+    return sa
+
+
+def check_key_reuse(desired, current, kind):
+    """Refuse one key in two SAs (list or host).  ``desired``: completed SAs; ``current``: parsed.
+
+    Replacing an SA while keeping its key is refused too: the new SA restarts its sequence numbers,
+    and with AES-GCM that repeats nonces under the same key.
+    """
+    seen = {}
+    for d in desired:
+        k = d["aead"]["key"]
+        other = seen.get(k)
+        if other is not None:
+            raise InputError(d["field"] + ".aead.key", "the same key is also given to %s; every SA needs its "
+                                                       "own key (AES-GCM nonce reuse)" % other["field"])
+        seen[k] = d
+    for c in current:
+        a = c.get("aead")
+        if not a or a.get("key") is None:
+            continue
+        d = seen.get(a["key"])
+        if d is None:
+            continue
+        if kind.key(c) != kind.key(d):
+            raise InputError(d["field"] + ".aead.key", "this key is already used by another SA on the host (%s); "
+                                                       "every SA needs its own key (AES-GCM nonce reuse)"
+                             % kind.describe(c))
+
+
+def out_replay_window(esn, features):
+    """The replay window to send for an outbound SA.
+
+    kernel >= 6.10 with iproute2 >= 6.11 (the SA direction attribute in effect): must be 0
+    ("Replay window should be 0 for output SA").  Otherwise an ESN SA needs a window > 0 (kernel
+    "ESN replay window must be > 0", iproute2 "esn flag set without replay-window"): send 1, as
+    strongSwan does.  The window is not used on outbound SAs.
+    """
+    if features.get("sa_dir"):
+        return 0
+    return 1 if esn else 0
+
+
+def validate_sp(field, item, state, rng):
+    if not isinstance(item, dict):
+        raise InputError(field, "must be a dictionary")
+    _check_keys(item, ("src", "dst", "proto", "sport", "dport", "dir", "priority", "action", "tmpl", "offload"),
+                field)
+    for req in ("src", "dst", "dir"):
+        if item.get(req) is None:
+            raise InputError(field + "." + req, "is required")
+    s = _prefix(field + ".src", item["src"])
+    d = _prefix(field + ".dst", item["dst"])
+    if s.version != d.version:
+        raise InputError(field, "mixes IPv4 and IPv6 addresses")
+    direction = V.choice(field + ".dir", item["dir"], SP_DIRS)
+    proto, sport, dport = _sel_upper(field, item)
+    sp = {"src": str(s), "dst": str(d), "proto": proto, "sport": sport, "dport": dport, "dir": direction,
+          "ptype": "main", "priority": None, "action": None, "tmpls": None, "offload": None, "mark": None,
+          "if_id": None, "family": s.version, "field": field}
+    if state == "deleted":
+        return sp
+    if item.get("priority") is not None:
+        sp["priority"] = V.integer(field + ".priority", item["priority"], 0, 0xFFFFFFFF)
+    if item.get("action") is not None:
+        sp["action"] = V.choice(field + ".action", item["action"], ("allow", "block"))
+    tmpl = item.get("tmpl")
+    if tmpl is not None:
+        if not isinstance(tmpl, dict):
+            raise InputError(field + ".tmpl", "must be a dictionary")
+        _check_keys(tmpl, ("src", "dst", "proto", "reqid", "mode", "level"), field + ".tmpl")
+        if tmpl.get("reqid") is None:
+            raise InputError(field + ".tmpl.reqid", "is required")
+        mode = V.choice(field + ".tmpl.mode", tmpl.get("mode") or "transport", SA_MODES)
+        ts = V.address(field + ".tmpl.src", tmpl["src"]) if tmpl.get("src") is not None else None
+        td = V.address(field + ".tmpl.dst", tmpl["dst"]) if tmpl.get("dst") is not None else None
+        V.same_family(field + ".tmpl", ts, td)
+        if mode == "tunnel" and (ts is None or td is None):
+            raise InputError(field + ".tmpl", "tunnel mode needs tmpl.src and tmpl.dst (the tunnel endpoints)")
+        if mode == "transport":
+            for f, v in (("src", ts), ("dst", td)):
+                if v is not None and v.version != s.version:
+                    raise InputError(field + ".tmpl." + f, "transport mode: the address family must match the selector")
+        sp["tmpls"] = [{"src": str(ts) if ts is not None else None, "dst": str(td) if td is not None else None,
+                        "proto": V.choice(field + ".tmpl.proto", tmpl.get("proto") or "esp", ("esp",)),
+                        "spi": 0, "reqid": _reqid(field + ".tmpl.reqid", tmpl["reqid"], rng), "mode": mode,
+                        "level": V.choice(field + ".tmpl.level", tmpl.get("level") or "required",
+                                          ("required", "use"))}]
+    off = item.get("offload")
+    if off is not None:
+        if not isinstance(off, dict):
+            raise InputError(field + ".offload", "must be a dictionary")
+        _check_keys(off, ("type", "dev"), field + ".offload")
+        default = "none" if direction == "fwd" else "packet"
+        otype = V.choice(field + ".offload.type", off.get("type") or default, ("packet", "none"))
+        if otype == "packet":
+            if direction == "fwd":
+                raise InputError(field + ".offload.type", "forward policies cannot be offloaded (mlx5 offloads "
+                                                          "in/out policies only); use offload type none")
+            if not off.get("dev"):
+                raise InputError(field + ".offload.dev", "is required for offload type packet (set offload.type: "
+                                                         "none for a policy without offload)")
+            V.ifname(field + ".offload.dev", off["dev"])
+        sp["offload"] = {"type": otype, "dev": off.get("dev") if otype == "packet" else None}
+    return sp
+
+
+def complete_sp(sp, current=None):
+    d = dict(sp)
+    if current is not None:
+        for f in ("priority", "action", "offload"):
+            if d[f] is None:
+                d[f] = current[f]
+        if d["tmpls"] is None:
+            d["tmpls"] = current["tmpls"]
+    if d["priority"] is None:
+        d["priority"] = 0
+    if d["action"] is None:
+        d["action"] = "allow"
+    if d["tmpls"] is None:
+        raise InputError(d["field"] + ".tmpl", "is required (its reqid marks the policy as owned by this "
+                                               "collection; for action block it is only that marker)")
+    if d["offload"] is None:
+        if d["dir"] == "fwd":
+            d["offload"] = {"type": "none", "dev": None}
+        else:
+            raise InputError(d["field"] + ".offload.dev", "is required: offload type packet is the default for "
+                                                          "in/out policies (set offload.type: none otherwise)")
+    return d
+
+
+# --------------------------------------------------------------------------------------------
+# object kinds: identity, comparison, ownership, rendering
+# --------------------------------------------------------------------------------------------
+
+def _hex(n):
+    return "0x%08x" % n
+
+
+def _same_sel(cur, want):
+    if selector_is_any(want):
+        return selector_is_any(cur)
+    if cur is None:
+        return False
+    return all(cur.get(f) == want.get(f) for f in ("src", "dst", "proto", "sport", "dport"))
+
+
+class SAKind(ObjectKind):
+    name = "SA"
+
+    def __init__(self, rng=OWNED_REQID_RANGE):
+        self.rng = rng
+
+    def key(self, obj):
+        # the kernel's SA identity: daddr, spi, proto (+ mark, which we never set)
+        return (obj["dst"], obj["spi"], obj.get("proto") or "esp", obj.get("mark"))
+
+    def owned(self, obj):
+        return self.rng[0] <= (obj.get("reqid") or 0) <= self.rng[1]
+
+    def describe(self, obj):
+        spi = obj.get("spi")
+        return "SA src %s dst %s spi %s" % (obj.get("src") or "*", obj["dst"], _hex(spi) if spi is not None else "?")
+
+    def differences(self, cur, want):
+        """Names of the fields in which ``cur`` (parsed) does not satisfy ``want`` (completed)."""
+        diff = []
+        if cur["src"] != want["src"]:
+            diff.append("src")
+        if cur["reqid"] != want["reqid"]:
+            diff.append("reqid")
+        if cur["mode"] is not None and cur["mode"] != want["mode"]:
+            diff.append("mode")
+        if cur["direction"] is not None and cur["direction"] != want["direction"]:
+            diff.append("direction")
+        ca = cur.get("aead")
+        wa = want["aead"]
+        if ca is None or ca["name"] != wa["name"] or ca["icv"] != wa["icv"]:
+            diff.append("aead")
+        elif ca["key"] is not None and ca["key"] != wa["key"]:
+            diff.append("aead.key")
+        if cur["esn"] != want["esn"]:
+            diff.append("esn")
+        if want["direction"] == "in" and cur["replay_window"] != want["replay_window"]:
+            diff.append("replay_window")
+        if not _same_sel(cur["sel"], want["sel"]):
+            diff.append("sel")
+        co, wo = cur["offload"], want["offload"]
+        if wo["type"] == "none":
+            if co["type"] != "none":
+                diff.append("offload")
+        elif co["type"] == "none":
+            if not (wo["type"] == "crypto" and wo.get("fallback") == "allow"):
+                diff.append("offload")
+        elif co["type"] != wo["type"] or co["dev"] != wo["dev"]:
+            diff.append("offload")
+        if cur.get("extras"):
+            diff.append("extras")
+        return diff
+
+    def same(self, current, desired):
+        return not self.differences(current, desired)
+
+    def identical(self, a, b):
+        """Strict equality of two parsed SAs (rollback check)."""
+        fields = ("src", "dst", "spi", "reqid", "mode", "direction", "aead", "esn", "replay_window", "offload")
+        return all(a.get(f) == b.get(f) for f in fields) and _same_sel(a["sel"], b["sel"])
+
+    # --- rendering ---------------------------------------------------------------------------
+    def render_add(self, sa, features, keys="mask"):
+        """``keys``: mask (display), plain (stdin), reveal (rendered with reveal_keys)."""
+        parts = ["xfrm state add src", sa["src"], "dst", sa["dst"], "proto esp spi", _hex(sa["spi"]),
+                 "reqid", str(sa["reqid"]), "mode", sa["mode"] or "transport"]
+        off = sa["offload"] or _NO_OFFLOAD
+        direction = sa.get("direction")
+        if direction and features.get("sa_dir") and off["type"] == "none":
+            parts += ["dir", direction]
+        if direction == "out":
+            window = out_replay_window(sa["esn"], features)
+        else:
+            window = sa["replay_window"]
+        parts += ["replay-window", str(window)]
+        if sa["esn"]:
+            parts.append("flag esn")
+        a = sa["aead"]
+        if a["key"] is None:
+            raise ValueError("%s: key unknown (hidden or redacted by the kernel); cannot render it" % self.describe(sa))
+        if keys == "plain":
+            k = "0x" + a["key"]
+        elif keys == "reveal":
+            k = "0x" + a["key"].upper()
+        else:
+            k = REDACTED
+        parts += ["aead", a["name"], k, str(a["icv"])]
+        sel = sa.get("sel")
+        if not selector_is_any(sel):
+            parts += ["sel", "src", sel["src"], "dst", sel["dst"]]
+            if sel.get("proto"):
+                parts += ["proto", str(sel["proto"])]
+                if sel.get("sport"):
+                    parts += ["sport", str(sel["sport"])]
+                if sel.get("dport"):
+                    parts += ["dport", str(sel["dport"])]
+        if off["type"] != "none":
+            odir = off.get("dir") or direction or "out"
+            if off["type"] == "packet":
+                parts += ["offload packet dev", off["dev"], "dir", odir]
+            elif features.get("offload_packet"):
+                parts += ["offload crypto dev", off["dev"], "dir", odir]
+            else:  # iproute2 < 6.2: "offload dev DEV dir DIR" is crypto offload
+                parts += ["offload dev", off["dev"], "dir", odir]
+        return " ".join(parts)
+
+    def render_delete(self, sa):
+        return "xfrm state delete src %s dst %s proto %s spi %s" % (sa["src"], sa["dst"], sa.get("proto") or "esp",
+                                                                    _hex(sa["spi"]))
+
+    # --- output --------------------------------------------------------------------------------
+    def public(self, sa, reveal=False):
+        """A secret-free dict for results (the config shape)."""
+        a = sa.get("aead")
+        out = {"src": sa["src"], "dst": sa["dst"], "spi": _hex(sa["spi"]), "reqid": _hex(sa["reqid"] or 0),
+               "mode": sa["mode"], "direction": sa["direction"], "esn": sa["esn"],
+               "replay_window": sa["replay_window"],
+               "aead": {"name": a["name"], "key": REDACTED, "icv": a["icv"]} if a else None,
+               "sel": None, "offload": {"type": sa["offload"]["type"], "dev": sa["offload"]["dev"]}}
+        if not selector_is_any(sa.get("sel")):
+            out["sel"] = {k: sa["sel"][k] for k in ("src", "dst", "proto", "sport", "dport") if sa["sel"].get(k)}
+        if sa.get("extras"):
+            out["extras"] = list(sa["extras"])
+        if sa.get("stats"):
+            out["stats"] = dict(sa["stats"])
+        return out
+
+
+class SPKind(ObjectKind):
+    name = "SP"
+
+    def __init__(self, rng=OWNED_REQID_RANGE):
+        self.rng = rng
+
+    def key(self, obj):
+        return (obj["src"], obj["dst"], obj.get("proto"), obj.get("sport"), obj.get("dport"), obj["dir"],
+                obj.get("ptype") or "main", obj.get("mark"), obj.get("if_id"))
+
+    def owned(self, obj):
+        t = obj.get("tmpls") or []
+        return bool(t) and all(self.rng[0] <= x["reqid"] <= self.rng[1] for x in t)
+
+    def describe(self, obj):
+        up = ""
+        if obj.get("proto"):
+            up = " proto %s" % obj["proto"]
+            if obj.get("sport"):
+                up += " sport %s" % obj["sport"]
+            if obj.get("dport"):
+                up += " dport %s" % obj["dport"]
+        return "SP src %s dst %s%s dir %s" % (obj["src"], obj["dst"], up, obj["dir"])
+
+    @staticmethod
+    def _tmpl_norm(t):
+        zero = (None, "0.0.0.0", "::")
+        return (None if t.get("src") in zero else t["src"], None if t.get("dst") in zero else t["dst"],
+                t.get("proto") or "esp", t.get("reqid"), t.get("mode") or "transport", t.get("level") or "required")
+
+    def differences(self, cur, want):
+        diff = []
+        for f in ("priority", "action"):
+            if cur[f] != want[f]:
+                diff.append(f)
+        if [self._tmpl_norm(t) for t in cur["tmpls"]] != [self._tmpl_norm(t) for t in want["tmpls"]]:
+            diff.append("tmpl")
+        co, wo = cur["offload"], want["offload"]
+        if co["type"] != wo["type"] or (wo["type"] != "none" and co["dev"] != wo["dev"]):
+            diff.append("offload")
+        if cur.get("extras"):
+            diff.append("extras")
+        return diff
+
+    def same(self, current, desired):
+        return not self.differences(current, desired)
+
+    def identical(self, a, b):
+        return self.key(a) == self.key(b) and not self.differences(a, b) and not self.differences(b, a)
+
+    def _selector(self, sp):
+        parts = ["src", sp["src"], "dst", sp["dst"]]
+        if sp.get("proto"):
+            parts += ["proto", str(sp["proto"])]
+            if sp.get("sport"):
+                parts += ["sport", str(sp["sport"])]
+            if sp.get("dport"):
+                parts += ["dport", str(sp["dport"])]
+        return parts
+
+    def render_add(self, sp, features=None, keys=None, verb="add"):
+        parts = ["xfrm policy", verb] + self._selector(sp) + ["dir", sp["dir"]]
+        if sp["action"] == "block":
+            parts += ["action block"]
+        parts += ["priority", str(sp["priority"]), "ptype", sp.get("ptype") or "main"]
+        if sp["offload"]["type"] == "packet":
+            parts += ["offload packet dev", sp["offload"]["dev"]]
+        for t in sp["tmpls"]:
+            src, dst, proto, reqid, mode, level = self._tmpl_norm(t)
+            parts.append("tmpl")
+            if src:
+                parts += ["src", src]
+            if dst:
+                parts += ["dst", dst]
+            parts += ["proto", proto, "reqid", str(reqid), "mode", mode]
+            if level != "required":
+                parts += ["level", level]
+        return " ".join(parts)
+
+    def render_update(self, sp, features=None, keys=None):
+        return self.render_add(sp, features, keys, verb="update")
+
+    def render_delete(self, sp):
+        return " ".join(["xfrm policy delete"] + self._selector(sp) + ["dir", sp["dir"], "ptype",
+                                                                      sp.get("ptype") or "main"])
+
+    def public(self, sp, reveal=False):
+        out = {"src": sp["src"], "dst": sp["dst"], "dir": sp["dir"], "priority": sp["priority"],
+               "action": sp["action"], "offload": dict(sp["offload"])}
+        for f in ("proto", "sport", "dport"):
+            if sp.get(f):
+                out[f] = sp[f]
+        t = sp.get("tmpls") or []
+        if t:
+            src, dst, proto, reqid, mode, level = self._tmpl_norm(t[0])
+            out["tmpl"] = {"src": src, "dst": dst, "proto": proto, "reqid": _hex(reqid), "mode": mode, "level": level}
+        if len(t) > 1:
+            out["extra_tmpls"] = len(t) - 1
+        if sp.get("extras"):
+            out["extras"] = list(sp["extras"])
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# operations: one batch, its undo, and how far a failed batch got
+# --------------------------------------------------------------------------------------------
+# An op is a tuple (verb, obj, old): verb "add" (old None), "delete" (obj = the current object),
+# "update" (SP only; old = the current object it replaces).
+
+def ops_for_plan(kind, p):
+    """Order: adds of new objects, then each replaced object (SA: delete+add, SP: update), then
+    deletes of removed objects.  A failure in the first part needs no re-adds to roll back."""
+    ops = [("add", d, None) for d in p.add]
+    for cur, want in p.replace:
+        if isinstance(kind, SPKind):
+            ops.append(("update", want, cur))
+        else:
+            ops.append(("delete", cur, None))
+            ops.append(("add", want, None))
+    ops += [("delete", c, None) for c in p.delete]
+    return ops
+
+
+def render_ops(kind, ops, features, keys="mask"):
+    lines = []
+    for verb, obj, _old in ops:
+        if verb == "delete":
+            lines.append(kind.render_delete(obj))
+        elif verb == "update":
+            lines.append(kind.render_update(obj, features, keys))
+        else:
+            lines.append(kind.render_add(obj, features, keys))
+    return lines
+
+
+def undo_ops(ops):
+    """The ops that undo ``ops`` (all of them applied), in reverse order."""
+    undo = []
+    for verb, obj, old in reversed(ops):
+        if verb == "add":
+            undo.append(("delete", obj, None))
+        elif verb == "delete":
+            undo.append(("add", obj, None))
+        else:
+            undo.append(("update", old, obj))
+    return undo
+
+
+def applied_count(kind, ops, current):
+    """How many leading ops took effect, judged from the objects read back after a failed batch.
+
+    `ip -batch` stops at the first failing xfrm command (the kernel's error makes `ip xfrm` exit
+    with rc 2 and no "Command failed -:N" line), so the ops applied are a prefix of the list.
+    An add counts as applied when its key is present (even if, say, crypto offload fell back), a
+    delete when the object it removes is gone, an update when the old object is gone.
+    """
+    cur = {}
+    for c in current:
+        cur.setdefault(kind.key(c), c)
+    deleted = {}
+    n = 0
+    for verb, obj, old in ops:
+        k = kind.key(obj)
+        c = cur.get(k)
+        if verb == "delete":
+            ok = c is None or not kind.identical(c, obj)
+            deleted[k] = obj
+        elif verb == "add":
+            prev = deleted.get(k)
+            ok = c is not None and (prev is None or not kind.identical(c, prev))
+        else:
+            ok = c is not None and not kind.identical(c, old)
+        if not ok:
+            break
+        n += 1
+    return n
+
+
+def check_replace_keys(kind, replace):
+    """Refuse to replace an SA with one that keeps its key (see check_key_reuse)."""
+    for cur, want in replace:
+        ca = cur.get("aead") or {}
+        if ca.get("key") is not None and ca.get("key") == want["aead"]["key"]:
+            raise InputError(want["field"] + ".aead.key", "%s differs (%s) but keeps its key: re-creating it restarts "
+                                                          "its sequence numbers under the same key (AES-GCM nonce "
+                                                          "reuse); give it a new key (and SPI)"
+                             % (kind.describe(cur), ", ".join(kind.differences(cur, want))))
+
+
+def state_matches(kind, before, after, keys):
+    """True if every object whose key is in ``keys`` is the same in ``before`` and ``after``."""
+    b = {kind.key(o): o for o in before}
+    a = {kind.key(o): o for o in after}
+    for k in keys:
+        x, y = b.get(k), a.get(k)
+        if (x is None) != (y is None):
+            return False
+        if x is not None and not kind.identical(x, y):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# text for diffs
+# --------------------------------------------------------------------------------------------
+
+def _yaml_scalar(v):
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _yaml(obj, indent):
+    pad = " " * indent
+    lines = []
+    for k in obj:
+        v = obj[k]
+        if isinstance(v, dict):
+            lines.append("%s%s:" % (pad, k))
+            lines.extend(_yaml(v, indent + 2))
+        elif isinstance(v, list):
+            lines.append("%s%s: [%s]" % (pad, k, ", ".join(_yaml_scalar(x) for x in v)))
+        else:
+            lines.append("%s%s: %s" % (pad, k, _yaml_scalar(v)))
+    return lines
+
+
+def to_text(objs):
+    """YAML-ish text of a list of public (already redacted) dicts, for --diff."""
+    lines = []
+    for o in objs:
+        sub = _yaml(o, 2)
+        lines.append("- " + sub[0].lstrip())
+        lines.extend(sub[1:])
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+# --------------------------------------------------------------------------------------------
+# capabilities
+# --------------------------------------------------------------------------------------------
+
+_SA_DIR_USAGE_RE = re.compile(r"reqid REQID \]\s*\[ dir DIR \]")
+_OFFLOAD_PACKET_USAGE_RE = re.compile(r"offload \[ crypto \| packet \]")
+SA_DIR_KERNEL = (6, 10)
+
+
+def kernel_version(release):
+    """'6.18.44-fc' -> (6, 18); unknown -> (0, 0)."""
+    m = re.match(r"(\d+)\.(\d+)", release or "")
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def parse_features(state_usage, kernel_release):
+    """What this host's ip and kernel can do, from `ip xfrm state help` (usage on stderr).
+
+    offload_packet: iproute2 >= 6.2 knows `offload packet` (states and policies).
+    sa_dir: the SA direction attribute is in effect: iproute2 >= 6.11 sends it (`dir DIR`, also
+    set by `offload ... dir`) and kernel >= 6.10 honours it.  It decides the outbound replay
+    window (see out_replay_window).
+    """
+    ip_dir = bool(_SA_DIR_USAGE_RE.search(state_usage or ""))
+    kv = kernel_version(kernel_release)
+    return {"offload_packet": bool(_OFFLOAD_PACKET_USAGE_RE.search(state_usage or "")),
+            "sa_dir": ip_dir and kv >= SA_DIR_KERNEL,
+            "iproute2_sa_dir": ip_dir, "kernel": "%d.%d" % kv}
