@@ -20,12 +20,13 @@
 #     nothing (e.g. ansible-lint's .ansible/ cache) is written into the work tree.  The log goes to
 #     tests/output/lint.log.
 # Last line: `lint: PASS ...` or `lint: FAIL ...`; exit status 0 only on PASS.
+# shellcheck source=scripts/common.sh
 source "$(dirname "$0")/common.sh"
 
 mode=worktree keep=0 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --head) mode=head ;;
+    --head) mode='head' ;;
     --keep) keep=1 ;;
     -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) args+=("$1") ;;
@@ -39,10 +40,11 @@ git -C "$REPO_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1 \
   || die "$REPO_ROOT is not a git checkout: lint needs git to know which files belong to the collection"
 ns=$(sed -n 's/^namespace: *//p' "$REPO_ROOT/galaxy.yml")
 name=$(sed -n 's/^name: *//p' "$REPO_ROOT/galaxy.yml")
-[ -n "$ns" ] && [ -n "$name" ] || die "cannot read namespace/name from galaxy.yml"
+if [ -z "$ns" ] || [ -z "$name" ]; then die "cannot read namespace/name from galaxy.yml"; fi
 
 # --- stage the collection as .../ansible_collections/NS/NAME ------------------------------------
 stage=$(mktemp -d "${TMPDIR:-/tmp}/ipsec-lint.XXXXXX")
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() { if [ "$keep" -eq 1 ]; then log "staged copy kept: $stage"; else rm -rf "$stage"; fi; }
 trap cleanup EXIT
 coll="$stage/ansible_collections/$ns/$name"
@@ -59,7 +61,7 @@ log "staged $(find "$coll" -type f | wc -l) files ($mode) at $coll"
 
 # --- the lint venv -------------------------------------------------------------------------------
 reqs=("$REPO_ROOT/tests/requirements-lint.txt")
-foreign=$(cd "$coll" && grep -rhoE --include='*.yml' --include='*.yaml' --exclude-dir=fixtures \
+foreign=$(cd "$coll" || exit 1; grep -rhoE --include='*.yml' --include='*.yaml' --exclude-dir=fixtures \
   '\b(community|ansible)\.[a-z0-9_]+\.[a-z0-9_]+' . 2>/dev/null \
   | grep -vE '^ansible\.(builtin|legacy)\.' | cut -d. -f1,2 | sort -u | tr '\n' ' ' || true)
 case "${LINT_COLLECTIONS:-auto}" in

@@ -21,13 +21,16 @@
 #     the collection root, so the files git knows about (tracked and untracked-but-not-ignored;
 #     with --head: HEAD only) are copied into a temporary tree of that shape and tested there.
 #     Nothing is written into the work tree except the log, tests/output/sanity.log.
+#   * one run at a time per user (flock on ~/.ansible/test/ipsec-sanity.lock): the cached venvs
+#     are shared and ansible-test does not lock them.
 # Last line: `sanity: PASS ...` or `sanity: FAIL ...`; exit status 0 only on PASS.
+# shellcheck source=scripts/common.sh
 source "$(dirname "$0")/common.sh"
 
 mode=worktree keep=0 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --head) mode=head ;;
+    --head) mode='head' ;;
     --keep) keep=1 ;;
     -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) args+=("$1") ;;
@@ -39,12 +42,12 @@ start=$SECONDS
 apt_need git shellcheck python3-venv
 venv_need "$REPO_ROOT/tests/requirements.txt"
 command -v ansible-test >/dev/null || die "ansible-test not found in $VENV (ansible-core install broken?)"
-[ -n "${HOME:-}" ] && [ -d "$HOME" ] || die "HOME is not set to a directory (ansible-test keeps its caches there)"
+if [ -z "${HOME:-}" ] || [ ! -d "$HOME" ]; then die "HOME is not set to a directory (ansible-test keeps its caches there)"; fi
 
 pyver=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 ns=$(sed -n 's/^namespace: *//p' "$REPO_ROOT/galaxy.yml")
 name=$(sed -n 's/^name: *//p' "$REPO_ROOT/galaxy.yml")
-[ -n "$ns" ] && [ -n "$name" ] || die "cannot read namespace/name from galaxy.yml"
+if [ -z "$ns" ] || [ -z "$name" ]; then die "cannot read namespace/name from galaxy.yml"; fi
 
 # --- offline pip bootstrap for ansible-test's venvs -------------------------------------------
 pipver=$(python - "$pyver" <<'EOF'
@@ -68,6 +71,7 @@ fi
 
 # --- stage the collection as .../ansible_collections/NS/NAME ------------------------------------
 stage=$(mktemp -d "${TMPDIR:-/tmp}/ipsec-sanity.XXXXXX")
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() { if [ "$keep" -eq 1 ]; then log "staged copy kept: $stage"; else rm -rf "$stage"; fi; }
 trap cleanup EXIT
 coll="$stage/ansible_collections/$ns/$name"
@@ -89,18 +93,23 @@ log "staged $nfiles files ($mode) at $coll"
 mkdir -p "$REPO_ROOT/tests/output"
 logf="$REPO_ROOT/tests/output/sanity.log"
 log "ansible-test sanity --venv --python $pyver ${args[*]:-}  (log: tests/output/sanity.log)"
+# ansible-test shares its per-test venvs (~/.ansible/test/venv) between runs and does not lock
+# them; two runs building the same venv at once break it.  One sanity run per user at a time.
+mkdir -p "$HOME/.ansible/test"
+exec 9>"$HOME/.ansible/test/ipsec-sanity.lock"
+flock -n 9 || { log "waiting for another sanity run to finish"; flock 9; }
 rc=0
 (cd "$coll" && ansible-test sanity --venv --python "$pyver" --color no "${args[@]}") 2>&1 | tee "$logf" || rc=$?
 
 ran=$(grep -c '^Running sanity test' "$logf" || true)
-missing=$(sed -n 's/^WARNING: Required program "\(.*\)" not found.*/\1/p' "$logf" | sort -u | tr '\n' ' ')
+absent=$(sed -n 's/^WARNING: Required program "\(.*\)" not found.*/\1/p' "$logf" | sort -u | tr '\n' ' ')
 failed=$(awk '/^FATAL: The [0-9]+ sanity test\(s\) listed below/ {on=1; next} on && /^FATAL/ {on=0} on && NF==1 {printf "%s ", $1}' "$logf")
 took=$((SECONDS - start))
 what="ansible-core $(ansible --version | sed -n '1s/.*core \([0-9.]*\).*/\1/p'), py$pyver, $mode"
-if [ "$rc" -eq 0 ] && [ -z "$missing" ]; then
+if [ "$rc" -eq 0 ] && [ -z "$absent" ]; then
   echo "sanity: PASS $ran tests ($what) in ${took}s"
   exit 0
 fi
-[ -n "$missing" ] && log "sanity tests were skipped for want of: $missing"
-echo "sanity: FAIL ${failed:+tests: $failed}${missing:+skipped (missing: $missing) }(exit $rc, $ran tests run, $what) in ${took}s"
+[ -n "$absent" ] && log "sanity tests were skipped for want of: $absent"
+echo "sanity: FAIL ${failed:+tests: $failed}${absent:+skipped (missing: $absent) }(exit $rc, $ran tests run, $what) in ${took}s"
 exit 1
