@@ -14,7 +14,7 @@ description:
   - Every directed pair A->B gets one SA that A installs with C(direction=out) and B with C(direction=in):
     same addresses, SPI, reqid, mode and key. Each direction has its own key.
   - SPIs are unique per destination host, reqids unique on each host and taken from the owned range
-    (default C(0x51c00000..0x51c0ffff), C(ipsec_reqid_range)). Both are derived from the host names
+    (default C(0x51c00000..0x51c0ffff), C(ipsec_owned_reqid_range)). Both are derived from the host names
     (sha256, deterministic probing on collision), so the same inventory gives the same numbers and
     adding a host does not renumber existing pairs; pins recorded in the key store and hand-given
     C(ipsec_overrides) take precedence.
@@ -27,7 +27,7 @@ description:
     C(ipsec_offload) (packet|crypto|none, default packet), C(ipsec_mode) (transport|tunnel),
     C(ipsec_selectors) (list of proto/sport/dport), C(ipsec_networks) (tunnel mode), C(ipsec_fwd_policy),
     C(ipsec_key_bits) (128|256, default 256), C(ipsec_policy_priority), C(ipsec_namespace),
-    C(ipsec_reqid_range), C(ipsec_overrides) (per peer spi/reqid/key for the SA this host -> peer).
+    C(ipsec_owned_reqid_range), C(ipsec_overrides) (per peer spi/reqid/key for the SA this host -> peer).
 positional: _input
 options:
   _input:
@@ -46,7 +46,7 @@ options:
     type: list
     elements: str
   reqid_range:
-    description: C([lo, hi]) range to allocate reqids from; overrides C(ipsec_reqid_range).
+    description: C([lo, hi]) range to allocate reqids from; overrides C(ipsec_owned_reqid_range).
     type: list
     elements: raw
   keystore:

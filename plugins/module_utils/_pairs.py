@@ -21,8 +21,9 @@ Inventory model (per host variables, all optional unless said):
                       default: true in tunnel mode, false in transport mode
   ipsec_key_bits      128 | 256 (AES-GCM key size; both ends must agree; default 256)
   ipsec_policy_priority  policy priority (default 0)
-  ipsec_namespace     network namespace the host's SAs/SPs live in (default: none)
-  ipsec_reqid_range   [lo, hi] reqids to allocate from (default OWNED_REQID_RANGE; hosts must agree)
+  ipsec_namespace     network namespace the host's SAs/SPs live in (default / "": the initial one)
+  ipsec_owned_reqid_range  [lo, hi] reqids to allocate from (default DEFAULT_REQID_RANGE, the range
+                      the xfrm modules own; same variable as the ipsec role's; hosts must agree)
   ipsec_overrides     {peer: {spi, reqid, key}} hand-given values for the SA this host -> peer
 
 Allocation.  Every directed pair A->B gets one SA.  Its SPI is unique among the SAs whose
@@ -284,7 +285,7 @@ def _read_host(name, hv, problems):
         problems.append("%s: %s" % (_where(name, "ipsec_policy_priority"), e))
 
     ns = hv.get("ipsec_namespace")
-    if ns is not None:
+    if ns is not None and ns != "":   # "" = the default namespace, as in the ipsec role
         if not _str(ns) or not _NETNS_RE.match(ns):
             problems.append("%s: %r is not a valid network namespace name" % (_where(name, "ipsec_namespace"), str(ns)))
         else:
@@ -384,10 +385,10 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
                 for g in m:
                     if g not in mesh_names:
                         mesh_names.append(str(g))
-        r = hv.get("ipsec_reqid_range")
+        r = hv.get("ipsec_owned_reqid_range")
         if r is not None:
             try:
-                range_votes.setdefault(_reqid_range(r, _where(h, "ipsec_reqid_range")), []).append(h)
+                range_votes.setdefault(_reqid_range(r, _where(h, "ipsec_owned_reqid_range")), []).append(h)
             except ValueError as e:
                 problems.append(str(e))
 
@@ -398,7 +399,7 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
             raise DeriveError([str(e)]) from None
     elif len(range_votes) > 1:
         desc = "; ".join("%s: 0x%x..0x%x" % (", ".join(sorted(hs)[:3]), r[0], r[1]) for r, hs in sorted(range_votes.items()))
-        problems.append("ipsec_reqid_range: hosts disagree (%s); set it once, in group_vars/all" % desc)
+        problems.append("ipsec_owned_reqid_range: hosts disagree (%s); set it once, in group_vars/all" % desc)
         rrange = DEFAULT_REQID_RANGE
     elif range_votes:
         rrange = next(iter(range_votes))
@@ -631,7 +632,7 @@ def allocate(links, reqid_range=DEFAULT_REQID_RANGE, pins=None):
                     take_reqid(lk, v, "hash" if i == 0 else "probed")
                     break
             else:
-                problems.append("ipsec_reqid_range: 0x%x..0x%x has no free reqid left for %s" % (lo, hi, lk.name))
+                problems.append("ipsec_owned_reqid_range: 0x%x..0x%x has no free reqid left for %s" % (lo, hi, lk.name))
     if problems:
         raise DeriveError(problems)
     return links
@@ -720,9 +721,12 @@ def sa_object(link, specs, direction):
         "src": str(s.ip), "dst": str(d.ip), "spi": link.spi, "reqid": link.reqid,
         "mode": s.mode, "direction": direction,
         "aead": {"name": AEAD_NAME, "key": None if link.key is None else "0x" + link.key, "icv": ICV_BITS},
-        "esn": True, "replay_window": REPLAY_WINDOW,
+        "esn": True,
         "offload": _offload(local, "sa"),
     }
+    if direction == "in":
+        # the anti-replay window is the receiver's; the xfrm module picks what an out SA needs
+        sa["replay_window"] = REPLAY_WINDOW
     if s.mode == "transport":
         sa["sel"] = {"src": _host_prefix(s.ip), "dst": _host_prefix(d.ip)}
     return sa

@@ -1,0 +1,93 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) ipsec_offload.mlx5 contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin for ipsec_offload.mlx5.ipsec_keystore: runs on the controller only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _keystore
+
+
+def _vault_secrets(loader):
+    vault = getattr(loader, "_vault", None)
+    return getattr(vault, "secrets", None) or None
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("path", "pairs", "reqid_range"))
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = self._task.args
+        unknown = sorted(set(args) - self._VALID_ARGS)
+        if unknown:
+            raise AnsibleActionFail("ipsec_keystore: unsupported option(s) %s" % ", ".join(unknown))
+        if "path" not in args:
+            raise AnsibleActionFail("ipsec_keystore: path is required (the key store file on the controller)")
+        if "pairs" not in args:
+            raise AnsibleActionFail("ipsec_keystore: pairs is required "
+                                    "(hostvars | ipsec_offload.mlx5.ipsec_pairs(groups=groups, keys='none'))")
+        pairs = args["pairs"]
+        rrange = args.get("reqid_range")
+        if isinstance(pairs, Mapping):
+            if rrange is None:
+                rrange = pairs.get("reqid_range")
+            if "hosts" in pairs:
+                raise AnsibleActionFail("ipsec_keystore: pairs holds SA objects (and maybe keys); pass the "
+                                        "result of ipsec_pairs(..., keys='none') or its .pairs list")
+            pairs = pairs.get("pairs")
+        if not isinstance(pairs, (list, tuple)):
+            raise AnsibleActionFail("ipsec_keystore: pairs must be the result of ipsec_pairs(..., keys='none') or its .pairs list")
+        try:
+            rrange = _pairs._reqid_range(rrange, "reqid_range") if rrange is not None else _pairs.DEFAULT_REQID_RANGE
+            path = _keystore.resolve(args["path"], self._loader.get_basedir())
+            with _keystore.locked(path):
+                doc, vault = _keystore.read(path, _vault_secrets(self._loader))
+                entries = _pairs.parse_store(doc)
+                links = _pairs.links_from_summary(pairs)
+                _pairs.allocate(links, rrange, _pairs.pins_of(entries))
+                _pairs.attach_keys(links, entries, require=False)
+                new_entries, report = _pairs.update_store(entries, links)
+                changed = new_entries != entries or doc is None
+                if changed and not self._task.check_mode:
+                    _keystore.write(path, _pairs.store_document(new_entries), vault)
+        except (_pairs.DeriveError, _keystore.KeyStoreError) as e:
+            raise AnsibleActionFail("ipsec_keystore: %s" % e) from None
+        except ValueError as e:
+            raise AnsibleActionFail("ipsec_keystore: %s" % e) from None
+        for w in _keystore.loose_mode_warnings(path):
+            self._display.warning(w)
+
+        stale = sorted("%s->%s" % k for k in entries if k not in {(lk.src, lk.dst) for lk in links})
+        result.update({
+            "changed": changed,
+            "path": path,
+            "encrypted": vault is not None,
+            "created": report["created"],
+            "pinned": report["pinned"],
+            "repinned": report["repinned"],
+            "unused": stale,
+            "pairs": len(links),
+        })
+        if self._task.diff and changed:
+            result["diff"] = {
+                "before_header": path, "after_header": path,
+                "before": "".join("%s: %s\n" % ("->".join(k), _describe(entries[k])) for k in sorted(entries)),
+                "after": "".join("%s: %s\n" % ("->".join(k), _describe(new_entries[k])) for k in sorted(new_entries)),
+            }
+        return result
+
+
+def _describe(entry):
+    return "key %s, spi %s, reqid %s" % (
+        "<redacted>" if entry.get("key") else "(from inventory)",
+        "0x%08x" % entry["spi"] if entry.get("spi") is not None else "-",
+        "0x%08x" % entry["reqid"] if entry.get("reqid") is not None else "-")

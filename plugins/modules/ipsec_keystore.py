@@ -1,0 +1,101 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) ipsec_offload.mlx5 contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# Documentation only: the work is done by the action plugin of the same name, on the controller.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: ipsec_keystore
+short_description: Keep the IPsec key store on the controller (keys per direction, pinned SPI/reqid)
+description:
+  - Runs on the controller only (action plugin); no managed host is contacted.
+  - For every directed pair given in O(pairs) (the secret-free result of the
+    P(ipsec_offload.mlx5.ipsec_pairs#filter) filter with C(keys='none')), makes sure the key store holds
+    an AES-GCM key||salt generated with Python's C(secrets) (unless the inventory gives the key), and
+    records (pins) the SPI and reqid allocated to the pair so that later inventory changes never
+    renumber it.
+  - Allocation is redone here with the pins already in the store, so a new pair that collides with an
+    existing one moves, never the existing one.
+  - The file is YAML, created mode 0600 atomically (temporary file + rename) in a directory created
+    0700, under an exclusive lock. If it is ansible-vault encrypted it is decrypted with the run's vault
+    secrets and written back encrypted with the same vault id.
+  - Existing keys are never changed or removed here; entries of pairs no longer in the inventory are
+    kept and listed in RV(unused). A stored key whose size no longer matches C(ipsec_key_bits) is an
+    error (delete the entry to generate a new key - a rekey of that direction).
+  - The result never contains key material, so the task does not need C(no_log).
+options:
+  path:
+    description: Key store file on the controller. C(~) is expanded; relative paths are relative to the playbook directory.
+    type: path
+    required: true
+  pairs:
+    description:
+      - The result of C(hostvars | ipsec_offload.mlx5.ipsec_pairs(groups=groups, keys='none')) (a dict with
+        C(pairs) and C(reqid_range)) or its C(pairs) list.
+      - A result that holds C(hosts) (SA objects, possibly with keys) is refused.
+    type: raw
+    required: true
+  reqid_range:
+    description: C([lo, hi]) reqid range; default the C(reqid_range) of O(pairs), else C([0x51c00000, 0x51c0ffff]).
+    type: list
+    elements: raw
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would be created or pinned; writes nothing.
+  diff_mode:
+    support: full
+    description: Lists the entries before and after, keys shown as C(<redacted>).
+  platform:
+    platforms: posix
+    description: Runs on the controller.
+author:
+  - ipsec_offload.mlx5 contributors
+"""
+
+EXAMPLES = r"""
+- name: Create missing keys and pin SPI/reqid allocations
+  ipsec_offload.mlx5.ipsec_keystore:
+    path: "{{ ipsec_keystore_path }}"
+    pairs: "{{ hostvars | ipsec_offload.mlx5.ipsec_pairs(groups=groups, keys='none') }}"
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+path:
+  description: Absolute path of the key store.
+  returned: always
+  type: str
+encrypted:
+  description: Whether the key store is ansible-vault encrypted.
+  returned: always
+  type: bool
+created:
+  description: Directed pairs (C(a->b)) that got a new key.
+  returned: always
+  type: list
+  elements: str
+pinned:
+  description: Directed pairs whose SPI/reqid were recorded for the first time.
+  returned: always
+  type: list
+  elements: str
+repinned:
+  description: Directed pairs whose recorded SPI/reqid changed (hand-given override, or reqid range change).
+  returned: always
+  type: list
+  elements: str
+unused:
+  description: Entries in the store for pairs that are no longer in the inventory (kept).
+  returned: always
+  type: list
+  elements: str
+pairs:
+  description: Number of directed pairs handled.
+  returned: always
+  type: int
+"""
