@@ -79,25 +79,27 @@ options:
       - Unbind the bound VFs of this PF (PCI only) while the eswitch mode or port functions change and
         bind them again afterwards, also after a failure. The mlx5 driver needs a VF unbound to
         change its C(ipsec_packet) capability.
-      - Refused when a VF is bound to another driver than the PF's (for example C(vfio-pci) for a VM):
-        unbinding it would block until the VM releases it.
+      - "Refused when a VF is bound to another driver than the PF's (for example C(vfio-pci) for a VM):
+        unbinding it would block until the VM releases it."
       - Not applicable to netdevsim (its VFs have no PCI address); the result says so.
     type: bool
     default: true
 attributes:
   check_mode:
     support: full
-    details: Reports the ordered steps that would run. Port functions of a device that must first
-      change to switchdev mode are shown with the VF number, as their ports do not exist yet.
+    description:
+      - Reports the ordered steps that would run. Port functions of a device that must first change
+        to switchdev mode are shown with the VF number, as their ports do not exist yet.
   diff_mode:
     support: full
+    description: Before/after text of eswitch mode, encap mode, steering mode and VF port capabilities.
 requirements:
   - C(devlink) (iproute2) on the managed host; C(ip) and C(tc) for the busy checks.
 notes:
   - Run as root. Only the listed device and ports are changed; nothing is flushed.
-  - Order with the other modules: M(ipsec_offload.mlx5.mlx_sriov) (VF count, while legacy) ->
+  - "Order with the other modules: M(ipsec_offload.mlx5.mlx_sriov) (VF count, while legacy) ->
     this module -> IPsec states/policies -> TC rules (mlx5 refuses the first offloaded IPsec object
-    while offloaded TC rules exist).
+    while offloaded TC rules exist)."
 '''
 
 EXAMPLES = r'''
@@ -110,7 +112,7 @@ EXAMPLES = r'''
       - vf: 0
         ipsec_packet: true
 
-- name: Lab (netdevsim): switchdev only; netdevsim has no steering parameter nor port-function caps
+- name: Lab (netdevsim) - switchdev only; netdevsim has no steering parameter nor port-function caps
   ipsec_offload.mlx5.mlx_devlink_eswitch:
     device: netdevsim/netdevsim1
     mode: switchdev
