@@ -11,8 +11,8 @@ description:
   - Reads the C(ipsec_*) variables of the inventory hosts, finds every pair (from C(ipsec_peers) lists
     and C(ipsec_meshes) groups) and returns, for each host, the list of SAs for
     M(ipsec_offload.mlx5.xfrm_offload_state) and of SPs for M(ipsec_offload.mlx5.xfrm_offload_policy).
-  - Every directed pair A->B gets one SA that A installs with C(direction=out) and B with C(direction=in):
-    same addresses, SPI, reqid, mode and key. Each direction has its own key.
+  - Every directed pair A->B gets one SA that A installs with C(direction=out) and B with C(direction=in),
+    with the same addresses, SPI, reqid, mode and key. Each direction has its own key.
   - SPIs are unique per destination host, reqids unique on each host and taken from the owned range
     (default C(0x51c00000..0x51c0ffff), C(ipsec_owned_reqid_range)). Both are derived from the host names
     (sha256, deterministic probing on collision), so the same inventory gives the same numbers and

@@ -11,7 +11,7 @@ description:
   - Reads the key store that the M(ipsec_offload.mlx5.ipsec_keystore) action maintains and returns
     its content, decrypting it with the run's vault secrets if the file is ansible-vault encrypted.
   - The result holds key material. Use it only as the O(ipsec_offload.mlx5.ipsec_pairs#filter:keystore)
-    argument of the P(ipsec_offload.mlx5.ipsec_pairs#filter) filter, in a task with C(no_log: true).
+    argument of the P(ipsec_offload.mlx5.ipsec_pairs#filter) filter, in a task with C(no_log=true).
   - A missing file gives an empty store (the filter then says which keys are missing).
   - Warns if the file or its directory can be read by group or others.
 options:

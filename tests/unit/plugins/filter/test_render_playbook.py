@@ -1,0 +1,115 @@
+# -*- coding: utf-8 -*-
+"""playbooks/render.yml for real: ansible-playbook on localhost, the example inventories, the key
+store in a temporary HOME.  Checks the files (modes, mirrored SPIs, masked/revealed keys) and that
+no key reaches the playbook output."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import ansible_collections.ipsec_offload.mlx5 as collection
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+PLAYBOOK = os.path.join(ROOT, "playbooks", "render.yml")
+EXAMPLES = os.path.join(ROOT, "inventories", "examples")
+# .../ansible_collections/ipsec_offload/mlx5 -> the directory holding ansible_collections
+COLLECTIONS = os.path.dirname(os.path.dirname(os.path.dirname(list(collection.__path__)[0])))
+
+pytestmark = pytest.mark.skipif(
+    not all(os.path.exists(os.path.join(ROOT, "plugins", "modules", m + ".py")) for m in ("xfrm_offload_state", "xfrm_offload_policy")),
+    reason="the xfrm_offload_state/xfrm_offload_policy modules are not in this tree")
+
+
+def play(tmp_path, inventory, *extra):
+    env = dict(os.environ, HOME=str(tmp_path / "home"), ANSIBLE_COLLECTIONS_PATH=COLLECTIONS,
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+               ANSIBLE_HOME=str(tmp_path / "ansible-home"))
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", os.path.join(EXAMPLES, inventory),
+           PLAYBOOK, "-e", "ipsec_render_dir=%s" % (tmp_path / "out"), "-e", "ipsec_keystore_path=%s" % (tmp_path / "ks" / "keys.yml")]
+    cmd += list(extra)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    return p.returncode, p.stdout + p.stderr
+
+
+def store_keys(tmp_path):
+    doc = yaml.safe_load((tmp_path / "ks" / "keys.yml").read_text())
+    return {(s, d): e["key"][2:].lower() for s, dsts in doc["pairs"].items() for d, e in dsts.items()}
+
+
+def lines(path, what):
+    return [ln for ln in path.read_text().splitlines() if ln.startswith("xfrm %s add " % what)]
+
+
+def spi_of(line):
+    return re.search(r" spi (0x[0-9a-f]+)", line).group(1)
+
+
+def test_render_lab_masked_then_revealed(tmp_path):
+    rc, out = play(tmp_path, "lab")
+    assert rc == 0, out
+    keys = store_keys(tmp_path)
+    assert sorted(keys) == [("lab1", "lab2"), ("lab2", "lab1")]
+    low = out.lower()
+    assert not any(k in low for k in keys.values())
+    outdir = tmp_path / "out"
+    assert stat.S_IMODE(os.stat(outdir).st_mode) == 0o700
+    assert sorted(os.listdir(outdir)) == ["lab1.xfrm.sh", "lab2.xfrm.sh", "pairs.txt"]
+    for f in os.listdir(outdir):
+        assert stat.S_IMODE(os.stat(outdir / f).st_mode) == 0o600
+    l1, l2 = lines(outdir / "lab1.xfrm.sh", "state"), lines(outdir / "lab2.xfrm.sh", "state")
+    assert len(l1) == len(l2) == 2
+    assert all("<redacted>" in ln and "rfc4106(gcm(aes))" in ln for ln in l1 + l2)
+    assert not any(k in (outdir / "lab1.xfrm.sh").read_text().lower() for k in keys.values())
+    # mirrored: lab1's out SA is lab2's in SA (same SPI and reqid), and the other way round
+    out1 = [ln for ln in l1 if "src 192.168.100.1 dst 192.168.100.2" in ln]
+    in2 = [ln for ln in l2 if "src 192.168.100.1 dst 192.168.100.2" in ln]
+    assert len(out1) == len(in2) == 1 and spi_of(out1[0]) == spi_of(in2[0])
+    assert re.search(r"reqid (\S+)", out1[0]).group(1) == re.search(r"reqid (\S+)", in2[0]).group(1)
+    assert " dir out" in out1[0] and " dir in" in in2[0]
+    assert "offload" not in " ".join(l1 + l2)           # the lab pair is software-only
+    assert len(lines(outdir / "lab1.xfrm.sh", "policy")) == 2
+    table = (outdir / "pairs.txt").read_text()
+    assert "lab1->lab2" in table and "keystore/256" in table
+
+    # second run: same key store, same numbers, keys revealed in the files only
+    before = (outdir / "lab1.xfrm.sh").read_text()
+    rc, out = play(tmp_path, "lab", "-e", "reveal_keys=true")
+    assert rc == 0, out
+    assert store_keys(tmp_path) == keys
+    assert not any(k in out.lower() for k in keys.values())
+    text = (outdir / "lab1.xfrm.sh").read_text()
+    assert "<redacted>" not in text and keys[("lab1", "lab2")] in text.lower() and keys[("lab2", "lab1")] in text.lower()
+    assert [spi_of(ln) for ln in lines(outdir / "lab1.xfrm.sh", "state")] == [spi_of(ln) for ln in before.splitlines()
+                                                                             if ln.startswith("xfrm state add ")]
+    assert "\nip -batch - <<'XFRM'\n" in text
+
+
+def test_render_mesh3_namespace_and_offload(tmp_path):
+    rc, out = play(tmp_path, "mesh3")
+    assert rc == 0, out
+    outdir = tmp_path / "out"
+    n3 = lines(outdir / "node3.xfrm.sh", "state")
+    assert len(n3) == 4 and "\nip -n ns0 -batch - <<'XFRM'\n" in (outdir / "node3.xfrm.sh").read_text()
+    assert all("offload crypto dev enp8s0f0np0" in ln for ln in n3)
+    n1 = lines(outdir / "node1.xfrm.sh", "state")
+    assert len(n1) == 4 and all("offload packet dev enp8s0f0np0" in ln for ln in n1)
+    assert any(spi_of(ln) == "0x00001000" for ln in n1)           # the hand-given SPI node1 -> node2
+
+
+def test_render_refuses_bad_inventory_before_writing(tmp_path):
+    inv = tmp_path / "bad.yml"
+    inv.write_text(yaml.safe_dump({"all": {"hosts": {
+        "a": {"ipsec_local_ip": "10.0.0.1", "ipsec_peers": ["b"], "ipsec_offload": "none"},
+        "b": {"ipsec_local_ip": "10.0.0.2", "ipsec_offload": "none"},
+    }}}))
+    rc, out = play(tmp_path, str(inv))
+    assert rc != 0
+    assert "host a: ipsec_peers: lists b, but b does not list a" in out
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ks").exists()
