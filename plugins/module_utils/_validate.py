@@ -23,16 +23,17 @@ class InputError(ValueError):
         super().__init__("%s: %s" % (field, msg))
 
 
+# Patterns end in \Z, not $: "$" also matches before a trailing newline ("eth0\n").
 # Linux dev_valid_name(): 1..15 bytes, not "." or "..", no "/", ":" or white space.  We are stricter
 # (printable ASCII only) because the name also lands in batch lines.
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+=-]{1,15}$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+=-]{1,15}\Z")
 # netns names: a file name under /run/netns.
-_NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 # devlink handles: bus/device, e.g. pci/0000:08:00.0, netdevsim/netdevsim1, auxiliary/mlx5_core.eth.0
-_DEVLINK_RE = re.compile(r"^[a-z0-9_]+/[A-Za-z0-9_.:-]{1,64}$")
-_DEVLINK_PORT_RE = re.compile(r"^[a-z0-9_]+/[A-Za-z0-9_.:-]{1,64}/[0-9]{1,10}$")
-_PCI_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
-_HEX_RE = re.compile(r"^(0x)?[0-9a-fA-F]+$")
+_DEVLINK_RE = re.compile(r"^[a-z0-9_]+/[A-Za-z0-9_.:-]{1,64}\Z")
+_DEVLINK_PORT_RE = re.compile(r"^[a-z0-9_]+/[A-Za-z0-9_.:-]{1,64}/[0-9]{1,10}\Z")
+_PCI_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]\Z")
+_HEX_RE = re.compile(r"^(0x)?[0-9a-fA-F]+\Z")
 
 
 def ifname(field, value):
