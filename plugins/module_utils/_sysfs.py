@@ -24,10 +24,10 @@ import re
 
 DEFAULT_ROOT = "/sys"
 
-_DRIVER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_VIRTFN_RE = re.compile(r"^virtfn(\d+)$")
-_PCI_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
-_NSIM_RE = re.compile(r"^netdevsim\d+$")
+_DRIVER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+_VIRTFN_RE = re.compile(r"^virtfn(\d+)\Z")
+_PCI_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]\Z")
+_NSIM_RE = re.compile(r"^netdevsim\d+\Z")
 
 # (file name, errno) -> what to do.  None as errno: any.
 _HINTS = [

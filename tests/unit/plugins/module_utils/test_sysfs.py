@@ -58,7 +58,7 @@ def test_driver_name_ok(name):
     assert _sysfs.driver_name("vf_driver", name) == name
 
 
-@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "mlx5 core", "x;reboot", ""])
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "mlx5 core", "x;reboot", "", "mlx5_core\n"])
 def test_driver_name_refused(name):
     with pytest.raises(ValueError, match="vf_driver"):
         _sysfs.driver_name("vf_driver", name)
@@ -106,6 +106,7 @@ def test_netdevsim_device(tree):
     (_sysfs.device_from_name, "0000:09:00.0", "no such device"),
     (_sysfs.device_from_name, "auxiliary/mlx5_core.eth.0", "neither a PCI address"),
     (_sysfs.device_from_name, "eth0", "neither a PCI address"),
+    (_sysfs.device_from_name, PF + "\n", "neither a PCI address"),
 ])
 def test_device_errors(tree, call, arg, message):
     tree.add_pci_pf(PF)

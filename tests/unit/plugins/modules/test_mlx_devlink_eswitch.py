@@ -139,6 +139,7 @@ def fx(name):
 @pytest.mark.parametrize("args,field", [
     ({"device": "pci/0000:08:00.0; reboot"}, "device"),
     ({"device": "eth0"}, "device"),
+    ({"device": DEV + "\n"}, "device"),
     ({"device": DEV, "port_functions": [{"port": DEV + "/1", "vf": 0, "ipsec_packet": True}]}, "port_functions[0]"),
     ({"device": DEV, "port_functions": [{"ipsec_packet": True}]}, "port_functions[0]"),
     ({"device": DEV, "port_functions": [{"port": "pci/0000:09:00.0/1", "ipsec_packet": True}]},
