@@ -746,7 +746,7 @@ class SAKind(ObjectKind):
     def render_add(self, sa, features, keys="mask"):
         """``keys``: mask (display), plain (stdin), reveal (rendered with reveal_keys)."""
         parts = ["xfrm state add src", sa["src"], "dst", sa["dst"], "proto esp spi", _hex(sa["spi"]),
-                 "reqid", str(sa["reqid"]), "mode", sa["mode"] or "transport"]
+                 "reqid", _hex(sa["reqid"]), "mode", sa["mode"] or "transport"]
         off = sa["offload"] or _NO_OFFLOAD
         direction = sa.get("direction")
         if direction and features.get("sa_dir") and off["type"] == "none":
@@ -883,7 +883,7 @@ class SPKind(ObjectKind):
                 parts += ["src", src]
             if dst:
                 parts += ["dst", dst]
-            parts += ["proto", proto, "reqid", str(reqid), "mode", mode]
+            parts += ["proto", proto, "reqid", _hex(reqid), "mode", mode]
             if level != "required":
                 parts += ["level", level]
         return " ".join(parts)

@@ -1,0 +1,326 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) ipsec_offload.mlx5 contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The I/O side of xfrm_offload_state and xfrm_offload_policy: read, probe, apply one batch,
+roll back, verify.  The decisions (what to change, in which order, what a failure means) are the
+pure functions of _xfrm; this file only runs `ip` and strings them together.
+
+Flow of a changing run: read current objects (one dump) -> validate, complete, plan -> check
+preconditions -> ONE `ip -batch -` (key material on stdin only) -> read again and verify ->
+on any failure undo what this run applied, read again and confirm the host is as before.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import plan as make_plan
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import (
+    Runner, ToolError, batch_text, failed_batch_line, hint_for)
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._validate import InputError
+
+
+def kernel_release():
+    return os.uname().release
+
+
+def _scrubbed(exc):
+    """A ToolError whose texts cannot carry key material (an `ip xfrm state` dump may)."""
+    return ToolError(exc.cmd, exc.rc, X.scrub(exc.stdout), X.scrub(exc.stderr), what=exc.what)
+
+
+class XfrmHost:
+    def __init__(self, module, namespace):
+        self.module = module
+        self.ip = Runner(module, "ip", namespace)
+        self.namespace = namespace
+
+    def _out(self, args, what):
+        try:
+            return self.ip.run(args, what=what)[1]
+        except ToolError as exc:
+            raise _scrubbed(exc)
+
+    def read(self, which):
+        if which == "state":
+            return X.parse_states(self._out(["xfrm", "state", "list"], "reading the SAs (ip xfrm state list)"))
+        return X.parse_policies(self._out(["xfrm", "policy", "list"], "reading the policies (ip xfrm policy list)"))
+
+    def link_names(self):
+        return X.parse_link_names(self._out(["-o", "link", "show"], "listing interfaces (ip -o link show)"))
+
+    def features(self, override):
+        """Probe what `ip` and the kernel support; explicit values in ``override`` win."""
+        override = override or {}
+        feats = {}
+        if any(override.get(k) is None for k in ("offload_packet", "sa_dir")):
+            probe = Runner(self.module, "ip")  # usage text does not depend on the namespace
+            rc, out, err = probe.run(["xfrm", "state", "help"], ok_rcs=(0, 1, 255),
+                                     what="probing iproute2 (ip xfrm state help)")
+            feats = X.parse_features(out + err, kernel_release())
+        for k in ("offload_packet", "sa_dir"):
+            if override.get(k) is not None:
+                feats[k] = bool(override[k])
+        return feats
+
+    def batch(self, lines):
+        """Run the lines in one `ip -batch -`.  Returns (rc, stderr) with stderr scrubbed."""
+        try:
+            rc, _out, err = self.ip.run(["-batch", "-"], data=batch_text(lines), what="ip -batch")
+        except ToolError as exc:
+            return exc.rc, X.scrub(exc.stderr.strip() or exc.stdout.strip())
+        return rc, X.scrub(err)
+
+
+class Spec:
+    """What differs between the state and the policy module."""
+
+    which = None            # "state" | "policy"
+    kind = None             # SAKind / SPKind instance
+
+    def validate(self, field, item, state, rng):
+        raise NotImplementedError
+
+    def complete(self, d, current):
+        raise NotImplementedError
+
+    def check(self, desired, current, features):
+        """Cross-object checks (InputError) after completion."""
+
+    def offload_report(self, desired, after):
+        return None
+
+
+def _render(kind, ops, features, keys):
+    try:
+        return X.render_ops(kind, ops, features, keys)
+    except ValueError as exc:  # a key we could not read back: never guess it
+        raise InputError("config", str(exc))
+
+
+def validate_config(spec, params, state, rng):
+    """Validate the config list (no host needed).  Raises InputError naming the field."""
+    kind = spec.kind
+    config = params.get("config") or []
+    if state == "rendered" and not config:
+        raise InputError("config", "is required for state rendered")
+    if state == "overridden" and not config:
+        raise InputError("config", "is empty: overridden would delete every owned object; use state deleted "
+                                   "for that")
+    out = []
+    seen = {}
+    for i, item in enumerate(config):
+        field = "config[%d]" % i
+        d = spec.validate(field, item, state, rng)
+        k = kind.key(d)
+        if k in seen:
+            raise InputError(field, "%s is listed twice (also %s)" % (kind.describe(d), seen[k]))
+        seen[k] = field
+        out.append(d)
+    return out
+
+
+def complete_config(spec, validated, state, current):
+    """Fill left-out fields (merged: from the current object) and defaults; cross-field checks."""
+    if state == "deleted":
+        return validated
+    cur = {spec.kind.key(c): c for c in current} if state == "merged" else {}
+    return [spec.complete(d, cur.get(spec.kind.key(d))) for d in validated]
+
+
+def _preconditions(host, spec, desired, features):
+    """Offload checks that need the host: keyword support, devices present."""
+    devs = {}
+    for d in desired:
+        off = d.get("offload") or {}
+        if off.get("type") == "packet" and not features.get("offload_packet"):
+            raise InputError(d["field"] + ".offload.type",
+                             "this iproute2 does not know 'offload packet' (needs iproute2 >= 6.2); upgrade "
+                             "iproute2 or use offload type %s" % ("crypto or none" if spec.which == "state" else "none"))
+        if off.get("dev"):
+            devs.setdefault(off["dev"], d["field"] + ".offload.dev")
+    if devs:
+        names = host.link_names()
+        for dev, field in devs.items():
+            if dev not in names:
+                raise InputError(field, "device %s does not exist%s" % (
+                    dev, " in namespace %s" % host.namespace if host.namespace else ""))
+
+
+def _verify(kind, ops, after):
+    """Return (op, reason) for the first op whose effect is not on the host, else None."""
+    cur = {}
+    for c in after:
+        cur.setdefault(kind.key(c), c)
+    final = {}
+    for verb, obj, _old in ops:
+        final[kind.key(obj)] = (verb, obj)
+    for k, (verb, obj) in final.items():
+        c = cur.get(k)
+        if verb == "delete":
+            if c is not None:
+                return obj, "is still present after the delete"
+        elif c is None:
+            return obj, "is missing after the add"
+        else:
+            diff = kind.differences(c, obj)
+            if diff:
+                reason = "differs after the change (%s)" % ", ".join(diff)
+                if "offload" in diff:
+                    co, wo = c["offload"], obj["offload"]
+                    reason = ("asked for %s offload on %s but the kernel reports %s" % (
+                        wo["type"], wo["dev"], "no offload (software only: crypto offload fell back silently)"
+                        if co["type"] == "none" else "%s offload on %s" % (co["type"], co["dev"])))
+                    if wo["type"] == "crypto":
+                        reason += "; set offload.fallback: allow to accept a software SA"
+                return obj, reason
+    return None
+
+
+def rollback(host, spec, ops, done, before, features):
+    """Undo the first ``done`` ops; re-read; say whether the touched objects are as before."""
+    kind = spec.kind
+    undo = X.undo_ops(ops[:done])
+    notes = []
+    runnable = []
+    for op in undo:
+        verb, obj, _old = op
+        if verb == "add" and spec.which == "state" and not (obj.get("aead") or {}).get("key"):
+            notes.append("cannot restore %s: its key could not be read back" % kind.describe(obj))
+            continue
+        runnable.append(op)
+    err = ""
+    if runnable:
+        rc, err = host.batch(X.render_ops(kind, runnable, features, "plain"))
+        if rc != 0:
+            notes.append("the undo batch failed too: %s" % err)
+    final = host.read(spec.which)
+    touched = {kind.key(o) for _v, o, _old in ops}
+    ok = X.state_matches(kind, before, final, touched) and not notes
+    return ok, notes, final, len(runnable)
+
+
+def _fail(module, msg, result, **extra):
+    result.update(extra)
+    result.pop("changed", None)
+    module.fail_json(msg=msg, changed=bool(result.get("_host_changed")),
+                     **{k: v for k, v in result.items() if not k.startswith("_")})
+
+
+def run(module, spec, params):
+    """The whole module run.  Calls exit_json/fail_json."""
+    state = params["state"]
+    kind_cls = type(spec.kind)
+    result = {"changed": False}
+    try:
+        rng = X.owned_range(params.get("owned_reqid_range"))
+        spec.kind = kind_cls(rng)
+        kind = spec.kind
+        V.netns("namespace", params.get("namespace"))
+        if params.get("reveal_keys") and state != "rendered":
+            raise InputError("reveal_keys", "is only allowed with state rendered")
+
+        if state == "rendered":
+            feats = dict(X.RENDER_FEATURES)
+            for k, v in (params.get("features") or {}).items():
+                if v is not None:
+                    feats[k] = bool(v)
+            desired = complete_config(spec, validate_config(spec, params, state, rng), state, [])
+            spec.check(desired, [], feats)
+            ops = [("add", d, None) for d in desired]
+            keys = "reveal" if params.get("reveal_keys") else "mask"
+            module.exit_json(changed=False, rendered=_render(kind, ops, feats, keys), features=feats)
+
+        validated = validate_config(spec, params, state, rng)  # before any command
+        host = XfrmHost(module, params.get("namespace"))
+        if state == "gathered":
+            current = host.read(spec.which)
+            module.exit_json(changed=False, gathered=[kind.public(c) for c in current if kind.owned(c)])
+
+        features = host.features(params.get("features"))
+        result["features"] = features
+        current = host.read(spec.which)
+        desired = complete_config(spec, validated, state, current)
+        spec.check(desired, current, features)
+        if state != "deleted":
+            _preconditions(host, spec, desired, features)
+        p = make_plan(kind, state, desired, current)
+        if p.foreign:
+            cur, want = p.foreign[0]
+            raise InputError(want["field"], "%s exists and is not owned by this collection (reqid outside "
+                                            "0x%08x..0x%08x); it is never replaced or deleted: remove it by hand "
+                                            "or pick another identity" % (kind.describe(cur), rng[0], rng[1]))
+        if spec.which == "state":
+            X.check_replace_keys(kind, p.replace)
+        ops = X.ops_for_plan(kind, p)
+        commands = _render(kind, ops, features, "mask")
+        if ops:  # render the real lines now: a key we cannot render fails before any change
+            _render(kind, ops, features, "plain")
+    except InputError as exc:
+        _fail(module, str(exc), result, field=exc.field)
+    except ToolError as exc:
+        _fail(module, exc.message, result, **exc.as_result())
+
+    before_owned = [c for c in current if kind.owned(c)]
+    result.update(changed=bool(ops), commands=commands, counts=p.counts(),
+                  before=[kind.public(c) for c in before_owned])
+    if module._diff and ops:
+        result["diff"] = {
+            "before": X.to_text([kind.public(c) for c in sorted(
+                [c for c, _w in p.replace] + p.delete, key=kind.describe)]),
+            "after": X.to_text([kind.public(d) for d in sorted(
+                p.add + [w for _c, w in p.replace], key=kind.describe)]),
+        }
+
+    if not ops or module.check_mode:
+        gone = {kind.key(o) for o in p.delete} | {kind.key(c) for c, _w in p.replace}
+        after = [c for c in before_owned if kind.key(c) not in gone] + p.add + [w for _c, w in p.replace]
+        result["after"] = [kind.public(o) for o in after]
+        report = spec.offload_report(desired if state != "deleted" else [], current if not ops else None)
+        if report is not None:
+            result["offload"] = report
+        module.exit_json(**result)
+
+    # ---- apply ---------------------------------------------------------------------------
+    lines = X.render_ops(kind, ops, features, "plain")
+    try:
+        rc, err = host.batch(lines)
+        if rc != 0:
+            after = host.read(spec.which)
+            n = failed_batch_line(err)
+            done = n - 1 if n else X.applied_count(kind, ops, after)
+            failed = ops[done] if done < len(ops) else None
+            result["_host_changed"] = True
+            ok, notes, final, undone = rollback(host, spec, ops, done, current, features)
+            what = kind.describe(failed[1]) if failed else "the batch"
+            msg = "%s failed (line %d of %d: %s): %s" % (
+                what, done + 1, len(ops), commands[done] if failed else "-", err or "rc=%d" % rc)
+            hint = hint_for(err)
+            if hint:
+                msg += " -- " + hint
+            msg += (" Rolled back %d applied change(s); the host is as before." % undone if ok else
+                    " ROLLBACK INCOMPLETE: %s. Check the host." % ("; ".join(notes) or "objects differ from before"))
+            result["_host_changed"] = not ok
+            _fail(module, msg, result, failed_object=what, failed_line=done + 1, kernel_message=err,
+                  hint=hint, rolled_back=ok,
+                  after=[kind.public(c) for c in final if kind.owned(c)])
+        after = host.read(spec.which)
+        bad = _verify(kind, ops, after)
+        if bad is not None:
+            obj, reason = bad
+            ok, notes, final, undone = rollback(host, spec, ops, len(ops), current, features)
+            msg = "%s %s. Rolled back all %d change(s)" % (kind.describe(obj), reason, undone)
+            msg += "; the host is as before." if ok else ("; ROLLBACK INCOMPLETE: %s. Check the host." % (
+                "; ".join(notes) or "objects differ from before"))
+            result["_host_changed"] = not ok
+            _fail(module, msg, result, failed_object=kind.describe(obj), rolled_back=ok,
+                  after=[kind.public(c) for c in final if kind.owned(c)])
+    except ToolError as exc:
+        _fail(module, exc.message, result, **exc.as_result())
+    result["after"] = [kind.public(c) for c in after if kind.owned(c)]
+    report = spec.offload_report(desired if state != "deleted" else [], after)
+    if report is not None:
+        result["offload"] = report
+    module.exit_json(**result)
