@@ -47,7 +47,7 @@ class ActionModule(ActionBase):
         if not isinstance(pairs, (list, tuple)):
             raise AnsibleActionFail("ipsec_keystore: pairs must be the result of ipsec_pairs(..., keys='none') or its .pairs list")
         try:
-            rrange = _pairs._reqid_range(rrange, "reqid_range") if rrange is not None else _pairs.DEFAULT_REQID_RANGE
+            rrange = _pairs.parse_reqid_range(rrange, "reqid_range") if rrange is not None else _pairs.DEFAULT_REQID_RANGE
             path = _keystore.resolve(args["path"], self._loader.get_basedir())
             with _keystore.locked(path):
                 doc, vault = _keystore.read(path, _vault_secrets(self._loader))

@@ -55,7 +55,7 @@ class LookupModule(LookupBase):
             path = _keystore.resolve(term, self._loader.get_basedir())
             vault = getattr(self._loader, "_vault", None)
             try:
-                doc, _ = _keystore.read(path, getattr(vault, "secrets", None) or None)
+                doc, dummy = _keystore.read(path, getattr(vault, "secrets", None) or None)
             except _keystore.KeyStoreError as e:
                 raise AnsibleLookupError(str(e)) from None
             for w in _keystore.loose_mode_warnings(path):

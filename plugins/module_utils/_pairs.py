@@ -188,8 +188,12 @@ def _read_selectors(host, value, problems):
         proto = sel.get("proto")
         if proto is not None:
             p = str(proto).strip().lower()
-            if p not in _PROTOS:
-                problems.append("%s.proto: %r is not one of %s" % (_where(host, var), str(proto), ", ".join(sorted(_PROTOS))))
+            if p.isdigit() and 1 <= int(p) <= 255:
+                by_number = dict((n, name) for name, n in _PROTOS.items())
+                p = by_number.get(int(p), int(p))
+            elif p not in _PROTOS:
+                problems.append("%s.proto: %r is not a protocol number 1..255 or one of %s"
+                                % (_where(host, var), str(proto), ", ".join(sorted(_PROTOS))))
                 continue
             item["proto"] = p
         bad = False
@@ -211,7 +215,7 @@ def _read_selectors(host, value, problems):
                 continue
             out.append(item)
     # canonical order so that two hosts listing the same selectors compare equal
-    return sorted(out, key=lambda s: (s.get("proto", ""), s.get("sport", -1), s.get("dport", -1)))
+    return sorted(out, key=lambda s: (str(s.get("proto", "")), s.get("sport", -1), s.get("dport", -1)))
 
 
 def _read_host(name, hv, problems):
@@ -300,7 +304,7 @@ def _read_host(name, hv, problems):
                 if not _str(p):
                     problems.append("%s: must be an inventory host name" % _where(name, "ipsec_peers[%d]" % i))
                 elif p == name:
-                    problems.append("%s: a host cannot pair with itself" % _where(name, "ipsec_peers[%d]" % i))
+                    continue   # one list can sit in group_vars: a host's own name is skipped
                 elif p not in spec.peers:
                     spec.peers.append(str(p))
 
@@ -338,7 +342,7 @@ def _read_host(name, hv, problems):
     return spec
 
 
-def _reqid_range(value, where):
+def parse_reqid_range(value, where):
     if not _seq(value) or len(value) != 2:
         raise ValueError("%s: must be a list [lo, hi]" % where)
     try:
@@ -388,13 +392,13 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
         r = hv.get("ipsec_owned_reqid_range")
         if r is not None:
             try:
-                range_votes.setdefault(_reqid_range(r, _where(h, "ipsec_owned_reqid_range")), []).append(h)
+                range_votes.setdefault(parse_reqid_range(r, _where(h, "ipsec_owned_reqid_range")), []).append(h)
             except ValueError as e:
                 problems.append(str(e))
 
     if reqid_range is not None:
         try:
-            rrange = _reqid_range(reqid_range, "reqid_range=")
+            rrange = parse_reqid_range(reqid_range, "reqid_range=")
         except ValueError as e:
             raise DeriveError([str(e)]) from None
     elif len(range_votes) > 1:
@@ -918,11 +922,14 @@ def derive(hostvars, hosts=None, groups=None, meshes=None, reqid_range=None, sto
     return out
 
 
+_SUMMARY_FIELDS = ("src_host", "dst_host", "spi", "reqid", "key_bits", "spi_source", "reqid_source", "key_source")
+
+
 def links_from_summary(pairs):
     """Rebuild Links from the ``pairs`` list the filter returns (for the key store action)."""
     links = []
     for i, p in enumerate(pairs):
-        if not isinstance(p, Mapping) or not all(k in p for k in ("src_host", "dst_host", "spi", "reqid", "key_bits", "spi_source", "reqid_source", "key_source")):
+        if not isinstance(p, Mapping) or not all(k in p for k in _SUMMARY_FIELDS):
             raise DeriveError(["pairs[%d]: not an entry of ipsec_pairs(...).pairs" % i])
         lk = Link(str(p["src_host"]), str(p["dst_host"]), int(p["key_bits"]),
                   int(p["spi"]) if p["spi_source"] == "override" else None,

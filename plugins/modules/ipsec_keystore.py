@@ -50,10 +50,10 @@ attributes:
     support: full
     description: Lists the entries before and after, keys shown as C(<redacted>).
   platform:
+    support: full
     platforms: posix
     description: Runs on the controller.
-author:
-  - ipsec_offload.mlx5 contributors
+author: ipsec_offload.mlx5 contributors
 """
 
 EXAMPLES = r"""

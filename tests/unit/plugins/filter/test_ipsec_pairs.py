@@ -300,7 +300,7 @@ def test_stable_with_pins_even_when_the_new_host_collides():
     hv, groups = mesh(5)
     first = _pairs.derive(hv, groups=groups, keys="none", reqid_range=rng)
     links = _pairs.allocate(_pairs.links_from_summary(first["pairs"]), tuple(rng))
-    entries, _ = _pairs.update_store({}, links, new_key=lambda bits: None)
+    entries = _pairs.update_store({}, links, new_key=lambda bits: None)[0]
     before = _alloc(first)
     hv["h00"] = dict(hv["h01"], ipsec_local_ip="10.1.9.9")     # sorts first: wins collisions unpinned
     groups = {"all": ["h00"] + groups["all"], "dc": ["h00"] + groups["dc"]}
@@ -327,6 +327,22 @@ def test_overrides_are_used_and_others_avoid_them():
     assert (r["h03->h01"]["reqid"], r["h03->h01"]["reqid_source"]) == (taken["reqid"], "override")
     assert r["h01->h02"]["spi"] != taken["spi"] and r["h01->h02"]["spi_source"] == "probed"
     assert r["h01->h02"]["reqid"] != taken["reqid"] and r["h01->h02"]["reqid_source"] == "probed"
+
+
+def test_one_peer_list_in_group_vars():
+    """A pair group can carry one ipsec_peers list naming both hosts: a host's own name is skipped."""
+    hv = lab(lab1={"ipsec_peers": ["lab1", "lab2"]}, lab2={"ipsec_peers": ["lab1", "lab2"]})
+    assert [p["name"] for p in _pairs.derive(hv)["pairs"]] == ["lab1->lab2", "lab2->lab1"]
+
+
+def test_protocol_numbers_and_names_agree():
+    hv = lab(lab1={"ipsec_selectors": [{"proto": 17, "dport": 4789}]}, lab2={"ipsec_selectors": [{"proto": "UDP", "dport": 4789}]})
+    pol = _pairs.derive(hv)["hosts"]["lab1"]["policies"]
+    assert [(p["proto"], p["dport"]) for p in pol] == [("udp", 4789), ("udp", 4789)]
+    hv = lab(lab1={"ipsec_selectors": [{"proto": 132}]}, lab2={"ipsec_selectors": [{"proto": "sctp"}]})
+    assert _pairs.derive(hv)["hosts"]["lab1"]["policies"][0]["proto"] == "sctp"
+    hv = lab(lab1={"ipsec_selectors": [{"proto": 115}]}, lab2={"ipsec_selectors": [{"proto": "115"}]})
+    assert _pairs.derive(hv)["hosts"]["lab1"]["policies"][0]["proto"] == 115
 
 
 def test_ini_style_strings_accepted():
@@ -357,9 +373,6 @@ BAD = [
     ("peer not taking part",
      lambda: dict(lab(lab1={"ipsec_peers": ["lab2", "web1"]}), web1={"ansible_host": "x"}),
      "host lab1: ipsec_peers[1]: web1 is not taking part"),
-    ("self peer",
-     lambda: lab(lab1={"ipsec_peers": ["lab1", "lab2"]}),
-     "host lab1: ipsec_peers[0]: a host cannot pair with itself"),
     ("duplicate address",
      lambda: lab(lab2={"ipsec_local_ip": "192.168.100.1"}),
      "host lab2: ipsec_local_ip: 192.168.100.1 is also the tunnel address of lab1"),
@@ -561,7 +574,7 @@ def test_stored_key_of_wrong_size_is_an_error():
 
 
 def test_generate_key_sizes_and_uniqueness():
-    keys = {_pairs.generate_key(128) for _ in range(50)} | {_pairs.generate_key(256) for _ in range(50)}
+    keys = {_pairs.generate_key(128) for i in range(50)} | {_pairs.generate_key(256) for i in range(50)}
     assert len(keys) == 100
     assert sorted({len(k) for k in keys}) == [40, 72]
     with pytest.raises(ValueError):
