@@ -22,20 +22,23 @@ EXAMPLES = os.path.join(ROOT, "inventories", "examples")
 # .../ansible_collections/ipsec_offload/mlx5 -> the directory holding ansible_collections
 COLLECTIONS = os.path.dirname(os.path.dirname(os.path.dirname(list(collection.__path__)[0])))
 
-pytestmark = pytest.mark.skipif(
+needs_modules = pytest.mark.skipif(
     not all(os.path.exists(os.path.join(ROOT, "plugins", "modules", m + ".py")) for m in ("xfrm_offload_state", "xfrm_offload_policy")),
     reason="the xfrm_offload_state/xfrm_offload_policy modules are not in this tree")
 
 
-def play(tmp_path, inventory, *extra):
+def run(tmp_path, cmd):
     env = dict(os.environ, HOME=str(tmp_path / "home"), ANSIBLE_COLLECTIONS_PATH=COLLECTIONS,
                ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
                ANSIBLE_HOME=str(tmp_path / "ansible-home"))
-    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", os.path.join(EXAMPLES, inventory),
-           PLAYBOOK, "-e", "ipsec_render_dir=%s" % (tmp_path / "out"), "-e", "ipsec_keystore_path=%s" % (tmp_path / "ks" / "keys.yml")]
-    cmd += list(extra)
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=str(tmp_path), check=False)
     return p.returncode, p.stdout + p.stderr
+
+
+def play(tmp_path, inventory, *extra, playbook=PLAYBOOK):
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", os.path.join(EXAMPLES, inventory),
+           playbook, "-e", "ipsec_render_dir=%s" % (tmp_path / "out"), "-e", "ipsec_keystore_path=%s" % (tmp_path / "ks" / "keys.yml")]
+    return run(tmp_path, cmd + list(extra))
 
 
 def store_keys(tmp_path):
@@ -51,6 +54,7 @@ def spi_of(line):
     return re.search(r" spi (0x[0-9a-f]+)", line).group(1)
 
 
+@needs_modules
 def test_render_lab_masked_then_revealed(tmp_path):
     rc, out = play(tmp_path, "lab")
     assert rc == 0, out
@@ -91,6 +95,7 @@ def test_render_lab_masked_then_revealed(tmp_path):
     assert "\nip -batch - <<'XFRM'\n" in text
 
 
+@needs_modules
 def test_render_mesh3_namespace_and_offload(tmp_path):
     rc, out = play(tmp_path, "mesh3")
     assert rc == 0, out
@@ -103,6 +108,7 @@ def test_render_mesh3_namespace_and_offload(tmp_path):
     assert any(spi_of(ln) == "0x00001000" for ln in n1)           # the hand-given SPI node1 -> node2
 
 
+@needs_modules
 def test_render_refuses_bad_inventory_before_writing(tmp_path):
     inv = tmp_path / "bad.yml"
     inv.write_text(yaml.safe_dump({"all": {"hosts": {
@@ -113,3 +119,61 @@ def test_render_refuses_bad_inventory_before_writing(tmp_path):
     assert rc != 0
     assert "host a: ipsec_peers: lists b, but b does not list a" in out
     assert not (tmp_path / "out").exists() and not (tmp_path / "ks").exists()
+
+
+@needs_modules
+def test_render_refuses_a_bad_key_without_showing_it(tmp_path):
+    secret = "0x" + "5ec2e7" * 6 + "99"     # 19 bytes: wrong length
+    inv = tmp_path / "badkey.yml"
+    inv.write_text(yaml.safe_dump({"all": {"hosts": {
+        "a": {"ipsec_local_ip": "10.0.0.1", "ipsec_peers": ["b"], "ipsec_offload": "none",
+              "ipsec_overrides": {"b": {"key": secret}}},
+        "b": {"ipsec_local_ip": "10.0.0.2", "ipsec_peers": ["a"], "ipsec_offload": "none"},
+    }}}))
+    rc, out = play(tmp_path, str(inv), "-vvv")
+    assert rc != 0
+    assert "host a: ipsec_overrides[b].key: is 19 bytes long" in out
+    assert secret[2:] not in out.lower() and secret[2:18] not in out.lower()
+
+
+VAULT_PASSWORD = "not a real secret"
+
+
+def test_keys_from_inline_vault_variables(tmp_path):
+    """Keys may come from vault-encrypted inventory variables instead of the key store: the filter
+    reads them through hostvars, nothing is written, no key is printed."""
+    from ansible.parsing.vault import VaultLib, VaultSecret
+    k_ab, k_ba = "0x" + "a1" * 36, "0x" + "b2" * 36
+    vault = VaultLib([("default", VaultSecret(VAULT_PASSWORD.encode()))])
+
+    def vaulted(text):
+        return "!vault |\n" + "".join("  " + ln + "\n" for ln in vault.encrypt(text).decode().splitlines())
+    (tmp_path / "pw").write_text(VAULT_PASSWORD)
+    (tmp_path / "inv.yml").write_text(
+        "all:\n  hosts:\n"
+        "    a: {ipsec_local_ip: 10.0.0.1, ipsec_peers: [b], ipsec_offload: none}\n"
+        "    b: {ipsec_local_ip: 10.0.0.2, ipsec_peers: [a], ipsec_offload: none}\n"
+        "  vars:\n    key_ab: %s    key_ba: %s" % (vaulted(k_ab).replace("\n  ", "\n      "), vaulted(k_ba).replace("\n  ", "\n      ")))
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "a.yml").write_text("ipsec_overrides: {b: {key: '{{ key_ab }}'}}\n")
+    (tmp_path / "host_vars" / "b.yml").write_text("ipsec_overrides: {a: {key: '{{ key_ba }}'}}\n")
+    (tmp_path / "p.yml").write_text("""
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.set_fact:
+        derived: "{{ hostvars | ipsec_offload.mlx5.ipsec_pairs(groups=groups) }}"
+      no_log: true
+    - ansible.builtin.assert:
+        that:
+          - derived.hosts.a.states | selectattr('direction', 'equalto', 'out') | map(attribute='aead.key') | list == ['%s']
+          - derived.hosts.b.states | selectattr('direction', 'equalto', 'out') | map(attribute='aead.key') | list == ['%s']
+          - derived.pairs | map(attribute='key_source') | unique | list == ['inventory']
+        quiet: true
+""" % (k_ab, k_ba))
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(tmp_path / "inv.yml"),
+           str(tmp_path / "p.yml"), "--vault-password-file", str(tmp_path / "pw")]
+    rc, out = run(tmp_path, cmd)
+    assert rc == 0, out
+    assert "ok=2" in out and "failed=0" in out
+    assert not os.path.exists(tmp_path / "home" / ".ansible" / "ipsec_offload_mlx5")
