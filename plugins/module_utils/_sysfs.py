@@ -176,7 +176,7 @@ def device_from_netdev(sysfs, ifname):
 
 def device_from_name(sysfs, value):
     """A PCI address (0000:08:00.0), or a devlink handle pci/<addr> or netdevsim/netdevsimN."""
-    bus, _, name = value.rpartition("/")
+    bus, dummy, name = value.rpartition("/")
     if not bus:
         bus = "pci" if _PCI_RE.match(value) else ("netdevsim" if _NSIM_RE.match(value) else "")
         name = value

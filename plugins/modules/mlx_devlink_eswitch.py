@@ -66,7 +66,9 @@ options:
         description: VF number (the port whose flavour is C(pcivf) with this C(vfnum)).
         type: int
       controller:
-        description: With O(port_functions[].vf), the controller number (BlueField; 0 is the local host). Needed only when a VF number is on several controllers.
+        description:
+          - With O(port_functions[].vf), the controller number (BlueField; 0 is the local host).
+          - Needed only when a VF number is on several controllers.
         type: int
       ipsec_packet:
         description: Enable or disable IPsec packet (full) offload for this VF. Omit to keep it.
@@ -406,7 +408,7 @@ def read_state(dl, device):
 
 def device_netdevs(sysfs, device, ports):
     names = set(p["netdev"] for p in ports if p["netdev"])
-    bus, _, name = device.partition("/")
+    bus, name = device.split("/", 1)
     if bus in ("pci", "netdevsim"):
         names.update(sysfs.listdir(sysfs.p("bus", bus, "devices", name, "net")))
     return sorted(names)
@@ -549,7 +551,7 @@ def main():
                     pending.append("%s: %s=%s" % (who, cap, "enable" if v else "disable"))
         planned += [bind_text(a, d) for a, d in to_unbind]
         result["steps"] = planned
-        result["vfs_unbound"] = [a for a, _ in to_unbind]
+        result["vfs_unbound"] = [pair[0] for pair in to_unbind]
         after = predict(before, want, port_steps)
         if pending:
             after["pending_ports"] = pending

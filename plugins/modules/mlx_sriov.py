@@ -341,11 +341,11 @@ def main():
                           % (dev["devlink"], sysfs.show(dev["path"])))
         pci = dev["bus"] == "pci"
         default_driver = want["vf_driver"] or info["driver"]
-        if (want["vfs_bound"] or any(b for b, _ in want["vfs"].values())) and pci and not default_driver:
+        if (want["vfs_bound"] or any(pair[0] for pair in want["vfs"].values())) and pci and not default_driver:
             raise Refused("vf_driver", "the PF has no driver to copy; name the VF driver")
         count = want["num_vfs"] if want["num_vfs"] is not None else info["num_vfs"]
         if want["num_vfs"] is not None and info["total_vfs"] is not None and want["num_vfs"] > info["total_vfs"]:
-            raise Refused("num_vfs", "%d is more than the %d VFs %s offers (%s)"
+            raise Refused("num_vfs", "%s is more than the %s VFs %s offers (%s)"
                           % (want["num_vfs"], info["total_vfs"], dev["devlink"],
                              "sriov_totalvfs" if pci else "netdevsim max_vfs"))
         binding_asked = want["vfs_bound"] is not None or bool(want["vfs"])
@@ -360,7 +360,7 @@ def main():
             mode = eswitch_mode(module, dev["devlink"])
             result["eswitch_mode"] = mode
             if mode == "switchdev" and not want["allow_switchdev"]:
-                raise Refused("num_vfs", "the eswitch of %s is in switchdev mode; changing the VF count (%d -> %d) "
+                raise Refused("num_vfs", "the eswitch of %s is in switchdev mode; changing the VF count (%s -> %s) "
                                          "there removes every VF representor and what is configured on it (OVS "
                                          "ports, TC rules, IPsec objects), the kernel takes a new count only over 0 "
                                          "('Device or resource busy' otherwise, seen on netdevsim), and netdevsim drops "

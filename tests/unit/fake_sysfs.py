@@ -197,5 +197,8 @@ class FakeSysfs:
     def install(self, monkeypatch, sysfs_module):
         fake = self
         monkeypatch.setattr(sysfs_module, "DEFAULT_ROOT", self.root)
-        monkeypatch.setattr(sysfs_module.Sysfs, "_write_file", lambda s, path, data: fake.write(s, path, data))
+
+        def write_file(sysfs_obj, path, data):
+            fake.write(sysfs_obj, path, data)
+        monkeypatch.setattr(sysfs_module.Sysfs, "_write_file", write_file)
         return self

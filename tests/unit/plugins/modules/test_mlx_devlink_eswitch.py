@@ -425,7 +425,7 @@ def test_netdevsim_switchdev_roundtrip(sysfs):
     assert [p["port"] for p in res["after"]["ports"]] == [NSIM + "/0", NSIM + "/128", NSIM + "/129"]
     assert "port netdevsim/netdevsim1/128 (vf 0): ipsec_crypto=unsupported" in res["diff"]["after"]
     assert sysfs.writes == []
-    res2, _ = run_module(mod.main, {"device": NSIM, "mode": "switchdev"}, host_for(dl))
+    res2 = run_module(mod.main, {"device": NSIM, "mode": "switchdev"}, host_for(dl))[0]
     assert not res2["changed"]
 
 

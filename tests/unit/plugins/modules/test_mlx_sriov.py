@@ -233,7 +233,7 @@ def test_netdevsim_switchdev_to_zero_warns_about_legacy(tree, monkeypatch):
         orig(s, path, data)
         if path.endswith("sriov_numvfs") and data.strip() == "0":
             state["mode"] = "legacy"
-    monkeypatch.setattr(_sysfs.Sysfs, "_write_file", lambda s, path, data: write(s, path, data))
+    monkeypatch.setattr(_sysfs.Sysfs, "_write_file", write)
     host = FakeHost([(("devlink",), show)])
     res, failed = run_module(mod.main, {"device": "netdevsim/netdevsim1", "num_vfs": 0, "allow_switchdev": True},
                              host)
