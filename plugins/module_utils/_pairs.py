@@ -283,8 +283,15 @@ def _read_host(name, hv, problems):
     except ValueError as e:
         problems.append("%s: %s" % (_where(name, "ipsec_key_bits"), e))
 
+    if spec.offload == "packet":
+        for i, sel in enumerate(spec.selectors):
+            if sel.get("proto") not in (None, "tcp", "udp"):
+                problems.append("%s: proto %s cannot be packet-offloaded (mlx5: \"Device does not support upper "
+                                "protocol other than TCP/UDP\"); select tcp/udp or the address pair, or use "
+                                "ipsec_offload: crypto/none" % (_where(name, "ipsec_selectors[%d]" % i), sel["proto"]))
     try:
-        spec.priority = _int(hv.get("ipsec_policy_priority", 0), 0, 0xFFFFFFFF)
+        # 0xffffffff is refused by mlx5 ("Device does not support requested policy priority")
+        spec.priority = _int(hv.get("ipsec_policy_priority", 0), 0, 0xFFFFFFFE)
     except ValueError as e:
         problems.append("%s: %s" % (_where(name, "ipsec_policy_priority"), e))
 
@@ -490,10 +497,15 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
         if sa.selectors != sb.selectors:
             problems.append("%s: differ from peer %s's (%s vs %s); both ends of a pair must protect the same traffic"
                             % (_where(a, "ipsec_selectors"), b, _sel_text(sa.selectors), _sel_text(sb.selectors)))
-        for x, y in ((sa, sb), (sb, sa)):
-            for n in x.networks:
-                if y.ip is not None and n.version != y.ip.version:
-                    problems.append("%s: %s is IPv%d but peer %s is IPv%d" % (_where(x.name, "ipsec_networks"), n, n.version, y.name, y.ip.version))
+        if sa.mode == "tunnel" == sb.mode and sa.ip is not None and sb.ip is not None:
+            # inner and outer families may differ (IPv6 over an IPv4 tunnel), but a policy needs
+            # the same family on both sides of its selector
+            fams_a = set(n.version for n in sa.networks) or {sa.ip.version}
+            fams_b = set(n.version for n in sb.networks) or {sb.ip.version}
+            if not fams_a & fams_b:
+                problems.append("%s: IPv%s only, but peer %s protects IPv%s only; nothing to pair"
+                                % (_where(a, "ipsec_networks"), "/".join(str(f) for f in sorted(fams_a)), b,
+                                   "/".join(str(f) for f in sorted(fams_b))))
 
     for h in participants:
         for peer in specs[h].overrides:
@@ -740,9 +752,9 @@ def _policy_selectors(link, specs):
     """(src prefix, dst prefix) pairs the policies of ``link`` cover."""
     s, d = specs[link.src], specs[link.dst]
     if s.mode == "tunnel":
-        srcs = [str(n) for n in s.networks] or [_host_prefix(s.ip)]
-        dsts = [str(n) for n in d.networks] or [_host_prefix(d.ip)]
-        return [(a, b) for a in srcs for b in dsts]
+        srcs = s.networks or [ipaddress.ip_network(_host_prefix(s.ip))]
+        dsts = d.networks or [ipaddress.ip_network(_host_prefix(d.ip))]
+        return [(str(a), str(b)) for a in srcs for b in dsts if a.version == b.version]
     return [(_host_prefix(s.ip), _host_prefix(d.ip))]
 
 

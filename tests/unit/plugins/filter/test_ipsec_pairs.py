@@ -186,6 +186,17 @@ def test_tunnel_mode_networks_and_default_fwd():
     ]
 
 
+def test_tunnel_mode_ipv6_inside_ipv4_pairs_same_families_only():
+    hv = lab(lab1={"ipsec_mode": "tunnel", "ipsec_networks": ["10.1.0.0/24", "2001:db8:1::/64"]},
+             lab2={"ipsec_mode": "tunnel", "ipsec_networks": ["2001:db8:2::/64"]})
+    pol = _pairs.derive(hv)["hosts"]["lab1"]["policies"]
+    assert [(p["dir"], p["src"], p["dst"], p["tmpl"]["src"]) for p in pol] == [
+        ("out", "2001:db8:1::/64", "2001:db8:2::/64", "192.168.100.1"),
+        ("in", "2001:db8:2::/64", "2001:db8:1::/64", "192.168.100.2"),
+        ("fwd", "2001:db8:2::/64", "2001:db8:1::/64", "192.168.100.2"),
+    ]
+
+
 def test_ipv6_pair():
     hv = lab(lab1={"ipsec_local_ip": "2001:db8::1"}, lab2={"ipsec_local_ip": "2001:db8::2"})
     s = _pairs.derive(hv)["hosts"]["lab1"]["states"][0]
@@ -427,6 +438,17 @@ BAD = [
     ("networks in transport mode",
      lambda: lab(lab1={"ipsec_networks": ["10.0.0.0/8"]}),
      "host lab1: ipsec_networks: only used in tunnel mode"),
+    ("tunnel networks without a common family",
+     lambda: lab(lab1={"ipsec_mode": "tunnel", "ipsec_networks": ["10.1.0.0/24"]},
+                 lab2={"ipsec_mode": "tunnel", "ipsec_networks": ["2001:db8::/64"]}),
+     "host lab1: ipsec_networks: IPv4 only, but peer lab2 protects IPv6 only"),
+    ("packet offload of a non tcp/udp selector",
+     lambda: lab(lab1={"ipsec_offload": "packet", "ipsec_dev": "p0", "ipsec_selectors": [{"proto": "gre"}]},
+                 lab2={"ipsec_selectors": [{"proto": "gre"}]}),
+     "host lab1: ipsec_selectors[0]: proto gre cannot be packet-offloaded"),
+    ("policy priority mlx5 refuses",
+     lambda: lab(lab1={"ipsec_policy_priority": "0xffffffff"}),
+     "host lab1: ipsec_policy_priority: 0xffffffff is out of range"),
     ("family mix",
      lambda: lab(lab2={"ipsec_local_ip": "2001:db8::2"}),
      "host lab1: ipsec_local_ip: IPv4, but peer lab2 has IPv6"),
