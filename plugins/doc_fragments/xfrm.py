@@ -55,6 +55,15 @@ options:
             implied by C(offload ... dir)) and kernel >= 6.10 honours it. Decides the replay window of
             outbound SAs (see the C(replay_window) option of M(ipsec_offload.mlx5.xfrm_offload_state)).
         type: bool
+  output:
+    description:
+      - C(full) returns RV(before), RV(after) and one RV(offload) entry per listed object.
+      - C(summary) leaves out RV(before) and RV(after) and lists in RV(offload) only objects whose
+        offload in effect is not the one requested. Use it for thousands of objects - Ansible scans
+        every string of a result once per C(no_log) value (every key), so big results cost time.
+    type: str
+    choices: [full, summary]
+    default: full
 notes:
   - All changes of one run go to a single C(ip -batch -) on standard input. C(ip xfrm) stops at the
     first command the kernel refuses; the module then reads the objects back, works out which lines

@@ -119,6 +119,8 @@ def validate_config(spec, params, state, rng):
             raise InputError(field, "%s is listed twice (also %s)" % (kind.describe(d), seen[k]))
         seen[k] = field
         out.append(d)
+    if state not in ("deleted", "gathered"):
+        spec.check(out, [], None)  # list-only checks (for example one key in two SAs) before any command
     return out
 
 
@@ -202,6 +204,26 @@ def rollback(host, spec, ops, done, before, features):
     return ok, notes, final, len(runnable)
 
 
+def _report(module, spec, result, desired, now):
+    report = spec.offload_report(desired, now)
+    if report is None:
+        return
+    result["offload"] = report
+    for r in report:
+        if r["requested"] not in ("none", None) and r["in_effect"] == "none":
+            module.warn("%s: %s offload on %s was requested but the kernel runs it in software (fallback "
+                        "allowed)" % (r["sa"], r["requested"], r["dev"]))
+
+
+def _summarise(result):
+    """output=summary: drop the per-object lists; keep offloads that are not what was asked."""
+    for k in ("before", "after"):
+        result.pop(k, None)
+    if "offload" in result:
+        result["offload"] = [r for r in result["offload"] if r["in_effect"] not in (None, r["requested"])]
+    return result
+
+
 def _fail(module, msg, result, **extra):
     result.update(extra)
     result.pop("changed", None)
@@ -212,6 +234,7 @@ def _fail(module, msg, result, **extra):
 def run(module, spec, params):
     """The whole module run.  Calls exit_json/fail_json."""
     state = params["state"]
+    summary = params.get("output") == "summary"
     kind_cls = type(spec.kind)
     result = {"changed": False}
     try:
@@ -278,10 +301,8 @@ def run(module, spec, params):
         gone = {kind.key(o) for o in p.delete} | {kind.key(c) for c, _w in p.replace}
         after = [c for c in before_owned if kind.key(c) not in gone] + p.add + [w for _c, w in p.replace]
         result["after"] = [kind.public(o) for o in after]
-        report = spec.offload_report(desired if state != "deleted" else [], current if not ops else None)
-        if report is not None:
-            result["offload"] = report
-        module.exit_json(**result)
+        _report(module, spec, result, desired if state != "deleted" else [], current if not ops else None)
+        module.exit_json(**(_summarise(result) if summary else result))
 
     # ---- apply ---------------------------------------------------------------------------
     lines = X.render_ops(kind, ops, features, "plain")
@@ -320,7 +341,5 @@ def run(module, spec, params):
     except ToolError as exc:
         _fail(module, exc.message, result, **exc.as_result())
     result["after"] = [kind.public(c) for c in after if kind.owned(c)]
-    report = spec.offload_report(desired if state != "deleted" else [], after)
-    if report is not None:
-        result["offload"] = report
-    module.exit_json(**result)
+    _report(module, spec, result, desired if state != "deleted" else [], after)
+    module.exit_json(**(_summarise(result) if summary else result))

@@ -216,12 +216,12 @@ counts:
   sample: {added: 2, replaced: 0, deleted: 0, unchanged: 0}
 before:
   description: The owned SAs before the run (keys redacted).
-  returned: when a host was read
+  returned: when a host was read and O(output=full)
   type: list
   elements: dict
 after:
   description: The owned SAs after the run as read back from the host (in check mode, as they would be).
-  returned: when a host was read
+  returned: when a host was read and O(output=full)
   type: list
   elements: dict
 offload:
@@ -326,6 +326,7 @@ def argument_spec():
         namespace=dict(type="str"),
         owned_reqid_range=dict(type="list", elements="raw"),
         reveal_keys=dict(type="bool", default=False, no_log=False),
+        output=dict(type="str", choices=["full", "summary"], default="full"),
         features=dict(type="dict", options=dict(
             offload_packet=dict(type="bool"),
             sa_dir=dict(type="bool"),
