@@ -713,6 +713,11 @@ def slot_conflicts(kind, p, desired, current_objs):
     return out
 
 
+def changing(p):
+    """The desired rules a plan creates or replaces."""
+    return list(p.add) + [pair[1] for pair in p.replace]
+
+
 def build_batch(kind, p, hooks, remove_qdisc_devs=()):
     """Plan -> (lines, undo, owners): batch lines, the line that undoes each, and who each serves.
 
@@ -726,8 +731,7 @@ def build_batch(kind, p, hooks, remove_qdisc_devs=()):
         undo.append(inverse)
         owners.append(owner)
 
-    wanted = [d for d in p.add] + [d for _, d in p.replace]
-    for dev in sorted(set(d["dev"] for d in wanted)):
+    for dev in sorted(set(d["dev"] for d in changing(p))):
         if dev not in hooks:
             emit(qdisc_line("add", dev), qdisc_line("del", dev), "ingress qdisc on %s" % dev)
     for c in p.delete:

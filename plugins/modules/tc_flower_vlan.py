@@ -182,8 +182,10 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Reads the current rules (and C(ip xfrm state) for the IPsec check) and returns the commands without running them.
     support: full
   diff_mode:
+    description: Returns the owned rules before and after, one line per rule.
     support: full
 notes:
   - Requires the kernel's flower classifier and the vlan and mirred actions (C(cls_flower), C(act_vlan),
@@ -253,7 +255,11 @@ commands:
   returned: always (empty when nothing changes)
   type: list
   elements: str
-  sample: ["qdisc add dev pf0 ingress", "filter add dev pf0 ingress protocol 802.1q chain 0 prio 10 handle 1 flower vlan_id 10 action vlan pop cookie 69706f2d6d6c783501 action mirred egress redirect dev rep0"]
+  sample:
+    - qdisc add dev pf0 ingress
+    - >-
+      filter add dev pf0 ingress protocol 802.1q chain 0 prio 10 handle 1 flower vlan_id 10
+      action vlan pop cookie 69706f2d6d6c783501 action mirred egress redirect dev rep0
 rules:
   description:
     - One entry per listed rule (and per rule deleted), with what happened and where it lives.
@@ -393,7 +399,7 @@ def resolve_deleted_protocols(rules, raw_config, current):
 
 
 def check_devices(p, links):
-    for d in list(p.add) + [d for _, d in p.replace]:
+    for d in _tc.changing(p):
         f = d.get("_field", "config")
         if d["dev"] not in links:
             raise _validate.InputError(f + ".dev", "device %s does not exist" % d["dev"])
@@ -436,8 +442,8 @@ def status_rows(kind, p, filters_after, check_mode):
 
     for d in p.add:
         row(d, "added")
-    for _, d in p.replace:
-        row(d, "replaced")
+    for pair in p.replace:
+        row(pair[1], "replaced")
     for d in p.unchanged:
         row(d, "unchanged")
     for c in p.delete:
@@ -446,9 +452,9 @@ def status_rows(kind, p, filters_after, check_mode):
 
 
 def predicted(kind, p, before_objs):
-    deleted = set(kind.key(c) for c in p.delete) | set(kind.key(c) for c, _ in p.replace)
+    deleted = set(kind.key(c) for c in p.delete) | set(kind.key(pair[0]) for pair in p.replace)
     rules = [r for r in owned_rules(kind, before_objs) if kind.key(r) not in deleted]
-    rules += [_tc.public(d) for _, d in p.replace] + [_tc.public(d) for d in p.add]
+    rules += [_tc.public(pair[1]) for pair in p.replace] + [_tc.public(d) for d in p.add]
     return sorted(rules, key=kind.key)
 
 
@@ -486,7 +492,7 @@ def run(module):
     if state == "deleted":
         resolve_deleted_protocols(rules, params["config"], current)
     p = plan(kind, state, rules, current)
-    for d in p.add + [d for _, d in p.replace]:
+    for d in _tc.changing(p):
         _tc.complete(d)
 
     if p.foreign:
@@ -503,7 +509,7 @@ def run(module):
         raise Failure("; ".join("%s (%s): dev %s chain %d prio %d %s" % (
             d.get("_field", "config"), _tc.describe(d), c["dev"], c["chain"], c["prio"], why)
             for d, c, why in conflicts))
-    for c in list(p.delete) + [c for c, _ in p.replace]:
+    for c in list(p.delete) + [pair[0] for pair in p.replace]:
         why = _tc.restorable(c)
         if why:
             raise Failure("the owned rule %s cannot be changed safely: %s; fix or remove it by hand"
@@ -531,7 +537,7 @@ def run(module):
             if hooks.get(dev) != "ingress":
                 continue
             left = [c for c in current if c["dev"] == dev and kind.key(c) not in gone]
-            wanted = [d for d in p.add + p.unchanged + [d for _, d in p.replace] if d["dev"] == dev]
+            wanted = [d for d in _tc.changing(p) + p.unchanged if d["dev"] == dev]
             if not left and not wanted:
                 remove_qdisc.append(dev)
 
@@ -600,7 +606,7 @@ def run(module):
         back, rb_error, same = undo_and_check(len(lines))
         if p2 is not None:
             detail = "still to do: %s" % ", ".join(
-                ["add %s" % _tc.describe(d) for d in p2.add] + ["change %s" % _tc.describe(d) for _, d in p2.replace]
+                ["add %s" % _tc.describe(d) for d in p2.add] + ["change %s" % _tc.describe(pair[1]) for pair in p2.replace]
                 + ["delete %s" % _tc.describe(c) for c in p2.delete] + ["qdisc on %s" % d for d in remove_qdisc if d in hooks2])
         raise Failure("the rules read back differ from the request after applying (%s); %s" % (
             detail, "undid the run, the host is as before" if same else

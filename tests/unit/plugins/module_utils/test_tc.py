@@ -472,8 +472,8 @@ def test_slot_conflicts():
     d3 = desired(rule("tv0", 30, "ip", {}, [POP]), "config[2]")  # free
     p = plan(KIND, "merged", [d1, d2, d3], cur)
     got = _tc.slot_conflicts(KIND, p, p.add, cur)
-    assert [(d["_field"], c["kind"], c["protocol"]) for d, c, _ in got] == [("config[0]", "u32", "all"),
-                                                                            ("config[1]", "flower", "arp")]
+    assert [(g[0]["_field"], g[1]["kind"], g[1]["protocol"]) for g in got] == [
+        ("config[0]", "u32", "all"), ("config[1]", "flower", "arp")]
     assert "foreign u32" in got[0][2] and "state=overridden" in got[1][2]
     # overridden deletes the owned arp rule first: no conflict left for it
     p = plan(KIND, "overridden", [d2], current_from("tv0", "owned_lab_tv0_derived.json"))
@@ -521,7 +521,7 @@ def test_build_batch_order_and_undo():
 def test_build_batch_no_qdisc_when_clsact_present():
     d = desired(rule("r1", 5, "all", {}, [POP]))
     p = plan(KIND, "merged", [d], [])
-    lines, _, _ = _tc.build_batch(KIND, p, {"r1": "clsact"})
+    lines = _tc.build_batch(KIND, p, {"r1": "clsact"})[0]
     assert lines == [_tc.filter_line("add", d)]
 
 

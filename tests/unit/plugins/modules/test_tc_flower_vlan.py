@@ -111,7 +111,7 @@ class FakeTc:
                     i += 7
                 a["control_action"] = {"type": "pipe"}
             else:
-                _, what, _, target = toks[i:i + 4]
+                what, target = toks[i + 1], toks[i + 3]
                 if target not in self.links:
                     raise KernelError('Cannot find device "%s"' % target)
                 a.update(kind="mirred", mirred_action=what, direction="egress", to_dev=target,
@@ -569,7 +569,7 @@ def test_failure_part_way_rolls_back_everything_this_run_did():
     assert res["msg"].startswith("tc refused config[2] (dev pf0vf0_rep chain 0 prio 10 protocol all): "
                                  "Error: Failed to load TC action module. -- the kernel lacks an action")
     assert "Undid the 4 line(s) already applied; the host is as before." in res["msg"]
-    assert [force for force, _ in fake.batches] == [False, True]
+    assert [b[0] for b in fake.batches] == [False, True]
 
     def strip(state):
         hooks, filters = state
@@ -591,7 +591,7 @@ def test_unknown_failure_point_undoes_all_lines_with_force():
     res, failed = run_module(tc_flower_vlan.main, args([UPLINK]), host)
     assert failed
     assert res["rollback"] == ["filter del dev pf0 ingress protocol 802.1q chain 0 prio 10", "qdisc del dev pf0 ingress"]
-    assert [force for force, _ in fake.batches] == [True]
+    assert [b[0] for b in fake.batches] == [True]
     assert res["restored"] is True and fake.hooks == {}
 
 
