@@ -49,7 +49,7 @@ class ActionModule(ActionBase):
         try:
             rrange = _pairs.parse_reqid_range(rrange, "reqid_range") if rrange is not None else _pairs.DEFAULT_REQID_RANGE
             path = _keystore.resolve(args["path"], self._loader.get_basedir())
-            with _keystore.locked(path):
+            with _keystore.locked(path, create=not self._task.check_mode):
                 doc, vault = _keystore.read(path, _vault_secrets(self._loader))
                 entries = _pairs.parse_store(doc)
                 links = _pairs.links_from_summary(pairs)

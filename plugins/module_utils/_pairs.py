@@ -686,7 +686,8 @@ def attach_keys(links, store=None, require=True):
             continue
         if require:
             problems.append("%s: no key for %s: set ipsec_overrides[%s].key on %s (from a vault variable) "
-                            "or let the ipsec_keystore action create one"
+                            "or let the ipsec_keystore action create one (playbooks/derive.yml; in check "
+                            "mode it writes nothing)"
                             % (_where(lk.src, "ipsec_overrides[%s].key" % lk.dst), lk.name, lk.dst, lk.src))
     if problems:
         raise DeriveError(problems)

@@ -144,9 +144,16 @@ def write(path, doc, vault=None):
 
 
 @contextlib.contextmanager
-def locked(path):
-    """Exclusive lock on the store's directory for a read-modify-write cycle."""
+def locked(path, create=True):
+    """Exclusive lock on the store's directory for a read-modify-write cycle.
+
+    With create=False (check mode) a missing directory is not created: there is nothing to read
+    and nothing will be written, so there is nothing to lock either.
+    """
     directory = os.path.dirname(path)
+    if not create and not os.path.isdir(directory):
+        yield
+        return
     ensure_dir(directory)
     fd = os.open(directory, os.O_RDONLY)
     try:

@@ -80,10 +80,10 @@ def test_creates_keys_once_with_modes_0600_0700(tmp_path):
 
 
 def test_check_mode_writes_nothing(tmp_path):
-    path = tmp_path / "keys.yml"
+    path = tmp_path / "new-dir" / "keys.yml"
     r = run_action(path, _pairs.derive(hosts(2), keys="none"), check=True)
     assert r["changed"] is True and r["created"] == ["n1->n2", "n2->n1"]
-    assert not path.exists()
+    assert not path.parent.exists()
 
 
 def test_diff_redacts_keys(tmp_path):

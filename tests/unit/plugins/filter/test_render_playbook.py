@@ -18,6 +18,7 @@ import ansible_collections.ipsec_offload.mlx5 as collection
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 PLAYBOOK = os.path.join(ROOT, "playbooks", "render.yml")
+DERIVE = os.path.join(ROOT, "playbooks", "derive.yml")
 EXAMPLES = os.path.join(ROOT, "inventories", "examples")
 # .../ansible_collections/ipsec_offload/mlx5 -> the directory holding ansible_collections
 COLLECTIONS = os.path.dirname(os.path.dirname(os.path.dirname(list(collection.__path__)[0])))
@@ -108,20 +109,40 @@ def test_render_mesh3_namespace_and_offload(tmp_path):
     assert any(spi_of(ln) == "0x00001000" for ln in n1)           # the hand-given SPI node1 -> node2
 
 
-@needs_modules
+def test_derive_playbook_keystore_once_and_quiet(tmp_path):
+    rc, out = play(tmp_path, "mesh3", playbook=DERIVE)
+    assert rc == 0, out
+    assert "changed=1" in out
+    ks = tmp_path / "ks" / "keys.yml"
+    assert stat.S_IMODE(os.stat(ks).st_mode) == 0o600 and stat.S_IMODE(os.stat(ks.parent).st_mode) == 0o700
+    keys = store_keys(tmp_path)
+    assert len(keys) == 6 and not any(k in out.lower() for k in keys.values())
+    text = ks.read_text()
+    rc, out = play(tmp_path, "mesh3", "-v", playbook=DERIVE)
+    assert rc == 0, out
+    assert "changed=0" in out and ks.read_text() == text
+    assert not any(k in out.lower() for k in keys.values())
+
+
+def test_derive_playbook_check_mode_without_keys_says_why(tmp_path):
+    rc, out = play(tmp_path, "lab", "--check", playbook=DERIVE)
+    assert rc != 0
+    assert "no key for lab1->lab2" in out and "in check mode it writes nothing" in out
+    assert not (tmp_path / "ks").exists()
+
+
 def test_render_refuses_bad_inventory_before_writing(tmp_path):
     inv = tmp_path / "bad.yml"
     inv.write_text(yaml.safe_dump({"all": {"hosts": {
         "a": {"ipsec_local_ip": "10.0.0.1", "ipsec_peers": ["b"], "ipsec_offload": "none"},
         "b": {"ipsec_local_ip": "10.0.0.2", "ipsec_offload": "none"},
     }}}))
-    rc, out = play(tmp_path, str(inv))
+    rc, out = play(tmp_path, str(inv), playbook=DERIVE)
     assert rc != 0
     assert "host a: ipsec_peers: lists b, but b does not list a" in out
     assert not (tmp_path / "out").exists() and not (tmp_path / "ks").exists()
 
 
-@needs_modules
 def test_render_refuses_a_bad_key_without_showing_it(tmp_path):
     secret = "0x" + "5ec2e7" * 6 + "99"     # 19 bytes: wrong length
     inv = tmp_path / "badkey.yml"
@@ -130,7 +151,7 @@ def test_render_refuses_a_bad_key_without_showing_it(tmp_path):
               "ipsec_overrides": {"b": {"key": secret}}},
         "b": {"ipsec_local_ip": "10.0.0.2", "ipsec_peers": ["a"], "ipsec_offload": "none"},
     }}}))
-    rc, out = play(tmp_path, str(inv), "-vvv")
+    rc, out = play(tmp_path, str(inv), "-vvv", playbook=DERIVE)
     assert rc != 0
     assert "host a: ipsec_overrides[b].key: is 19 bytes long" in out
     assert secret[2:] not in out.lower() and secret[2:18] not in out.lower()
