@@ -212,7 +212,7 @@ def _report(module, spec, result, desired, now):
     for r in report:
         if r["requested"] not in ("none", None) and r["in_effect"] == "none":
             module.warn("%s: %s offload on %s was requested but the kernel runs it in software (fallback "
-                        "allowed)" % (r["sa"], r["requested"], r["dev"]))
+                        "allowed)" % (r.get("sa") or r.get("sp"), r["requested"], r["dev"]))
 
 
 def _summarise(result):

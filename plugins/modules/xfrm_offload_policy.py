@@ -1,0 +1,270 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) ipsec_offload.mlx5 contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: xfrm_offload_policy
+short_description: IPsec policies (xfrm policies) with mlx5 packet offload, as one resource list
+description:
+  - Manages a list of IPsec security policies (C(ip xfrm policy), main policy type) in one call, with
+    IPsec packet offload ("full offload") on an NVIDIA ConnectX-6 Dx / ConnectX-7 / BlueField-2 port.
+  - The identity of a policy is its selector (source and destination prefix, protocol, ports) and its
+    direction. A policy is owned by this collection when it has a template and the template's reqid lies
+    in O(owned_reqid_range); only owned policies are ever changed or deleted.
+  - A changed policy is rewritten with C(ip xfrm policy update), which swaps it atomically (no moment
+    without a policy, so no cleartext window); new ones use C(add), removed ones C(delete).
+  - Policies support only packet offload. Forward (C(fwd)) policies are never offloaded by mlx5, so
+    offload on them is refused.
+author: ipsec_offload.mlx5 contributors
+extends_documentation_fragment:
+  - ipsec_offload.mlx5.common
+  - ipsec_offload.mlx5.xfrm
+options:
+  config:
+    description:
+      - The policies. For O(state=deleted) only the selector and O(config[].dir) are needed.
+    type: list
+    elements: dict
+    suboptions:
+      src:
+        description: Source prefix of the selector, for example C(10.0.0.1/32) or C(10.1.0.0/16); no host bits.
+        type: str
+        required: true
+      dst:
+        description: Destination prefix of the selector; same family as O(config[].src).
+        type: str
+        required: true
+      proto:
+        description: Upper-layer protocol of the selector, a number or a name such as C(tcp), C(udp), C(sctp).
+        type: raw
+      sport:
+        description: Source port of the selector (tcp, udp, sctp, dccp only).
+        type: int
+      dport:
+        description: Destination port of the selector (tcp, udp, sctp, dccp only).
+        type: int
+      dir:
+        description: Policy direction.
+        type: str
+        required: true
+        choices: [in, out, fwd]
+      priority:
+        description: Policy priority (lower wins). Defaults to 0 when the policy is created.
+        type: int
+      action:
+        description: C(allow) protects the traffic with the template; C(block) drops it. Defaults to C(allow).
+        type: str
+        choices: [allow, block]
+      tmpl:
+        description:
+          - The template (the SA to use). Required when the policy is created, also for C(block)
+            policies, where the kernel does not use it but its reqid marks the policy as owned.
+        type: dict
+        suboptions:
+          src:
+            description: Template source address (tunnel endpoint). Required for tunnel mode.
+            type: str
+          dst:
+            description: Template destination address (tunnel endpoint). Required for tunnel mode.
+            type: str
+          proto:
+            description: IPsec protocol.
+            type: str
+            choices: [esp]
+            default: esp
+          reqid:
+            description: Request id of the SAs this template uses; must lie in O(owned_reqid_range).
+            type: raw
+            required: true
+          mode:
+            description: IPsec mode.
+            type: str
+            choices: [transport, tunnel]
+            default: transport
+          level:
+            description: C(required) drops traffic without a matching SA; C(use) lets it pass in clear text.
+            type: str
+            choices: [required, use]
+            default: required
+      offload:
+        description:
+          - Hardware offload. Required when an C(in) or C(out) policy is created; C(fwd) policies
+            default to no offload. With O(state=merged) an existing policy keeps its offload.
+        type: dict
+        suboptions:
+          type:
+            description:
+              - C(packet) (the default for C(in)/C(out)) installs the policy in the NIC; C(none) keeps it in
+                software (labs, and C(fwd) policies).
+            type: str
+            choices: [packet, none]
+          dev:
+            description: The netdev that offloads the policy. Required with C(packet).
+            type: str
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+'''
+
+EXAMPLES = r'''
+- name: Transport-mode policies of one host, packet offload on the uplink
+  ipsec_offload.mlx5.xfrm_offload_policy:
+    config:
+      - src: 192.168.100.1/32
+        dst: 192.168.100.2/32
+        dir: out
+        tmpl: {src: 192.168.100.1, dst: 192.168.100.2, reqid: "0x51c00001"}
+        offload: {type: packet, dev: p0}
+      - src: 192.168.100.2/32
+        dst: 192.168.100.1/32
+        dir: in
+        tmpl: {src: 192.168.100.2, dst: 192.168.100.1, reqid: "0x51c00002"}
+        offload: {type: packet, dev: p0}
+
+- name: Only VXLAN (udp/4789) between the tunnel endpoints, software policies for the lab
+  ipsec_offload.mlx5.xfrm_offload_policy:
+    config:
+      - {src: 192.168.100.1/32, dst: 192.168.100.2/32, proto: udp, dport: 4789, dir: out,
+         tmpl: {reqid: "0x51c00001"}, offload: {type: none}}
+    state: overridden
+
+- name: Remove every policy this collection owns
+  ipsec_offload.mlx5.xfrm_offload_policy:
+    state: deleted
+'''
+
+RETURN = r'''
+changed:
+  description: Whether policies were (or in check mode would be) added, updated or deleted.
+  returned: always
+  type: bool
+commands:
+  description: The batch lines (for C(ip -batch -)) of this run.
+  returned: when a host was read
+  type: list
+  elements: str
+  sample: ["xfrm policy add src 192.168.100.1/32 dst 192.168.100.2/32 dir out priority 0 ptype main offload packet dev p0 tmpl src 192.168.100.1 dst 192.168.100.2 proto esp reqid 0x51c00001 mode transport"]
+counts:
+  description: Number of policies added, replaced (updated), deleted and unchanged.
+  returned: when a host was read
+  type: dict
+before:
+  description: The owned policies before the run.
+  returned: when a host was read and O(output=full)
+  type: list
+  elements: dict
+after:
+  description: The owned policies after the run as read back (in check mode, as they would be).
+  returned: when a host was read and O(output=full)
+  type: list
+  elements: dict
+offload:
+  description: One entry per listed policy (not for O(state=deleted)), requested offload and what is in effect.
+  returned: when a host was read
+  type: list
+  elements: dict
+  sample: [{sp: "SP src 192.168.100.1/32 dst 192.168.100.2/32 dir out", requested: packet, dev: p0, in_effect: packet, in_effect_dev: p0}]
+features:
+  description: What C(ip) and the kernel support (probed or given).
+  returned: when a host was read, and with O(state=rendered)
+  type: dict
+gathered:
+  description: The owned policies on the host.
+  returned: O(state=gathered)
+  type: list
+  elements: dict
+rendered:
+  description: The batch lines that would add the listed policies.
+  returned: O(state=rendered)
+  type: list
+  elements: str
+failed_object:
+  description: The policy whose batch line failed or whose check after the change failed.
+  returned: failure while applying
+  type: str
+kernel_message:
+  description: What C(ip) / the kernel said.
+  returned: failure while applying
+  type: str
+rolled_back:
+  description: Whether the rollback restored every policy this run had touched.
+  returned: failure while applying
+  type: bool
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_run
+
+
+class PolicySpec(_xfrm_run.Spec):
+    which = "policy"
+    kind = X.SPKind()
+
+    def validate(self, field, item, state, rng):
+        return X.validate_sp(field, item, state, rng)
+
+    def complete(self, d, current):
+        return X.complete_sp(d, current)
+
+    def offload_report(self, desired, now):
+        cur = {self.kind.key(c): c for c in now or []}
+        report = []
+        for d in desired:
+            c = cur.get(self.kind.key(d))
+            report.append({"sp": self.kind.describe(d),
+                           "requested": d["offload"]["type"], "dev": d["offload"]["dev"],
+                           "in_effect": c["offload"]["type"] if c else None,
+                           "in_effect_dev": c["offload"]["dev"] if c else None})
+        return report
+
+
+def argument_spec():
+    return dict(
+        config=dict(type="list", elements="dict", options=dict(
+            src=dict(type="str", required=True),
+            dst=dict(type="str", required=True),
+            proto=dict(type="raw"),
+            sport=dict(type="int"),
+            dport=dict(type="int"),
+            dir=dict(type="str", required=True, choices=list(X.SP_DIRS)),
+            priority=dict(type="int"),
+            action=dict(type="str", choices=["allow", "block"]),
+            tmpl=dict(type="dict", options=dict(
+                src=dict(type="str"),
+                dst=dict(type="str"),
+                proto=dict(type="str", choices=["esp"], default="esp"),
+                reqid=dict(type="raw", required=True),
+                mode=dict(type="str", choices=list(X.SA_MODES), default="transport"),
+                level=dict(type="str", choices=["required", "use"], default="required"),
+            )),
+            offload=dict(type="dict", options=dict(
+                type=dict(type="str", choices=["packet", "none"]),
+                dev=dict(type="str"),
+            )),
+        )),
+        state=dict(type="str", default="merged",
+                   choices=["merged", "replaced", "overridden", "deleted", "gathered", "rendered"]),
+        namespace=dict(type="str"),
+        owned_reqid_range=dict(type="list", elements="raw"),
+        output=dict(type="str", choices=["full", "summary"], default="full"),
+        features=dict(type="dict", options=dict(
+            offload_packet=dict(type="bool"),
+            sa_dir=dict(type="bool"),
+        )),
+    )
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    _xfrm_run.run(module, PolicySpec(), module.params)
+
+
+if __name__ == "__main__":
+    main()
