@@ -52,10 +52,10 @@ class FakeHost:
         raise UnexpectedCommand("unexpected command: %r (stdin=%r)" % (argv, stdin))
 
     def commands(self):
-        return [argv for argv, _ in self.calls]
+        return [argv for argv, dummy in self.calls]
 
     def stdins(self):
-        return [s for _, s in self.calls if s is not None]
+        return [s for dummy, s in self.calls if s is not None]
 
 
 class ModuleExit(Exception):

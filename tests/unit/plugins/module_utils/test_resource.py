@@ -9,18 +9,18 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _resourc
 class Kind(_resource.ObjectKind):
     """Objects are dicts {id, val, owner}; owner True means ours."""
 
-    def key(self, o):
-        return o["id"]
+    def key(self, obj):
+        return obj["id"]
 
-    def same(self, c, d):
-        return c["val"] == d["val"]
+    def same(self, current, desired):
+        return current["val"] == desired["val"]
 
-    def owned(self, o):
-        return o.get("owner", True)
+    def owned(self, obj):
+        return obj.get("owner", True)
 
-    def merge(self, c, d):
-        m = dict(c)
-        m.update({k: v for k, v in d.items() if v is not None})
+    def merge(self, current, desired):
+        m = dict(current)
+        m.update({k: v for k, v in desired.items() if v is not None})
         return m
 
 
