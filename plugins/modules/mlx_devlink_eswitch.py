@@ -71,10 +71,13 @@ options:
           - Needed only when a VF number is on several controllers.
         type: int
       ipsec_packet:
-        description: Enable or disable IPsec packet (full) offload for this VF. Omit to keep it.
+        description:
+          - Enable or disable IPsec packet (full) offload for this VF. Omit to keep it.
+          - V(true) on a port that does not report the capability is refused; V(false) there is
+            already true (noted in RV(notes)).
         type: bool
       ipsec_crypto:
-        description: Enable or disable IPsec crypto offload for this VF. Omit to keep it.
+        description: Enable or disable IPsec crypto offload for this VF. Omit to keep it. Unsupported as for O(port_functions[].ipsec_packet).
         type: bool
   unbind_vfs:
     description:
@@ -301,8 +304,12 @@ def plan_device(state, want):
     return steps
 
 
-def plan_port_functions(ports, wanted):
-    """Port-function steps for the wanted entries against the ports read; raise Refused.  Pure."""
+def plan_port_functions(ports, wanted, notes=None):
+    """Port-function steps for the wanted entries against the ports read; raise Refused.  Pure.
+
+    A capability the port does not report cannot be enabled (refused); asking for it to be off is
+    already true (a note says so).
+    """
     steps = []
     for w in wanted:
         try:
@@ -316,6 +323,11 @@ def plan_port_functions(ports, wanted):
             if cap not in w["caps"]:
                 continue
             cur = p["caps"][cap]
+            if cur is None and not w["caps"][cap]:
+                if notes is not None:
+                    notes.append("%s: port %s does not report %s; it cannot be on, nothing to disable"
+                                 % (w["field"], _devlink.describe_port(p), cap))
+                continue
             if cur is None:
                 raise Refused("%s.%s" % (w["field"], cap),
                               "port %s does not report %s: the driver or firmware does not offer this "
@@ -406,6 +418,21 @@ def read_state(dl, device):
             "ports": dl.ports(device)}
 
 
+def check_vfs_exist(sysfs, device, wanted):
+    """Refuse a port function for a VF number the PF does not have (sysfs sriov_numvfs)."""
+    vfs = [w for w in wanted if w["vf"] is not None and not w["controller"]]
+    if not vfs:
+        return
+    try:
+        num = _sysfs.sriov_info(sysfs, _sysfs.device_from_name(sysfs, device))["num_vfs"]
+    except _sysfs.SysfsError:
+        return  # not a device we can see in sysfs (auxiliary/...): the port lookup decides
+    for w in vfs:
+        if num is not None and w["vf"] >= num:
+            raise Refused(w["field"] + ".vf", "VF %d does not exist: %s has %d VFs (create them first with "
+                                              "mlx_sriov)" % (w["vf"], device, num))
+
+
 def device_netdevs(sysfs, device, ports):
     names = set(p["netdev"] for p in ports if p["netdev"])
     bus, name = device.split("/", 1)
@@ -474,7 +501,8 @@ def main():
         dev_steps = plan_device(state, want)
         mode_changes = any(s["kind"] == "mode" for s in dev_steps)
         deferred = bool(want["ports"]) and mode_changes
-        port_steps = [] if deferred else plan_port_functions(state["ports"], want["ports"])
+        port_steps = [] if deferred else plan_port_functions(state["ports"], want["ports"], notes)
+        check_vfs_exist(sysfs, device, want["ports"])
         if dev_steps:
             netdevs = device_netdevs(sysfs, device, state["ports"])
             try:
@@ -599,7 +627,7 @@ def main():
             run_devlink(s)
         if deferred:
             failed_step = "devlink -j port show (ports after the mode change)"
-            port_steps = plan_port_functions(dl.ports(device), want["ports"])
+            port_steps = plan_port_functions(dl.ports(device), want["ports"], notes)
         for s in port_steps:
             failed_step = _argv_text(s["args"])
             run_devlink(s)

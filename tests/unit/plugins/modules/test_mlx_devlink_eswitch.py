@@ -125,7 +125,7 @@ def sysfs(tmp_path, monkeypatch):
     t.install(monkeypatch, _sysfs)
     devdir = t.add_pci_pf(PF, netdevs=("p0", "pf0vf0", "pf0vf1"), total_vfs=4)
     t.set_vfs(devdir, 2)
-    t.add_netdevsim("netdevsim1", netdevs=("eth0",))
+    t.set_vfs(t.add_netdevsim("netdevsim1", netdevs=("eth0",)), 2)
     t.writes.clear()
     return t
 
@@ -449,6 +449,25 @@ def test_netdevsim_in_switchdev_refuses_cap_before_anything(sysfs):
     res, failed = run_module(mod.main, {"device": NSIM, "port_functions": [{"port": NSIM + "/129",
                                                                             "ipsec_crypto": True}]}, host)
     assert failed and "does not report ipsec_crypto" in res["msg"] and writes(host) == []
+
+
+def test_netdevsim_cap_off_is_already_true(sysfs):
+    dl = FakeDevlink(handle=NSIM, kind="netdevsim", mode="switchdev")
+    host = host_for(dl)
+    res, failed = run_module(mod.main, {"device": NSIM, "port_functions": [{"vf": 1, "ipsec_packet": False}]}, host)
+    assert not failed and not res["changed"] and writes(host) == []
+    assert res["notes"] == ["port_functions[0]: port netdevsim/netdevsim1/129 (vf 1, eth2) does not report "
+                            "ipsec_packet; it cannot be on, nothing to disable"]
+
+
+@pytest.mark.parametrize("device,dl", [(DEV, FakeDevlink()), (NSIM, FakeDevlink(handle=NSIM, kind="netdevsim"))])
+def test_vf_that_does_not_exist_is_refused_before_anything(sysfs, device, dl):
+    host = host_for(dl)
+    res, failed = run_module(mod.main, {"device": device, "mode": "switchdev",
+                                        "port_functions": [{"vf": 2, "ipsec_crypto": True}]}, host)
+    assert failed and res["field"] == "port_functions[0].vf"
+    assert res["msg"].endswith("VF 2 does not exist: %s has 2 VFs (create them first with mlx_sriov)" % device)
+    assert writes(host) == [] and sysfs.writes == [] and dl.mode == "legacy"
 
 
 @pytest.mark.parametrize("args,field", [
