@@ -501,8 +501,8 @@ def main():
         dev_steps = plan_device(state, want)
         mode_changes = any(s["kind"] == "mode" for s in dev_steps)
         deferred = bool(want["ports"]) and mode_changes
-        port_steps = [] if deferred else plan_port_functions(state["ports"], want["ports"], notes)
         check_vfs_exist(sysfs, device, want["ports"])
+        port_steps = [] if deferred else plan_port_functions(state["ports"], want["ports"], notes)
         if dev_steps:
             netdevs = device_netdevs(sysfs, device, state["ports"])
             try:

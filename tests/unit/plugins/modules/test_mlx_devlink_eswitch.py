@@ -460,14 +460,18 @@ def test_netdevsim_cap_off_is_already_true(sysfs):
                             "ipsec_packet; it cannot be on, nothing to disable"]
 
 
-@pytest.mark.parametrize("device,dl", [(DEV, FakeDevlink()), (NSIM, FakeDevlink(handle=NSIM, kind="netdevsim"))])
+@pytest.mark.parametrize("device,dl", [
+    (DEV, FakeDevlink()), (NSIM, FakeDevlink(handle=NSIM, kind="netdevsim")),
+    (DEV, FakeDevlink(mode="switchdev", fsm="dmfs")), (NSIM, FakeDevlink(handle=NSIM, kind="netdevsim", mode="switchdev")),
+])
 def test_vf_that_does_not_exist_is_refused_before_anything(sysfs, device, dl):
     host = host_for(dl)
+    mode = dl.mode
     res, failed = run_module(mod.main, {"device": device, "mode": "switchdev",
                                         "port_functions": [{"vf": 2, "ipsec_crypto": True}]}, host)
     assert failed and res["field"] == "port_functions[0].vf"
     assert res["msg"].endswith("VF 2 does not exist: %s has 2 VFs (create them first with mlx_sriov)" % device)
-    assert writes(host) == [] and sysfs.writes == [] and dl.mode == "legacy"
+    assert writes(host) == [] and sysfs.writes == [] and dl.mode == mode
 
 
 @pytest.mark.parametrize("args,field", [
