@@ -57,6 +57,23 @@ HINTS = [
      "the device cannot offload ESN states: disable esn for this SA or use another offload type"),
     (r"Mismatched SA and offload direction",
      "the SA direction and the offload direction differ: make them the same"),
+    # devlink eswitch / port function (mlx5 eswitch_offloads.c; appended for mlx_devlink_eswitch)
+    (r"Device doesn't support IPsec crypto",
+     "this device/firmware does not offer IPsec crypto offload for VFs: check the NIC is "
+     "crypto-enabled and its firmware supports it"),
+    (r"Eswitch vport is disabled",
+     "the VF's eswitch vport is not enabled: create the VF (mlx_sriov num_vfs) and put the eswitch "
+     "in switchdev mode before setting its port function"),
+    (r"Failed to set IPsec (packet mode|crypto)",
+     "the firmware refused the port-function change: check dmesg for the mlx5 syndrome; the VF "
+     "must be unbound while its IPsec capability changes"),
+    (r"Can't set encapsulation when (flows|IPsec SA)",
+     "the encap mode cannot change while offloaded flows or IPsec SAs/policies exist: remove them "
+     "first (tc_flower_vlan / xfrm_offload_state / xfrm_offload_policy state=deleted)"),
+    (r"multi-PF netdev \(Socket Direct\)",
+     "switchdev mode is not possible while a multi-PF (Socket Direct) netdev is configured"),
+    (r"Can't change mode while devlink traps are active",
+     "disable the active devlink traps (devlink trap set ... action drop) before changing the eswitch mode"),
 ]
 
 

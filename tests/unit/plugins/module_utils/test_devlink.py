@@ -236,3 +236,26 @@ def test_client_ports_and_eswitch():
     run_module(_client_main(body), {}, host)
     assert seen == {"ports": ["netdevsim/netdevsim1/0", "netdevsim/netdevsim1/128", "netdevsim/netdevsim1/129"],
                     "mode": "switchdev"}
+
+
+# --------------------------------------------- hints for devlink messages (appended to _runner.HINTS)
+
+@pytest.mark.parametrize("stderr,advice", [
+    # texts from ../shared/reference/samples/kernel_and_driver_error_messages.txt, as devlink prints them
+    ("Error: mlx5_core: Device doesn't support IPSec crypto.\nkernel answers: Operation not supported", "crypto-enabled"),
+    ("Error: mlx5_core: Device doesn't support IPsec packet mode.\nkernel answers: Operation not supported",
+     "does not offer IPsec packet offload"),
+    ("Error: mlx5_core: Eswitch vport is disabled.\nkernel answers: Operation not supported", "vport is not enabled"),
+    ("Error: mlx5_core: Failed to set IPsec crypto.\nkernel answers: Invalid argument", "firmware refused"),
+    ("Error: mlx5_core: Can't set encapsulation when IPsec SA and/or policies are configured.\n"
+     "kernel answers: Operation not supported", "encap mode cannot change"),
+    ("Error: mlx5_core: Can't change E-Switch mode to switchdev when multi-PF netdev (Socket Direct) is configured.\n"
+     "kernel answers: Operation not permitted", "Socket Direct"),
+    ("Error: mlx5_core: Changing fs mode is not supported when eswitch offloads enabled.\n"
+     "kernel answers: Operation not supported", "legacy mode"),
+    ("Error: Port doesn't support ipsec_packet function attribute.\nkernel answers: Operation not supported",
+     "no IPsec port-function capability"),
+])
+def test_devlink_failures_carry_a_hint(stderr, advice):
+    exc = ToolError(["devlink", "port", "function", "set", "pci/0000:08:00.0/1", "ipsec_packet", "enable"], 1, "", stderr)
+    assert exc.hint and advice in exc.hint
