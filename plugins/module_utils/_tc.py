@@ -605,8 +605,19 @@ def parse_qdiscs(text):
 
 
 def parse_links(text):
-    """``ip -j link show`` -> set of interface names."""
-    return set(x["ifname"] for x in load_json(text, "ip -j link show") if isinstance(x, dict) and x.get("ifname"))
+    """``ip -d -j link show`` -> {interface name: parent device ("pci/0000:08:00.0") or None}.
+
+    The parent ("parentbus"/"parentdev", iproute2 >= 5.14) is the device the driver registered the
+    netdev on: for mlx5 the PCI function, which the uplink and the VF representors share.
+    """
+    out = {}
+    for x in load_json(text, "ip -d -j link show"):
+        if isinstance(x, dict) and x.get("ifname"):
+            parent = None
+            if x.get("parentbus") and x.get("parentdev"):
+                parent = "%s/%s" % (x["parentbus"], x["parentdev"])
+            out[x["ifname"]] = parent
+    return out
 
 
 _XFRM_OFFLOAD_RE = re.compile(r"^\s*crypto offload parameters: dev (\S+)", re.MULTILINE)
@@ -615,6 +626,15 @@ _XFRM_OFFLOAD_RE = re.compile(r"^\s*crypto offload parameters: dev (\S+)", re.MU
 def xfrm_offload_devices(text):
     """Devices named on ``crypto offload parameters: dev X ...`` lines of ``ip xfrm state``."""
     return set(_XFRM_OFFLOAD_RE.findall(text or ""))
+
+
+def ipsec_ready(dev, offload_devs, parents):
+    """True if ``dev``, or another netdev on the same parent device (mlx5: the same PCI function,
+    whose IPsec tables the kernel checks), already holds an offloaded xfrm state."""
+    if dev in offload_devs:
+        return True
+    parent = parents.get(dev)
+    return bool(parent) and any(parents.get(x) == parent for x in offload_devs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -801,7 +821,7 @@ class TcClient:
         self.ip = ip_runner
 
     def links(self):
-        return parse_links(self.ip.out(["-j", "link", "show"], what="ip -j link show"))
+        return parse_links(self.ip.out(["-d", "-j", "link", "show"], what="ip -d -j link show"))
 
     def hooks(self):
         return parse_qdiscs(self.tc.out(["-j", "qdisc", "show"], what="tc -j qdisc show"))

@@ -32,8 +32,10 @@ description:
   - "mlx5: IPsec RX/TX steering tables must exist before any offloaded TC rule on the same device,
     otherwise the first offloaded IPsec state or policy is refused with C(EBUSY). With
     O(require_ipsec_before_offload=true) (the default) a rule that may be offloaded (O(config[].hw) is
-    not V(skip_hw)) is refused on a device that has no offloaded xfrm state yet (a
-    C(crypto offload parameters: dev DEV) line in C(ip xfrm state list nokeys))."
+    not V(skip_hw)) is refused on a device when neither it nor another netdev of the same parent
+    device (C(ip -d link) C(parentdev); for mlx5 the PCI function shared by the uplink and its VF
+    representors) has an offloaded xfrm state yet (a C(crypto offload parameters: dev DEV) line in
+    C(ip xfrm state list nokeys))."
   - Each rule's result says whether the kernel holds it in hardware (V(in_hw)) or in software only
     (V(not_in_hw)).
 author: ipsec_offload.mlx5 contributors
@@ -166,9 +168,9 @@ options:
     elements: str
   require_ipsec_before_offload:
     description:
-      - Refuse to add a rule that may be offloaded (O(config[].hw) not V(skip_hw)) to a device that has no
-        offloaded xfrm state yet (mlx5 refuses the first offloaded IPsec object once offloaded TC rules
-        exist on the device).
+      - Refuse to add a rule that may be offloaded (O(config[].hw) not V(skip_hw)) to a device when neither
+        it nor another netdev of the same PCI function has an offloaded xfrm state yet (mlx5 refuses the
+        first offloaded IPsec object once offloaded TC rules exist on the function).
       - Set to V(false) for devices where no IPsec offload will be configured on the same function, for
         example VF representors and the uplink in the vendor's RoCE-over-VF example, where IPsec runs on
         the VF itself.
@@ -311,7 +313,7 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _tc, _va
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import STATES, plan
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError, failed_batch_line
 
-IPSEC_FIRST = ("on mlx5 the first offloaded IPsec state/policy is refused (EBUSY) once offloaded TC rules "
+IPSEC_FIRST = ("On mlx5 the first offloaded IPsec state/policy is refused (EBUSY) once offloaded TC rules "
                "exist, so IPsec must come first: apply the IPsec states and policies (xfrm_offload_state / "
                "xfrm_offload_policy) on %s first, then this module; or set hw: skip_hw on rules that stay "
                "in software, or require_ipsec_before_offload: false if no IPsec offload will ever be "
@@ -524,9 +526,10 @@ def run(module):
             raise Failure("cannot read `ip xfrm state` to check that IPsec offload is set up before "
                           "offloadable TC rules (%s); set require_ipsec_before_offload: false if this host "
                           "uses no IPsec offload" % exc.message)
-        missing = [d for d in need if d not in have]
+        missing = [d for d in need if not _tc.ipsec_ready(d, have, links)]
         if missing:
-            raise Failure("refusing offloadable TC rules on %s: no offloaded xfrm state on %s yet. %s"
+            raise Failure("refusing offloadable TC rules on %s: no offloaded xfrm state on %s (or on another "
+                          "netdev of the same PCI function) yet. %s"
                           % (", ".join(missing), "it" if len(missing) == 1 else "them",
                              IPSEC_FIRST % ", ".join(missing)))
 

@@ -380,7 +380,29 @@ def test_empty_output_is_no_filters():
 
 def test_parse_qdiscs_and_links_real():
     assert _tc.parse_qdiscs(tcfix("qdisc_show_ingress_clsact_host.json")) == {"r0": "ingress", "r1": "clsact"}
-    assert _tc.parse_links(tcfix("ip_link_show_host.json")) == {"lo", "r0", "r1"}
+    assert _tc.parse_links(tcfix("ip_link_show_host.json")) == {"lo": None, "r0": None, "r1": None}
+    assert _tc.parse_links(tcfix("ip_d_link_show_veth_host.json")) == {"lo": None, "a0": None, "a1": None}
+    assert _tc.parse_links(tcfix("ip_d_link_show_eth0_virtio_host.json")) == {"eth0": "virtio/virtio2"}
+
+
+def test_parse_links_mlx5_switchdev_derived():
+    assert _tc.parse_links(tcfix("ip_d_link_show_mlx5_switchdev_derived.json")) == {
+        "p0": "pci/0000:08:00.0", "pf0vf0": "pci/0000:08:00.0", "enp8s0f0v0": "pci/0000:08:00.2"}
+
+
+@pytest.mark.parametrize("dev,offload_devs,ready", [
+    ("p0", {"p0"}, True),               # IPsec offloaded on the device itself
+    ("pf0vf0", {"p0"}, True),           # VF representor: same PCI function as the uplink
+    ("enp8s0f0v0", {"p0"}, False),      # the VF is its own function
+    ("p0", {"enp8s0f0v0"}, False),
+    ("p0", set(), False),
+    ("lo", {"eth9"}, False),            # no parent device known: only the device itself counts
+    ("eth9", {"eth9"}, True),
+])
+def test_ipsec_ready(dev, offload_devs, ready):
+    parents = _tc.parse_links(tcfix("ip_d_link_show_mlx5_switchdev_derived.json"))
+    parents.update({"lo": None, "eth9": None})
+    assert _tc.ipsec_ready(dev, offload_devs, parents) is ready
 
 
 @pytest.mark.parametrize("name,devs", [

@@ -29,8 +29,10 @@ class KernelError(Exception):
 
 
 class FakeTc:
-    def __init__(self, links=("pf0", "pf0vf0_rep", "rep1", "lo"), hooks=None, filters=None, hw_devs=(), xfrm=""):
+    def __init__(self, links=("pf0", "pf0vf0_rep", "rep1", "lo"), hooks=None, filters=None, hw_devs=(), xfrm="",
+                 parents=None):
         self.links = set(links)
+        self.parents = dict(parents or {})  # ifname -> (parentbus, parentdev)
         self.hooks = dict(hooks or {})
         self.filters = copy.deepcopy(filters or {})  # dev -> [filter objects with options]
         self.hw_devs = set(hw_devs)
@@ -54,6 +56,15 @@ class FakeTc:
             out.append({"kind": "noqueue", "handle": "0:", "dev": dev, "root": True, "refcnt": 2, "options": {}})
             if dev in self.hooks:
                 out.append({"kind": self.hooks[dev], "handle": "ffff:", "dev": dev, "parent": "ffff:fff1", "options": {}})
+        return json.dumps(out)
+
+    def ip_links(self):
+        out = []
+        for x in sorted(self.links):
+            obj = {"ifname": x}
+            if x in self.parents:
+                obj.update(parentbus=self.parents[x][0], parentdev=self.parents[x][1])
+            out.append(obj)
         return json.dumps(out)
 
     def state(self):
@@ -189,7 +200,7 @@ class FakeTc:
 
     def host(self):
         return FakeHost([
-            (("ip", "-j", "link", "show"), lambda a, s: (0, json.dumps([{"ifname": x} for x in sorted(self.links)]), "")),
+            (("ip", "-d", "-j", "link", "show"), lambda a, s: (0, self.ip_links(), "")),
             (("ip", "xfrm", "state", "list", "nokeys"), lambda a, s: (0, self.xfrm, "")),
             (("tc", "-j", "qdisc", "show"), lambda a, s: (0, self.qdiscs(), "")),
             (("tc", "-j", "filter", "show", "dev"), lambda a, s: (0, self.dump(a[5]), "")),
@@ -297,7 +308,7 @@ def test_namespace_goes_to_tc_and_ip():
     res, failed = run_module(tc_flower_vlan.main, args([REP], namespace="ns0"), host)
     assert not failed, res
     assert ["tc", "-n", "ns0", "-batch", "-"] in host.commands()
-    assert ["ip", "-n", "ns0", "-j", "link", "show"] in host.commands()
+    assert ["ip", "-n", "ns0", "-d", "-j", "link", "show"] in host.commands()
 
 
 # -------------------------------------------------------------------------------------- ownership
@@ -500,7 +511,7 @@ def test_offloadable_rule_refused_without_offloaded_ipsec_state():
     host = fake.host()
     res, failed = run_module(tc_flower_vlan.main, {"config": [UPLINK]}, host)
     assert failed
-    assert "no offloaded xfrm state on it yet" in res["msg"] and "apply the IPsec states and policies" in res["msg"]
+    assert "no offloaded xfrm state on it (or on another netdev of the same PCI function) yet" in res["msg"] and "apply the IPsec states and policies" in res["msg"]
     assert "pf0" in res["msg"] and batches(host) == [] and fake.state() == before
     assert ["ip", "xfrm", "state", "list", "nokeys"] in host.commands()
 
@@ -515,6 +526,19 @@ def test_offloadable_rule_allowed_once_ipsec_is_offloaded_on_the_device():
     res, failed = run_module(tc_flower_vlan.main, {"config": [dict(rule, dev="eth1", prio=2,
                                                                    actions=[{"vlan": "pop"}])]}, fake.host())
     assert failed and "eth1" in res["msg"]
+
+
+def test_representor_rule_allowed_when_ipsec_is_offloaded_on_its_uplink():
+    # IPsec over VXLAN: SAs offloaded on the uplink (real mlx5 output names it eth2), TC on the VF
+    # representor, which mlx5 registers on the same PCI function
+    pci = ("pci", "0000:08:00.0")
+    fake = FakeTc(links=("eth2", "pf0vf0", "enp8s0f0v0"), xfrm=fixture("tc/xfrm_state_mlx5_packet_real.txt"),
+                  parents={"eth2": pci, "pf0vf0": pci, "enp8s0f0v0": ("pci", "0000:08:00.2")})
+    rep = {"dev": "pf0vf0", "prio": 1, "actions": [{"mirred": "redirect", "dev": "eth2"}]}
+    res, failed = run_module(tc_flower_vlan.main, {"config": [rep]}, fake.host())
+    assert not failed, res
+    res, failed = run_module(tc_flower_vlan.main, {"config": [dict(rep, dev="enp8s0f0v0")]}, fake.host())
+    assert failed and res["msg"].startswith("refusing offloadable TC rules on enp8s0f0v0: ")
 
 
 def test_skip_hw_rules_do_not_read_xfrm():

@@ -166,7 +166,8 @@ def test_ipsec_first_precondition_reads_real_xfrm_state(ns):
     before = snapshot(ns)
     res = run(ns, config=[POP_TO_V1])  # may be offloaded (hw none), and no offloaded xfrm state in this netns
     assert res.get("failed") is True
-    assert res["msg"].startswith("refusing offloadable TC rules on v0: no offloaded xfrm state on it yet.")
+    assert res["msg"].startswith("refusing offloadable TC rules on v0: no offloaded xfrm state on it (or on another "
+                                 "netdev of the same PCI function) yet.")
     assert "apply the IPsec states and policies" in res["msg"]
     assert snapshot(ns) == before
 
