@@ -511,7 +511,8 @@ def test_offloadable_rule_refused_without_offloaded_ipsec_state():
     host = fake.host()
     res, failed = run_module(tc_flower_vlan.main, {"config": [UPLINK]}, host)
     assert failed
-    assert "no offloaded xfrm state on it (or on another netdev of the same PCI function) yet" in res["msg"] and "apply the IPsec states and policies" in res["msg"]
+    assert "no offloaded xfrm state on it (or on another netdev of the same PCI function) yet" in res["msg"]
+    assert "apply the IPsec states and policies" in res["msg"]
     assert "pf0" in res["msg"] and batches(host) == [] and fake.state() == before
     assert ["ip", "xfrm", "state", "list", "nokeys"] in host.commands()
 
