@@ -34,10 +34,14 @@ class FakeDevlink:
         self.handle, self.kind, self.mode = handle, kind, mode
         self.fsm = fsm if kind == "mlx5" else None
         self.encap = encap if kind == "mlx5" else None
-        self.num_vfs = num_vfs
-        self.caps = {i: {"ipsec_crypto": False, "ipsec_packet": False} for i in range(num_vfs)} if (
+        self._num_vfs = num_vfs  # an int, or a callable (VF count read from the fake sysfs)
+        self.caps = {i: {"ipsec_crypto": False, "ipsec_packet": False} for i in range(self.num_vfs)} if (
             caps and kind == "mlx5") else None
         self.fail = {}  # text of argv[1:] -> (rc, out, err), one shot
+
+    @property
+    def num_vfs(self):
+        return self._num_vfs() if callable(self._num_vfs) else self._num_vfs
 
     def vf_port(self, i):
         return "%s/%d" % (self.handle, (1 + i) if self.kind == "mlx5" else (128 + i))
@@ -525,3 +529,31 @@ def test_plan_device_refusals():
         mod.plan_device(_state(mode=None), _want(mode="switchdev"))
     with pytest.raises(mod.Refused, match="steering_via_legacy"):
         mod.plan_device(_state(mode="switchdev"), _want(fsm="dmfs"))
+
+
+# ------------------------------------------------------------- the lab sequence, both modules
+
+def test_lab_sequence_on_netdevsim(sysfs):
+    """What the lab playbook does on netdevsim/netdevsim1 (samples/netdevsim/02-03): VFs while legacy,
+    switchdev, then the refusals a lab run must show cleanly, then back to legacy."""
+    from ansible_collections.ipsec_offload.mlx5.plugins.modules import mlx_sriov
+    sysfs.set_vfs(sysfs.p("devices", "netdevsim1"), 0)
+    # VF ports follow the VF count in sysfs, as in netdevsim
+    dl = FakeDevlink(handle=NSIM, kind="netdevsim", num_vfs=lambda: sysfs.numvfs(sysfs.p("devices", "netdevsim1")))
+
+    res, failed = run_module(mlx_sriov.main, {"device": NSIM, "num_vfs": 2}, host_for(dl))
+    assert not failed and res["steps"] == ["echo 2 > /sys/devices/netdevsim1/sriov_numvfs"]
+
+    res, failed = run_module(mod.main, {"device": NSIM, "mode": "switchdev"}, host_for(dl))
+    assert not failed and [p["vf"] for p in res["after"]["ports"]] == [None, 0, 1]
+
+    res, failed = run_module(mlx_sriov.main, {"device": NSIM, "num_vfs": 3}, host_for(dl))
+    assert failed and res["field"] == "num_vfs" and "switchdev" in res["msg"]
+
+    host = host_for(dl)
+    res, failed = run_module(mod.main, {"device": NSIM, "port_functions": [{"vf": 0, "ipsec_packet": True}]}, host)
+    assert failed and "does not report ipsec_packet" in res["msg"] and writes(host) == []
+
+    res, failed = run_module(mod.main, {"device": NSIM, "mode": "legacy"}, host_for(dl))
+    assert not failed and res["after"]["mode"] == "legacy" and len(res["after"]["ports"]) == 1
+    assert sysfs.writes == [("/sys/devices/netdevsim1/sriov_numvfs", "2")]
