@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Static gate 1: `ansible-test sanity` (ansible-core 2.19) on the collection, offline-capable.
 #
-# Usage: scripts/sanity.sh [--head] [--keep] [ANSIBLE-TEST-SANITY-ARGS...]
+# Usage: scripts/sanity.sh [--head] [ANSIBLE-TEST-SANITY-ARGS...]
 #   --head   test the committed HEAD (git archive) instead of the working tree
-#   --keep   keep the staged copy (its path is printed) for a closer look
 #   other arguments go to `ansible-test sanity`, e.g. `--test pylint` or `--skip-test shellcheck`
 #
 # What it does, and why:
@@ -19,20 +18,22 @@
 #     package index).  A real get-pip script already in that place is left alone.
 #   * ansible-test wants the tree at .../ansible_collections/<namespace>/<name>/.  The repo root is
 #     the collection root, so the files git knows about (tracked and untracked-but-not-ignored;
-#     with --head: HEAD only) are copied into a temporary tree of that shape and tested there.
+#     with --head: HEAD only) are copied into a tree of that shape and tested there:
+#     ${IPSEC_SANITY_STAGE:-~/.cache/ipsec-sanity}/ansible_collections/<ns>/<name>/.  Its
+#     tests/output/.tmp/delegation venv (ansible-test's own controller venv) is kept between runs,
+#     everything else is copied afresh; so a warm run needs no package index at all.
 #     Nothing is written into the work tree except the log, tests/output/sanity.log.
-#   * one run at a time per user (flock on ~/.ansible/test/ipsec-sanity.lock): the cached venvs
-#     are shared and ansible-test does not lock them.
+#   * one run at a time per user (flock on ~/.ansible/test/ipsec-sanity.lock): the stage and the
+#     cached venvs are shared and ansible-test does not lock them.
 # Last line: `sanity: PASS ...` or `sanity: FAIL ...`; exit status 0 only on PASS.
 # shellcheck source=scripts/common.sh
 source "$(dirname "$0")/common.sh"
 
-mode=worktree keep=0 args=()
+mode=worktree args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --head) mode='head' ;;
-    --keep) keep=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
     *) args+=("$1") ;;
   esac
   shift
@@ -43,11 +44,17 @@ apt_need git shellcheck python3-venv
 venv_need "$REPO_ROOT/tests/requirements.txt"
 command -v ansible-test >/dev/null || die "ansible-test not found in $VENV (ansible-core install broken?)"
 if [ -z "${HOME:-}" ] || [ ! -d "$HOME" ]; then die "HOME is not set to a directory (ansible-test keeps its caches there)"; fi
+git -C "$REPO_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1 \
+  || die "$REPO_ROOT is not a git checkout: sanity needs git to know which files belong to the collection"
 
 pyver=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 ns=$(sed -n 's/^namespace: *//p' "$REPO_ROOT/galaxy.yml")
 name=$(sed -n 's/^name: *//p' "$REPO_ROOT/galaxy.yml")
 if [ -z "$ns" ] || [ -z "$name" ]; then die "cannot read namespace/name from galaxy.yml"; fi
+
+mkdir -p "$HOME/.ansible/test/cache"
+exec 9>"$HOME/.ansible/test/ipsec-sanity.lock"
+flock -n 9 || { log "waiting for another sanity run to finish"; flock 9; }
 
 # --- offline pip bootstrap for ansible-test's venvs -------------------------------------------
 pipver=$(python - "$pyver" <<'EOF'
@@ -61,7 +68,6 @@ shim_src="$REPO_ROOT/tests/sanity/get_pip_offline.py"
 shim_dst="$HOME/.ansible/test/cache/get_pip_${pipver//./_}.py"
 if [ ! -e "$shim_dst" ]; then
   log "installing offline pip bootstrap for ansible-test: $shim_dst"
-  mkdir -p "$(dirname "$shim_dst")"
   cp "$shim_src" "$shim_dst"
 elif grep -q 'Offline stand-in for ansible-test' "$shim_dst"; then
   cmp -s "$shim_src" "$shim_dst" || cp "$shim_src" "$shim_dst"
@@ -70,14 +76,25 @@ else
 fi
 
 # --- stage the collection as .../ansible_collections/NS/NAME ------------------------------------
-stage=$(mktemp -d "${TMPDIR:-/tmp}/ipsec-sanity.XXXXXX")
-# shellcheck disable=SC2317  # called by the EXIT trap
-cleanup() { if [ "$keep" -eq 1 ]; then log "staged copy kept: $stage"; else rm -rf "$stage"; fi; }
-trap cleanup EXIT
+stage=${IPSEC_SANITY_STAGE:-${XDG_CACHE_HOME:-$HOME/.cache}/ipsec-sanity}
 coll="$stage/ansible_collections/$ns/$name"
+deleg="tests/output/.tmp/delegation"
+# ansible-test's venv scripts get a shebang of this length; Linux cuts shebangs at 127 bytes.
+if [ $((${#coll} + ${#deleg} + 22)) -gt 127 ]; then
+  stage=$(mktemp -d /tmp/ipsec-sanity.XXXXXX)
+  log "stage path too long for venv shebangs; using the throw-away $stage instead"
+  coll="$stage/ansible_collections/$ns/$name"
+fi
+mkdir -p "$stage"
+kept="$stage/delegation.keep"
+stamp="$stage/delegation.python"
+want_stamp="$pyver $(python -c 'import sys; print(sys.base_prefix)')"
+rm -rf "$kept"
+if [ -d "$coll/$deleg" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want_stamp" ]; then
+  mv "$coll/$deleg" "$kept"
+fi
+rm -rf "$stage/ansible_collections"
 mkdir -p "$coll"
-git -C "$REPO_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1 \
-  || die "$REPO_ROOT is not a git checkout: ansible-test needs to know which files belong to the collection"
 if [ "$mode" = head ]; then
   git -C "$REPO_ROOT" archive --format=tar HEAD | tar -C "$coll" -xf -
 else
@@ -86,27 +103,31 @@ else
     | while IFS= read -r -d '' f; do if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi; done \
     | tar --null --no-recursion -T - -cf -) | tar -C "$coll" -xf -
 fi
-nfiles=$(find "$coll" -type f | wc -l)
-log "staged $nfiles files ($mode) at $coll"
+if [ -d "$kept" ]; then
+  mkdir -p "$(dirname "$coll/$deleg")"
+  mv "$kept" "$coll/$deleg"
+fi
+echo "$want_stamp" > "$stamp"
+log "staged $(find "$coll" -path "$coll/tests/output" -prune -o -type f -print | wc -l) files ($mode) at $coll"
 
 # --- run ---------------------------------------------------------------------------------------
 mkdir -p "$REPO_ROOT/tests/output"
 logf="$REPO_ROOT/tests/output/sanity.log"
 log "ansible-test sanity --venv --python $pyver ${args[*]:-}  (log: tests/output/sanity.log)"
-# ansible-test shares its per-test venvs (~/.ansible/test/venv) between runs and does not lock
-# them; two runs building the same venv at once break it.  One sanity run per user at a time.
-mkdir -p "$HOME/.ansible/test"
-exec 9>"$HOME/.ansible/test/ipsec-sanity.lock"
-flock -n 9 || { log "waiting for another sanity run to finish"; flock 9; }
 rc=0
 (cd "$coll" && ansible-test sanity --venv --python "$pyver" --color no "${args[@]}") 2>&1 | tee "$logf" || rc=$?
 
 ran=$(grep -c '^Running sanity test' "$logf" || true)
 absent=$(sed -n 's/^WARNING: Required program "\(.*\)" not found.*/\1/p' "$logf" | sort -u | tr '\n' ' ')
 failed=$(awk '/^FATAL: The [0-9]+ sanity test\(s\) listed below/ {on=1; next} on && /^FATAL/ {on=0} on && NF==1 {printf "%s ", $1}' "$logf")
+if [ "$rc" -ne 0 ] && [ -z "$failed" ]; then
+  # ansible-test stopped without its list of failed tests: a test crashed (e.g. a traceback in
+  # validate-modules on unparsable DOCUMENTATION) and the tests after it did not run.
+  failed="$(sed -n 's/^Running sanity test "\([^"]*\)".*/\1/p' "$logf" | tail -1) (aborted the run) "
+fi
 took=$((SECONDS - start))
 what="ansible-core $(ansible --version | sed -n '1s/.*core \([0-9.]*\).*/\1/p'), py$pyver, $mode"
-if [ "$rc" -eq 0 ] && [ -z "$absent" ]; then
+if [ "$rc" -eq 0 ] && [ -z "$absent" ] && [ "$ran" -gt 0 ]; then
   echo "sanity: PASS $ran tests ($what) in ${took}s"
   exit 0
 fi
