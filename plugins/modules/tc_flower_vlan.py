@@ -196,7 +196,7 @@ notes:
 '''
 
 EXAMPLES = r'''
-- name: Vendor RoCE-over-VF example, uplink side (run after the IPsec states exist on the uplink)
+- name: Vendor RoCE-over-VF example, QinQ between the uplink and the VF representor
   ipsec_offload.mlx5.tc_flower_vlan:
     config:
       - dev: "{{ pf0 }}"
@@ -253,8 +253,8 @@ EXAMPLES = r'''
 
 RETURN = r'''
 commands:
-  description: The C(tc -batch) lines that ran (or would run in check mode).
-  returned: always (empty when nothing changes)
+  description: The C(tc -batch) lines that ran (or would run in check mode); empty when nothing changes.
+  returned: when not rendered or gathered
   type: list
   elements: str
   sample:
