@@ -32,3 +32,10 @@ def _ensure_collection_path():
 
 
 _ensure_collection_path()
+
+
+def pytest_configure(config):
+    # Tests that create a scratch network namespace and run real ip/tc against the host kernel
+    # (test_*_netns.py).  They skip themselves when not root or when `ip netns` is unavailable;
+    # deselect them with `-m "not netns"`.
+    config.addinivalue_line("markers", "netns: needs root and network namespaces; runs real ip/tc in a scratch netns")
