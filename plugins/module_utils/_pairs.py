@@ -103,6 +103,8 @@ def _int(value, lo, hi):
 
 def _key_hex(value, bits=None):
     """Validate a key||salt hex string -> lower-case hex without 0x.  Never echoes the value."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError("is a number, not a string: YAML reads an unquoted 0x... as an integer; quote the key")
     if not isinstance(value, str) or not _HEX_RE.match(value.strip()):
         raise ValueError("must be a hex string (0x followed by 40 or 72 hex digits)")
     s = value.strip().lower()

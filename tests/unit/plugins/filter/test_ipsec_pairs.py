@@ -531,10 +531,14 @@ def _key_cases():
          "host lab1: ipsec_overrides[lab2].key: must be a hex string"),
         ("odd digits", lab(lab1={"ipsec_overrides": {"lab2": {"key": SECRET_A + "1"}}}),
          "host lab1: ipsec_overrides[lab2].key: hex string has an odd number of digits"),
+        ("unquoted in YAML", lab(lab1={"ipsec_overrides": {"lab2": {"key": int(SECRET_A, 16)}}}),
+         "host lab1: ipsec_overrides[lab2].key: is a number, not a string"),
+        ("a list", lab(lab1={"ipsec_overrides": {"lab2": {"key": [SECRET_A]}}}),
+         "host lab1: ipsec_overrides[lab2].key: must be a hex string"),
     ]
 
 
-@pytest.mark.parametrize("idx", range(6))
+@pytest.mark.parametrize("idx", range(8))
 def test_key_errors_never_show_the_key(idx):
     name, hv, expect = _key_cases()[idx]
     with pytest.raises(_pairs.DeriveError) as ei:
@@ -550,6 +554,7 @@ def test_key_errors_never_show_the_key(idx):
 
 def _assert_no_secret(text):
     low = text.lower()
+    assert str(int(SECRET_A, 16))[:20] not in low
     for secret in (SECRET_A, SECRET_B):
         body = secret[2:].lower()
         for frag in (body, body[:16], body[8:24], body[-16:]):
