@@ -9,7 +9,8 @@ files, runs commands or prints; key material is never put in an exception messag
 Inventory model (per host variables, all optional unless said):
 
   ipsec_local_ip      tunnel endpoint / VF address of this host (required for a participating host)
-  ipsec_peers         list of inventory host names this host pairs with (must be listed both ways)
+  ipsec_peers         list of inventory host names this host pairs with (must be listed both ways;
+                      the host's own name is skipped; "a,b" from an INI inventory is split)
   ipsec_meshes        list of inventory group names; every two members of such a group pair up
   ipsec_dev           netdev to offload on (required unless ipsec_offload is none)
   ipsec_offload       packet | crypto | none          (default packet: the product default)
@@ -139,6 +140,13 @@ def _seq(value):
 
 def _str(value):
     return isinstance(value, str)
+
+
+def _names(value):
+    """A list of names; an INI inventory's "a,b" or "a b" string is split."""
+    if _str(value):
+        return [x for x in re.split(r"[,\s]+", value.strip()) if x]
+    return value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,7 +312,7 @@ def _read_host(name, hv, problems):
         else:
             spec.namespace = ns
 
-    peers = hv.get("ipsec_peers")
+    peers = _names(hv.get("ipsec_peers"))
     if peers is not None:
         if not _seq(peers):
             problems.append("%s: must be a list of inventory host names" % _where(name, "ipsec_peers"))
@@ -390,7 +398,7 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
     range_votes = {}
     for h in names:
         hv = hostvars[h]
-        m = hv.get("ipsec_meshes")
+        m = _names(hv.get("ipsec_meshes"))
         if m is not None:
             if not _seq(m) or not all(_str(x) for x in m):
                 problems.append("%s: must be a list of inventory group names" % _where(h, "ipsec_meshes"))

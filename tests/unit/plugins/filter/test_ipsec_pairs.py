@@ -346,6 +346,15 @@ def test_one_peer_list_in_group_vars():
     assert [p["name"] for p in _pairs.derive(hv)["pairs"]] == ["lab1->lab2", "lab2->lab1"]
 
 
+def test_ini_inventory_strings_for_lists():
+    hv = lab(lab1={"ipsec_peers": "lab2"}, lab2={"ipsec_peers": "lab1, lab2"})
+    assert [p["name"] for p in _pairs.derive(hv)["pairs"]] == ["lab1->lab2", "lab2->lab1"]
+    hv, groups = mesh(3)
+    for v in hv.values():
+        v["ipsec_meshes"] = "dc"
+    assert len(_pairs.derive(hv, groups=groups, keys="none")["pairs"]) == 6
+
+
 def test_protocol_numbers_and_names_agree():
     hv = lab(lab1={"ipsec_selectors": [{"proto": 17, "dport": 4789}]}, lab2={"ipsec_selectors": [{"proto": "UDP", "dport": 4789}]})
     pol = _pairs.derive(hv)["hosts"]["lab1"]["policies"]
