@@ -19,8 +19,8 @@ options:
       - C(deleted) deletes the listed objects (only their identity is needed), or every owned object
         when O(config) is empty.
       - C(gathered) changes nothing and returns the owned objects in RV(gathered).
-      - C(rendered) needs no host access: it returns the batch lines for the listed objects in
-        RV(rendered) (keys masked unless O(reveal_keys)).
+      - C(rendered) needs no host access. It returns the batch lines for the listed objects in
+        RV(rendered), keys masked.
     type: str
     choices: [merged, replaced, overridden, deleted, gathered, rendered]
     default: merged
@@ -51,7 +51,7 @@ options:
         type: bool
       sa_dir:
         description:
-          - The SA direction attribute is in effect: iproute2 >= 6.11 sends it (C(dir in|out), also
+          - The SA direction attribute is in effect - iproute2 >= 6.11 sends it (C(dir in|out), also
             implied by C(offload ... dir)) and kernel >= 6.10 honours it. Decides the replay window of
             outbound SAs (see the C(replay_window) option of M(ipsec_offload.mlx5.xfrm_offload_state)).
         type: bool

@@ -892,8 +892,8 @@ class SPKind(ObjectKind):
         return self.render_add(sp, features, keys, verb="update")
 
     def render_delete(self, sp):
-        return " ".join(["xfrm policy delete"] + self._selector(sp) + ["dir", sp["dir"], "ptype",
-                                                                      sp.get("ptype") or "main"])
+        parts = ["xfrm policy delete"] + self._selector(sp) + ["dir", sp["dir"], "ptype", sp.get("ptype") or "main"]
+        return " ".join(parts)
 
     def public(self, sp, reveal=False):
         out = {"src": sp["src"], "dst": sp["dst"], "dir": sp["dir"], "priority": sp["priority"],

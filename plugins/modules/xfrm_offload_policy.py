@@ -18,7 +18,7 @@ description:
     without a policy, so no cleartext window); new ones use C(add), removed ones C(delete).
   - Policies support only packet offload. Forward (C(fwd)) policies are never offloaded by mlx5, so
     offload on them is refused.
-author: ipsec_offload.mlx5 contributors
+author: ipsec_offload.mlx5 contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ipsec_offload.mlx5.common
   - ipsec_offload.mlx5.xfrm
@@ -106,8 +106,10 @@ options:
             type: str
 attributes:
   check_mode:
+    description: Reads the host, computes the changes and returns them (RV(commands), diff) without running them.
     support: full
   diff_mode:
+    description: Returns the changed objects before and after as YAML-like text, keys redacted.
     support: full
 '''
 
@@ -148,7 +150,10 @@ commands:
   returned: when a host was read
   type: list
   elements: str
-  sample: ["xfrm policy add src 192.168.100.1/32 dst 192.168.100.2/32 dir out priority 0 ptype main offload packet dev p0 tmpl src 192.168.100.1 dst 192.168.100.2 proto esp reqid 0x51c00001 mode transport"]
+  sample:
+    - >-
+      xfrm policy add src 192.168.100.1/32 dst 192.168.100.2/32 dir out priority 0 ptype main
+      offload packet dev p0 tmpl src 192.168.100.1 dst 192.168.100.2 proto esp reqid 0x51c00001 mode transport
 counts:
   description: Number of policies added, replaced (updated), deleted and unchanged.
   returned: when a host was read
@@ -168,7 +173,9 @@ offload:
   returned: when a host was read
   type: list
   elements: dict
-  sample: [{sp: "SP src 192.168.100.1/32 dst 192.168.100.2/32 dir out", requested: packet, dev: p0, in_effect: packet, in_effect_dev: p0}]
+  sample:
+    - {sp: "SP src 192.168.100.1/32 dst 192.168.100.2/32 dir out", requested: packet, dev: p0,
+       in_effect: packet, in_effect_dev: p0}
 features:
   description: What C(ip) and the kernel support (probed or given).
   returned: when a host was read, and with O(state=rendered)
@@ -213,8 +220,8 @@ class PolicySpec(_xfrm_run.Spec):
     def complete(self, d, current):
         return X.complete_sp(d, current)
 
-    def offload_report(self, desired, now):
-        cur = {self.kind.key(c): c for c in now or []}
+    def offload_report(self, desired, after):
+        cur = {self.kind.key(c): c for c in after or []}
         report = []
         for d in desired:
             c = cur.get(self.kind.key(d))

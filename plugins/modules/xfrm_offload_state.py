@@ -15,9 +15,9 @@ description:
   - The identity of an SA is its destination address and SPI. An SA is owned by this collection when
     its reqid lies in O(owned_reqid_range); only owned SAs are ever replaced or deleted.
   - An SA cannot be changed in place. A listed SA that differs from the one on the host is deleted
-    and added again in the same batch, and only with a B(new key): re-creating an SA with its old key
+    and added again in the same batch, and only with a B(new key). Re-creating an SA with its old key
     would restart its sequence numbers under that key (AES-GCM nonce reuse), so that is refused.
-  - Refused before anything changes, naming the field: a key used by two listed SAs or by another SA
+  - Refused before anything changes, naming the field - a key used by two listed SAs or by another SA
     on the host, IPv4/IPv6 mixes, a wrong key length, SPI 0 or 1..255 (reserved by IANA), an ICV other
     than 128 bits with offload (mlx5), an inbound packet-offload replay window other than 32/64/128/256,
     a reqid outside the owned range, an offload device that does not exist, packet offload with an
@@ -25,7 +25,7 @@ description:
   - Crypto offload can silently fall back to software; after the change every requested offload is
     read back and checked, and a missing one fails the run and rolls it back (unless
     O(config[].offload.fallback=allow)).
-author: ipsec_offload.mlx5 contributors
+author: ipsec_offload.mlx5 contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ipsec_offload.mlx5.common
   - ipsec_offload.mlx5.xfrm
@@ -127,7 +127,7 @@ options:
           type:
             description:
               - C(packet) (the product default) hands the whole ESP data path to the NIC; C(crypto)
-                offloads only the cipher; C(none) keeps the SA in software (for labs and tests:
+                offloads only the cipher; C(none) keeps the SA in software (for labs and tests -
                 never make it the default for real hosts).
             type: str
             choices: [packet, crypto, none]
@@ -152,8 +152,10 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Reads the host, computes the changes and returns them (RV(commands), diff) without running them.
     support: full
   diff_mode:
+    description: Returns the changed objects before and after as YAML-like text, keys redacted.
     support: full
 notes:
   - Scale - one state dump, one batch and one dump to verify per run, whatever the number of SAs.
@@ -208,7 +210,11 @@ commands:
   returned: when a host was read
   type: list
   elements: str
-  sample: ["xfrm state add src 192.168.100.1 dst 192.168.100.2 proto esp spi 0x00001000 reqid 1371537409 mode transport replay-window 0 flag esn aead rfc4106(gcm(aes)) <redacted> 128 offload packet dev p0 dir out"]
+  sample:
+    - >-
+      xfrm state add src 192.168.100.1 dst 192.168.100.2 proto esp spi 0x00001000 reqid 0x51c00001
+      mode transport replay-window 0 flag esn aead rfc4106(gcm(aes)) <redacted> 128
+      offload packet dev p0 dir out
 counts:
   description: Number of SAs added, replaced, deleted and unchanged.
   returned: when a host was read
@@ -231,7 +237,9 @@ offload:
   returned: when a host was read
   type: list
   elements: dict
-  sample: [{sa: "SA src 192.168.100.1 dst 192.168.100.2 spi 0x00001000", requested: packet, dev: p0, in_effect: packet, in_effect_dev: p0}]
+  sample:
+    - {sa: "SA src 192.168.100.1 dst 192.168.100.2 spi 0x00001000", requested: packet, dev: p0,
+       in_effect: packet, in_effect_dev: p0}
 features:
   description: What C(ip) and the kernel support (probed or given), see O(features).
   returned: when a host was read, and with O(state=rendered)
@@ -281,8 +289,8 @@ class StateSpec(_xfrm_run.Spec):
         if desired and desired[0].get("aead") is not None:
             X.check_key_reuse(desired, current, self.kind)
 
-    def offload_report(self, desired, now):
-        cur = {self.kind.key(c): c for c in now or []}
+    def offload_report(self, desired, after):
+        cur = {self.kind.key(c): c for c in after or []}
         report = []
         for d in desired:
             c = cur.get(self.kind.key(d))

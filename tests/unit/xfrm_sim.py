@@ -137,8 +137,8 @@ class XfrmSim:
         k = (sa["dst"], sa["spi"])
         if k in self.states:
             return 2, "", "RTNETLINK answers: File exists\n"
-        if sa["offload"]:
-            dev, odir, mode = sa["offload"]
+        if sa["offload"] is not None:
+            dev, mode = sa["offload"][0], sa["offload"][2]
             if mode == "packet" and dev in self.no_packet_devs:
                 return 2, "", "RTNETLINK answers: Invalid argument\n"
             if mode == "crypto" and dev in self.fallback_devs:
@@ -242,8 +242,8 @@ class XfrmSim:
                 sp["dir"], "action block " if sp["action"] == "block" else "", sp["priority"]))
             t = sp["tmpl"]
             if t:
-                out.append("\ttmpl src %s dst %s\n\t\tproto esp reqid %d mode %s\n" % (t["src"], t["dst"], t["reqid"],
-                                                                                     t["mode"]))
+                out.append("\ttmpl src %s dst %s\n\t\tproto esp reqid %d mode %s\n"
+                           % (t["src"], t["dst"], t["reqid"], t["mode"]))
                 if t["level"] == "use":
                     out.append("\t\tlevel use \n")
             if sp["offload"]:

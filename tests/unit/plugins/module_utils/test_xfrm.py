@@ -72,8 +72,8 @@ STATE_CASES = [
     ("veth: crypto asked, silently software", lambda: lab_negative("resulting"), 1,
      dict(spi=0x3001, esn=True, replay_window=0, direction="out", offload={"type": "none", "dev": None, "dir": None})),
     ("veth: esn dir in window 64", lambda: lab_negative("resulting"), 2,
-     dict(spi=0x3003, esn=True, replay_window=64, direction="in", aead={"name": "rfc4106(gcm(aes))", "key": KN,
-                                                                       "icv": 128})),
+     dict(spi=0x3003, esn=True, replay_window=64, direction="in",
+          aead={"name": "rfc4106(gcm(aes))", "key": KN, "icv": 128})),
     ("veth final: icv 96", lambda: lab_negative("final"), 0,
      dict(spi=0x3015, reqid=45, esn=False, aead={"name": "rfc4106(gcm(aes))", "key": KN, "icv": 96})),
     ("veth final: esn dir in", lambda: lab_negative("final"), 4,
@@ -194,14 +194,14 @@ def test_parse_link_names():
 
 
 @pytest.mark.parametrize("usage,release,expected", [
-    ("xfrm/iproute2-6.1-state-help-real.txt", "6.18.44-fc", {"offload_packet": False, "sa_dir": False,
-                                                              "iproute2_sa_dir": False, "kernel": "6.18"}),
-    ("xfrm/iproute2-6.2.0-state-help-DERIVED.txt", "6.6.0-1-amd64", {"offload_packet": True, "sa_dir": False,
-                                                                       "iproute2_sa_dir": False, "kernel": "6.6"}),
-    ("xfrm/iproute2-6.15.0-state-help-DERIVED.txt", "6.12.117+deb13-amd64", {
-        "offload_packet": True, "sa_dir": True, "iproute2_sa_dir": True, "kernel": "6.12"}),
-    ("xfrm/iproute2-6.15.0-state-help-DERIVED.txt", "6.9.3", {"offload_packet": True, "sa_dir": False,
-                                                               "iproute2_sa_dir": True, "kernel": "6.9"}),
+    ("xfrm/iproute2-6.1-state-help-real.txt", "6.18.44-fc",
+     {"offload_packet": False, "sa_dir": False, "iproute2_sa_dir": False, "kernel": "6.18"}),
+    ("xfrm/iproute2-6.2.0-state-help-DERIVED.txt", "6.6.0-1-amd64",
+     {"offload_packet": True, "sa_dir": False, "iproute2_sa_dir": False, "kernel": "6.6"}),
+    ("xfrm/iproute2-6.15.0-state-help-DERIVED.txt", "6.12.117+deb13-amd64",
+     {"offload_packet": True, "sa_dir": True, "iproute2_sa_dir": True, "kernel": "6.12"}),
+    ("xfrm/iproute2-6.15.0-state-help-DERIVED.txt", "6.9.3",
+     {"offload_packet": True, "sa_dir": False, "iproute2_sa_dir": True, "kernel": "6.9"}),
 ])
 def test_parse_features(usage, release, expected):
     assert X.parse_features(fixture(usage), release) == expected

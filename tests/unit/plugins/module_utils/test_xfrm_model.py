@@ -357,10 +357,10 @@ def test_ops_order_and_undo():
     kind = X.SAKind()
     p = plan(kind, "overridden", [A, B, NEW_C], BEFORE)
     ops = X.ops_for_plan(kind, p)
-    assert [(v, o["spi"]) for v, o, _ in ops] == [("add", 0x2000), ("add", 0x2001), ("delete", 0x2002),
-                                                  ("add", 0x2002), ("delete", 0x2003)]
+    assert [(v, o["spi"]) for v, o, dummy in ops] == [
+        ("add", 0x2000), ("add", 0x2001), ("delete", 0x2002), ("add", 0x2002), ("delete", 0x2003)]
     undo = X.undo_ops(ops[:4])
-    assert [(v, o["spi"], o["aead"]["key"][:2]) for v, o, _ in undo] == [
+    assert [(v, o["spi"], o["aead"]["key"][:2]) for v, o, dummy in undo] == [
         ("delete", 0x2002, "c2"), ("add", 0x2002, "c1"), ("delete", 0x2001, "b1"), ("delete", 0x2000, "a1")]
     lines = X.render_ops(kind, undo, NEW, "mask")
     assert lines[0] == "xfrm state delete src 192.168.100.1 dst 192.168.100.2 proto esp spi 0x00002002"
@@ -373,8 +373,8 @@ def test_sp_update_undo():
     new = desired_sp(priority=6)
     p = plan(kind, "merged", [new], [old])
     ops = X.ops_for_plan(kind, p)
-    assert [(v, o["priority"]) for v, o, _ in ops] == [("update", 6)]
-    assert [(v, o["priority"]) for v, o, _ in X.undo_ops(ops)] == [("update", 5)]
+    assert [(v, o["priority"]) for v, o, dummy in ops] == [("update", 6)]
+    assert [(v, o["priority"]) for v, o, dummy in X.undo_ops(ops)] == [("update", 5)]
     assert X.applied_count(kind, ops, [old]) == 0 and X.applied_count(kind, ops, [new]) == 1
 
 
