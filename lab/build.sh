@@ -1,0 +1,147 @@
+#!/bin/bash
+# Build (or reuse) the lab VM image: Debian rootfs (mmdebstrap) + netdevsim + ext4 -> qcow2 base.
+#   build.sh [build]   build unless the cached image for the current inputs exists (prints its dir)
+#   build.sh key       print the cache key (hash of packages.txt, this file, vm/*, suite, disk size)
+#   build.sh dir       print the image directory for the current key (may not exist yet)
+# Called by `lab.sh build`/`lab.sh up`; runs as root (mmdebstrap --mode=root, chroot, mkfs).
+# Knobs: LAB_KEEP_ROOTFS=1 keeps the unpacked rootfs beside the image (debugging), LAB_SUITE (trixie), LAB_MIRROR (default: the host's Debian mirror from its apt sources),
+#        LAB_DISK_SIZE (4G, virtual size; qcow2 stores only used blocks), LAB_CACHE (lab/cache).
+set -euo pipefail
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${LAB_CACHE:-$LAB_DIR/cache}
+SUITE=${LAB_SUITE:-trixie}
+DISK_SIZE=${LAB_DISK_SIZE:-4G}
+log() { printf '== lab build: %s\n' "$*" >&2; }
+die() { printf 'ERROR: lab build: %s\n' "$*" >&2; exit 1; }
+
+inputs=("$LAB_DIR/packages.txt" "$LAB_DIR/build.sh" "$LAB_DIR/vm/init" "$LAB_DIR/vm/customize.sh"
+	"$LAB_DIR/vm/essential.sh")
+
+cache_key() {
+	{ cat "${inputs[@]}"; echo "suite=$SUITE disk=$DISK_SIZE"; } | sha256sum | cut -c1-16
+}
+image_dir() { echo "$CACHE/image-$(cache_key)"; }
+
+host_mirror() {
+	# The host's Debian mirror (first "…/debian" URI in its apt sources), else deb.debian.org.
+	local uri
+	uri=$( { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{for(i=2;i<=NF;i++) print $i}';
+		grep -hsE '^deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+		| sed -E 's/\[[^]]*\]//' | awk '{print $2}'; } | grep -E '/debian/?$' | head -1)
+	echo "${uri:-http://deb.debian.org/debian}"
+}
+
+packages() { # packages main|build : the package names of lab/packages.txt ('@build' = build-only)
+	local line
+	while read -r line; do
+		line=$(echo "${line%%#*}" | xargs)
+		case "$line" in
+			'') ;;
+			@build\ *) if [ "$1" = build ]; then echo "${line#@build }"; fi ;;
+			*) if [ "$1" = main ]; then echo "$line"; fi ;;
+		esac
+	done < "$LAB_DIR/packages.txt"
+}
+
+safe_rm() { # remove a build dir without ever crossing into a mount left by an interrupted build
+	local d=$1
+	[ -e "$d" ] || return 0
+	local m
+	for m in $(findmnt -rn -o TARGET | grep -F "$d/" | sort -r); do umount -l "$m" 2>/dev/null || true; done
+	if findmnt -rn -o TARGET | grep -qF "$d/"; then die "mounts remain under $d; unmount them, then rm it"; fi
+	rm -rf --one-file-system "$d"
+}
+
+prune_old_images() { # keep only $1; skip images a running QEMU still has open
+	local keep=$1 d
+	for d in "$CACHE"/image-*; do
+		[ -d "$d" ] && [ "$d" != "$keep" ] || continue
+		if ls -l /proc/[0-9]*/fd 2>/dev/null | grep -qF "$d/"; then
+			log "keeping old $(basename "$d") (in use by a running VM)"
+		else
+			log "removing old $(basename "$d")"
+			safe_rm "$d"
+		fi
+	done
+}
+
+do_build() {
+	[ "$(id -u)" -eq 0 ] || die "must run as root (mmdebstrap --mode=root, chroot, mkfs)"
+	local dir; dir=$(image_dir)
+	mkdir -p "$CACHE"
+	exec 9> "$CACHE/.build.lock"
+	flock -w 1800 9 || die "another build holds $CACHE/.build.lock"
+	if [ -f "$dir/manifest.txt" ]; then
+		log "cached: $(basename "$dir") ($(grep -E '^kernel=' "$dir/manifest.txt"))"
+		echo "$dir"
+		return 0
+	fi
+	local t0=$SECONDS tmp="$dir.tmp" mirror=${LAB_MIRROR:-$(host_mirror)}
+	local main_pkgs build_pkgs
+	main_pkgs=$(packages main | paste -sd, -)
+	build_pkgs=$(packages build | xargs)
+	safe_rm "$tmp"
+	mkdir -p "$tmp" "$CACHE/debs"
+	log "mmdebstrap $SUITE from $mirror (key $(cache_key))"
+	local q_lab; q_lab=$(printf %q "$LAB_DIR")
+	local t1=$SECONDS
+	mmdebstrap --mode=root --variant=minbase \
+		--include="$main_pkgs,${build_pkgs// /,}" \
+		--aptopt='Acquire::Retries "3"' \
+		--setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
+		--setup-hook="sync-in $CACHE/debs /var/cache/apt/archives/" \
+		--essential-hook="$q_lab/vm/essential.sh \"\$1\"" \
+		--customize-hook="sync-out /var/cache/apt/archives $CACHE/debs" \
+		--customize-hook="$q_lab/vm/customize.sh \"\$1\" $q_lab $build_pkgs" \
+		"$SUITE" "$tmp/rootfs" "deb $mirror $SUITE main" > "$tmp/mmdebstrap.log" 2>&1 || {
+		grep -E '^(E|W): |ERROR|unmet|Conflicts|Depends|Breaks' "$tmp/mmdebstrap.log" | tail -25 >&2
+		die "mmdebstrap failed (log: $tmp/mmdebstrap.log); is $mirror reachable, and does $SUITE carry every package in packages.txt?"
+	}
+	local t_debootstrap=$((SECONDS - t1))
+	local root=$tmp/rootfs kver
+	kver=$(cat "$root/lab/kver")
+	cp "$root/boot/vmlinuz-$kver" "$tmp/vmlinuz"
+	cp "$root/boot/initrd.img-$kver" "$tmp/initrd.img"
+	chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' > "$tmp/packages.lock"
+	local rootfs_mb; rootfs_mb=$(du -sm --one-file-system "$root" | cut -f1)
+	t1=$SECONDS
+	truncate -s "$DISK_SIZE" "$tmp/root.raw"
+	mkfs.ext4 -q -F -L labroot -d "$root" "$tmp/root.raw" >&2 || die "mkfs.ext4 -d failed"
+	qemu-img convert -O qcow2 "$tmp/root.raw" "$tmp/base.qcow2" || die "qemu-img convert failed"
+	rm -f "$tmp/root.raw"
+	local t_image=$((SECONDS - t1))
+	if [ -n "${LAB_KEEP_ROOTFS:-}" ]; then log "keeping the rootfs (LAB_KEEP_ROOTFS) in $(basename "$dir")/rootfs"; else safe_rm "$root"; fi
+	gzip -9 "$tmp/mmdebstrap.log"
+	ver() { awk -v p="$1" '$1 == p {print $2}' "$tmp/packages.lock"; }
+	{
+		echo "key=$(cache_key)"
+		echo "suite=$SUITE"
+		echo "mirror=$mirror"
+		echo "kernel=$kver"
+		echo "linux-image=$(ver "linux-image-$kver")"
+		echo "iproute2=$(ver iproute2)"
+		echo "openvswitch-switch=$(ver openvswitch-switch)"
+		echo "strongswan-charon=$(ver strongswan-charon)"
+		echo "libreswan=$(ver libreswan)"
+		echo "python3=$(ver python3)"
+		echo "rootfs_mb=$rootfs_mb"
+		echo "base_qcow2_mb=$(du -m "$tmp/base.qcow2" | cut -f1)"
+		echo "time_mmdebstrap_s=$t_debootstrap"
+		echo "time_image_s=$t_image"
+		echo "time_total_s=$((SECONDS - t0))"
+		echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	} > "$tmp/manifest.txt.new"
+	mv "$tmp/manifest.txt.new" "$tmp/manifest.txt"
+	safe_rm "$dir"
+	mv "$tmp" "$dir"
+	log "built $(basename "$dir") in $((SECONDS - t0)) s (mmdebstrap+netdevsim $t_debootstrap s, image $t_image s)"
+	prune_old_images "$dir"
+	echo "$dir"
+}
+
+case "${1:-build}" in
+	build) do_build ;;
+	key) cache_key ;;
+	dir) image_dir ;;
+	*) die "usage: build.sh [build|key|dir]" ;;
+esac
