@@ -41,6 +41,9 @@ class XfrmHost:
         try:
             return self.ip.run(args, what=what)[1]
         except ToolError as exc:
+            if self.namespace and "Cannot open network namespace" in exc.stderr:
+                raise InputError("namespace", "network namespace %s does not exist (create it first, or fix the "
+                                              "name)" % self.namespace)
             raise _scrubbed(exc)
 
     def read(self, which):

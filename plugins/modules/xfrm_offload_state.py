@@ -161,6 +161,8 @@ notes:
   - Scale - one state dump, one batch and one dump to verify per run, whatever the number of SAs.
   - On a kernel with C(lockdown=confidentiality) the kernel hides SA keys; key changes are then not
     detected and a deleted SA cannot be restored by a rollback.
+  - A rollback re-adds an SA the failed run had deleted with the key read from the kernel; its sequence
+    numbers restart. Rekey (new SPI and key) after such a failure.
 '''
 
 EXAMPLES = r'''

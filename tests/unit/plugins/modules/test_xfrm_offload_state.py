@@ -317,3 +317,10 @@ def test_scale_thousands_one_batch():
     t0 = time.time()
     remove_values(res, {c["aead"]["key"] for c in cfg})
     assert time.time() - t0 < 2
+
+
+def test_missing_namespace_named():
+    h = FakeHost([(("ip", "xfrm", "state", "help"), (255, "", HELP_615)),
+                  (("ip", "-n", "nons"), (255, "", 'Cannot open network namespace "nons": No such file or directory\n'))])
+    res, failed = run_module(M.main, dict(state="gathered", namespace="nons"), h)
+    assert failed and res["field"] == "namespace" and "does not exist" in res["msg"]
