@@ -119,11 +119,18 @@ rc=0
 
 ran=$(grep -c '^Running sanity test' "$logf" || true)
 absent=$(sed -n 's/^WARNING: Required program "\(.*\)" not found.*/\1/p' "$logf" | sort -u | tr '\n' ' ')
-failed=$(awk '/^FATAL: The [0-9]+ sanity test\(s\) listed below/ {on=1; next} on && /^FATAL/ {on=0} on && NF==1 {printf "%s ", $1}' "$logf")
-if [ "$rc" -ne 0 ] && [ -z "$failed" ]; then
-  # ansible-test stopped without its list of failed tests: a test crashed (e.g. a traceback in
-  # validate-modules on unparsable DOCUMENTATION) and the tests after it did not run.
-  failed="$(sed -n 's/^Running sanity test "\([^"]*\)".*/\1/p' "$logf" | tail -1) (aborted the run) "
+# a test failed when an ERROR/FATAL line follows its "Running sanity test" line
+failed=$(awk '/^Running sanity test "/ {split($0, q, "\""); cur=q[2]; next}
+              cur != "" && /^(ERROR|FATAL):/ && !(cur in bad) {bad[cur]=1; printf "%s ", cur}' "$logf")
+if [ "$rc" -ne 0 ] && ! grep -q '^FATAL: The [0-9]* sanity test(s) listed below' "$logf"; then
+  # ansible-test stopped without its closing list: the last test crashed (validate-modules does on
+  # documentation YAML it cannot parse, without naming the file) and the tests after it did not run.
+  last=$(sed -n 's/^Running sanity test "\([^"]*\)".*/\1/p' "$logf" | tail -1)
+  failed="${failed% } (${last:-?} aborted the run) "
+  if [ "$last" = validate-modules ]; then
+    log "plugin documentation blocks that YAML cannot load:"
+    python "$REPO_ROOT/tests/sanity/doc_yaml_check.py" "$coll" >&2 || true
+  fi
 fi
 took=$((SECONDS - start))
 what="ansible-core $(ansible --version | sed -n '1s/.*core \([0-9.]*\).*/\1/p'), py$pyver, $mode"
