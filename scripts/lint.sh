@@ -19,7 +19,8 @@
 #     ANSIBLE_COLLECTIONS_PATH pointing at it, so the collection's own modules resolve offline and
 #     nothing (e.g. ansible-lint's .ansible/ cache) is written into the work tree.  The log goes to
 #     tests/output/lint.log.
-# Last line: `lint: PASS ...` or `lint: FAIL ...`; exit status 0 only on PASS.
+# Findings are printed one a line (`-p`).  Output ends with a detail line (`== lint: PASS|FAIL ...`)
+# and `lint: N passed, M failed` (files processed without / with findings).  Exit 0 only on PASS.
 # shellcheck source=scripts/common.sh
 source "$(dirname "$0")/common.sh"
 
@@ -87,14 +88,21 @@ logf="$REPO_ROOT/tests/output/lint.log"
 version=$(ansible-lint --nocolor --version 2>/dev/null | sed -n '1s/^ansible-lint \([^ ]*\).*/\1/p')
 log "ansible-lint $version --offline ${args[*]:-}  (log: tests/output/lint.log)"
 rc=0
-(cd "$coll" && ANSIBLE_COLLECTIONS_PATH="$stage" NO_COLOR=1 ansible-lint --offline --nocolor "${args[@]}") 2>&1 \
+(cd "$coll" && ANSIBLE_COLLECTIONS_PATH="$stage" NO_COLOR=1 ansible-lint --offline --nocolor -p "${args[@]}") 2>&1 \
   | tee "$logf" || rc=$?
 
-tally=$(sed -n 's/^\(Passed\|Failed\): \(.*\) in \([0-9]* files processed\).*/\2, \3/p' "$logf" | tail -1)
+# -p: one `path:line[:col]: rule: message` line per finding; count files, not findings
+processed=$(sed -n 's/^\(Passed\|Failed\): .* in \([0-9]*\) files processed.*/\2/p' "$logf" | tail -1)
+findings=$(grep -cE '^[^ :]+:[0-9]+(:[0-9]+)?: [a-z-]+(\[[a-z-]+\])?: ' "$logf" || true)
+bad_files=$(grep -oE '^[^ :]+:[0-9]+(:[0-9]+)?: [a-z-]+(\[[a-z-]+\])?: ' "$logf" | cut -d: -f1 | sort -u | wc -l)
 took=$((SECONDS - start))
-if [ "$rc" -eq 0 ]; then
-  echo "lint: PASS ${tally:-?} (ansible-lint $version, production profile, $mode) in ${took}s"
+what="ansible-lint $version, production profile, $mode"
+if [ "$rc" -eq 0 ] && [ -n "$processed" ]; then
+  echo "== lint: PASS $processed files, $findings findings ($what) in ${took}s"
+  echo "lint: $processed passed, 0 failed"
   exit 0
 fi
-echo "lint: FAIL ${tally:-no summary, see tests/output/lint.log} (exit $rc, ansible-lint $version, $mode) in ${took}s"
+[ "$bad_files" -eq 0 ] && bad_files=1   # failed without a finding line (crash, bad config): count one
+echo "== lint: FAIL $findings findings in $bad_files files (exit $rc, $what) in ${took}s; log: tests/output/lint.log"
+echo "lint: $(( ${processed:-0} > bad_files ? ${processed:-0} - bad_files : 0 )) passed, $bad_files failed"
 exit 1

@@ -25,7 +25,9 @@
 #     Nothing is written into the work tree except the log, tests/output/sanity.log.
 #   * one run at a time per user (flock on ~/.ansible/test/ipsec-sanity.lock): the stage and the
 #     cached venvs are shared and ansible-test does not lock them.
-# Last line: `sanity: PASS ...` or `sanity: FAIL ...`; exit status 0 only on PASS.
+# Output ends with a detail line (`== sanity: PASS|FAIL ...`: failed tests, versions, time) and
+# `sanity: N passed, M failed` (sanity tests; a test that aborted the run counts as failed).
+# Exit status 0 only when every test ran and passed.
 # shellcheck source=scripts/common.sh
 source "$(dirname "$0")/common.sh"
 
@@ -134,10 +136,14 @@ if [ "$rc" -ne 0 ] && ! grep -q '^FATAL: The [0-9]* sanity test(s) listed below'
 fi
 took=$((SECONDS - start))
 what="ansible-core $(ansible --version | sed -n '1s/.*core \([0-9.]*\).*/\1/p'), py$pyver, $mode"
+nfailed=$(printf '%s' "$failed" | sed 's/ (.*aborted the run)//' | wc -w)
 if [ "$rc" -eq 0 ] && [ -z "$absent" ] && [ "$ran" -gt 0 ]; then
-  echo "sanity: PASS $ran tests ($what) in ${took}s"
+  echo "== sanity: PASS ($what) in ${took}s"
+  echo "sanity: $ran passed, 0 failed"
   exit 0
 fi
 [ -n "$absent" ] && log "sanity tests were skipped for want of: $absent"
-echo "sanity: FAIL ${failed:+tests: $failed}${absent:+skipped (missing: $absent) }(exit $rc, $ran tests run, $what) in ${took}s"
+[ "$rc" -ne 0 ] && [ "$nfailed" -eq 0 ] && nfailed=1   # failed without naming a test: count one
+echo "== sanity: FAIL ${failed:+tests: $failed}${absent:+skipped (missing: $absent) }(exit $rc, $what) in ${took}s"
+echo "sanity: $((ran > nfailed ? ran - nfailed : 0)) passed, $nfailed failed"
 exit 1
