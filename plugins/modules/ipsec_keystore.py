@@ -53,7 +53,7 @@ attributes:
     support: full
     platforms: posix
     description: Runs on the controller.
-author: ipsec_offload.mlx5 contributors
+author: ipsec_offload.mlx5 contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -30,7 +30,7 @@ description:
   - Whatever is missing on the host (a tool, a devlink device, a driver without ethtool support,
     a NIC that is not an mlx5) is reported as absent or unknown, not as a failure. Only bad input
     and a named namespace that does not exist fail the module.
-author: ipsec_offload.mlx5 contributors
+author: ipsec_offload.mlx5 contributors (!UNKNOWN)
 options:
   devices:
     description:

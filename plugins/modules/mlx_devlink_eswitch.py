@@ -24,7 +24,7 @@ description:
     again, and the module fails with the kernel's message and a hint.
   - Changing the eswitch mode destroys and recreates the VF representors (and what was configured
     on them); unbinding a VF removes its netdev until it is bound again.
-author: ipsec_offload.mlx5 contributors
+author: ipsec_offload.mlx5 contributors (!UNKNOWN)
 options:
   device:
     description: The devlink handle of the PF, as C(devlink dev) lists it (C(pci/0000:08:00.0), C(netdevsim/netdevsim1)).

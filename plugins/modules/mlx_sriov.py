@@ -18,7 +18,7 @@ description:
     the one asked for, a VF index that will not exist."
   - Works for PCI PFs (mlx5 and others) and for netdevsim devices (the lab's NIC simulator), whose
     VFs have no PCI address; binding does not apply to them and the module says so in a warning.
-author: ipsec_offload.mlx5 contributors
+author: ipsec_offload.mlx5 contributors (!UNKNOWN)
 options:
   pf:
     description: Netdev name of the PF (for example C(p0) or C(enp8s0f0np0)). One of O(pf) and O(device) is required.

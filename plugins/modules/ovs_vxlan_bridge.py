@@ -18,7 +18,7 @@ description:
     objects are ever changed or removed; a listed port that exists without the mark is refused.
   - Chosen over C(openvswitch.openvswitch.openvswitch_port) because that module applies interface
     options only when it creates a port, so a changed remote_ip or VNI never converges.
-author: ipsec_offload.mlx5 contributors
+author: ipsec_offload.mlx5 contributors (!UNKNOWN)
 options:
   bridge:
     description: Bridge name.
@@ -74,8 +74,10 @@ options:
     default: 10
 attributes:
   check_mode:
+    description: Reads the database and returns the transaction it would run, without running it.
     support: full
   diff_mode:
+    description: Returns the bridge with its ports before and after (or the planned changes in check mode).
     support: full
 requirements:
   - Open vSwitch (C(ovs-vsctl)) running on the managed host.

@@ -38,7 +38,7 @@ description:
     C(ip xfrm state list nokeys))."
   - Each rule's result says whether the kernel holds it in hardware (V(in_hw)) or in software only
     (V(not_in_hw)).
-author: ipsec_offload.mlx5 contributors
+author: ipsec_offload.mlx5 contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ipsec_offload.mlx5.common
 options:
