@@ -19,7 +19,7 @@
 #     ANSIBLE_COLLECTIONS_PATH pointing at it, so the collection's own modules resolve offline and
 #     nothing (e.g. ansible-lint's .ansible/ cache) is written into the work tree.  The log goes to
 #     tests/output/lint.log.
-# Findings are printed one a line (`-p`).  Output ends with a detail line (`== lint: PASS|FAIL ...`)
+# Findings are printed one a line (`--format=pep8`).  Output ends with a detail line (`== lint: PASS|FAIL ...`)
 # and `lint: N passed, M failed` (files processed without / with findings).  Exit 0 only on PASS.
 # shellcheck source=scripts/common.sh
 source "$(dirname "$0")/common.sh"
@@ -88,13 +88,13 @@ logf="$REPO_ROOT/tests/output/lint.log"
 version=$(ansible-lint --nocolor --version 2>/dev/null | sed -n '1s/^ansible-lint \([^ ]*\).*/\1/p')
 log "ansible-lint $version --offline ${args[*]:-}  (log: tests/output/lint.log)"
 rc=0
-(cd "$coll" && ANSIBLE_COLLECTIONS_PATH="$stage" NO_COLOR=1 ansible-lint --offline --nocolor -p "${args[@]}") 2>&1 \
+(cd "$coll" && ANSIBLE_COLLECTIONS_PATH="$stage" NO_COLOR=1 ansible-lint --offline --nocolor --format=pep8 "${args[@]}") 2>&1 \
   | tee "$logf" || rc=$?
 
-# -p: one `path:line[:col]: rule: message` line per finding; count files, not findings
+# --format=pep8: one `path:line[:col]: rule: message` line per finding; count files, not findings
 processed=$(sed -n 's/^\(Passed\|Failed\): .* in \([0-9]*\) files processed.*/\2/p' "$logf" | tail -1)
 findings=$(grep -cE '^[^ :]+:[0-9]+(:[0-9]+)?: [a-z-]+(\[[a-z-]+\])?: ' "$logf" || true)
-bad_files=$(grep -oE '^[^ :]+:[0-9]+(:[0-9]+)?: [a-z-]+(\[[a-z-]+\])?: ' "$logf" | cut -d: -f1 | sort -u | wc -l)
+bad_files=$({ grep -oE '^[^ :]+:[0-9]+(:[0-9]+)?: [a-z-]+(\[[a-z-]+\])?: ' "$logf" || true; } | cut -d: -f1 | sort -u | wc -l)
 took=$((SECONDS - start))
 what="ansible-lint $version, production profile, $mode"
 if [ "$rc" -eq 0 ] && [ -n "$processed" ]; then
