@@ -121,9 +121,15 @@ rc=0
 
 ran=$(grep -c '^Running sanity test' "$logf" || true)
 absent=$(sed -n 's/^WARNING: Required program "\(.*\)" not found.*/\1/p' "$logf" | sort -u | tr '\n' ' ')
-# a test failed when an ERROR/FATAL line follows its "Running sanity test" line
-failed=$(awk '/^Running sanity test "/ {split($0, q, "\""); cur=q[2]; next}
-              cur != "" && /^(ERROR|FATAL):/ && !(cur in bad) {bad[cur]=1; printf "%s ", cur}' "$logf")
+if grep -q '^FATAL: The [0-9]* sanity test(s) listed below' "$logf"; then
+  # ansible-test's closing list of failed tests, one name a line
+  failed=$(awk '/^FATAL: The [0-9]+ sanity test\(s\) listed below/ {on=1; next}
+                on && /^FATAL/ {on=0} on && NF==1 {printf "%s ", $1}' "$logf")
+else
+  # no closing list: a test failed when an ERROR/FATAL line follows its "Running sanity test" line
+  failed=$(awk '/^Running sanity test "/ {split($0, q, "\""); cur=q[2]; next}
+                cur != "" && /^(ERROR|FATAL):/ && !(cur in bad) {bad[cur]=1; printf "%s ", cur}' "$logf")
+fi
 if [ "$rc" -ne 0 ] && ! grep -q '^FATAL: The [0-9]* sanity test(s) listed below' "$logf"; then
   # ansible-test stopped without its closing list: the last test crashed (validate-modules does on
   # documentation YAML it cannot parse, without naming the file) and the tests after it did not run.
