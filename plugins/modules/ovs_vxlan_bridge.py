@@ -178,7 +178,7 @@ def _text(db, bridge):
     for name, p in sorted(info["ports"].items()):
         opts = _ovs._fmt(p["options"])
         lines.append("  port %s type=%s%s%s" % (name, p["type"] or "system", " {%s}" % opts if opts else "",
-                                               " (owned)" if p["owned"] else ""))
+                                                " (owned)" if p["owned"] else ""))
     return "\n".join(lines) + "\n"
 
 
