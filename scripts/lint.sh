@@ -37,8 +37,8 @@ done
 
 start=$SECONDS
 apt_need git python3-venv
-git -C "$REPO_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1 \
-  || die "$REPO_ROOT is not a git checkout: lint needs git to know which files belong to the collection"
+git_err=$(git -C "$REPO_ROOT" rev-parse --is-inside-work-tree 2>&1 >/dev/null) \
+  || die "git cannot read $REPO_ROOT (${git_err:-not a checkout}): lint needs git to know which files belong to the collection"
 ns=$(sed -n 's/^namespace: *//p' "$REPO_ROOT/galaxy.yml")
 name=$(sed -n 's/^name: *//p' "$REPO_ROOT/galaxy.yml")
 if [ -z "$ns" ] || [ -z "$name" ]; then die "cannot read namespace/name from galaxy.yml"; fi

@@ -46,8 +46,8 @@ apt_need git shellcheck python3-venv
 venv_need "$REPO_ROOT/tests/requirements.txt"
 command -v ansible-test >/dev/null || die "ansible-test not found in $VENV (ansible-core install broken?)"
 if [ -z "${HOME:-}" ] || [ ! -d "$HOME" ]; then die "HOME is not set to a directory (ansible-test keeps its caches there)"; fi
-git -C "$REPO_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1 \
-  || die "$REPO_ROOT is not a git checkout: sanity needs git to know which files belong to the collection"
+git_err=$(git -C "$REPO_ROOT" rev-parse --is-inside-work-tree 2>&1 >/dev/null) \
+  || die "git cannot read $REPO_ROOT (${git_err:-not a checkout}): sanity needs git to know which files belong to the collection"
 
 pyver=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 ns=$(sed -n 's/^namespace: *//p' "$REPO_ROOT/galaxy.yml")
