@@ -56,7 +56,7 @@ prune_old_images() { # keep only $1; skip images a running QEMU still has open
 	local keep=$1 d
 	for d in "$CACHE"/image-*; do
 		[ -d "$d" ] && [ "$d" != "$keep" ] || continue
-		if ls -l /proc/[0-9]*/fd 2>/dev/null | grep -qF "$d/"; then
+		if [ -n "$(find /proc/[0-9]*/fd -lname "$d/*" -print -quit 2>/dev/null)" ]; then
 			log "keeping old $(basename "$d") (in use by a running VM)"
 		else
 			log "removing old $(basename "$d")"

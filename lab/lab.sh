@@ -77,7 +77,8 @@ vm_pid() { # print the PID of our QEMU for VM $1 if it runs
 	pid=$(cat "$f")
 	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
 	# the PID must still be our QEMU (PIDs are reused): its command line names our overlay
-	tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$RUN/vm$1.qcow2" || return 1
+	local cmdline; cmdline=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
+	[[ $cmdline == *"$RUN/vm$1.qcow2"* ]] || return 1
 	echo "$pid"
 }
 
@@ -146,7 +147,8 @@ EOF
 	mv "$tmp" "$RUN/inventory.yml"
 }
 
-ssh_ok() { timeout 20 ssh -F "$RUN/ssh_config" -o ConnectTimeout=5 "lab$1" true 2>/dev/null; }
+# Long-lived children (QEMU, SSH control masters) must not inherit the lock fd 8: close it for them.
+ssh_ok() { timeout 20 ssh -F "$RUN/ssh_config" -o ConnectTimeout=5 "lab$1" true 2>/dev/null 8>&-; }
 
 console_tail() { # console_tail N : what the VM printed last (the first thing to read when it dies)
 	echo "---- lab$1 console (last 25 lines of $RUN/vm$1.console.log) ----" >&2
@@ -178,7 +180,7 @@ start_vm() { # start_vm N IMAGE_DIR
 		-device "virtio-net-pci,netdev=link,mac=52:54:00:bb:00:$mac_n" \
 		-device virtio-rng-pci \
 		-serial "file:$RUN/vm$n.console.log" \
-		-pidfile "$RUN/vm$n.pid" -daemonize 2> "$RUN/vm$n.qemu.err"; then
+		-pidfile "$RUN/vm$n.pid" -daemonize 2> "$RUN/vm$n.qemu.err" 8>&-; then
 		console_tail "$n"
 		if grep -qiE "host forwarding rule|Address already in use|Could not connect|Connection refused" "$RUN/vm$n.qemu.err"; then
 			die "lab$n did not start: a port is taken or the link listener is gone (ports: SSH $(ssh_port "$n"), link $LINK_PORT; try 'lab.sh down', or set LAB_SSH_PORT$n / LAB_LINK_PORT)"
@@ -297,7 +299,7 @@ cmd_status() {
 	for n in "${VMS[@]}"; do
 		if pid=$(vm_pid "$n"); then
 			if [ -f "$RUN/ssh_config" ] && ssh_ok "$n"; then
-				echo "lab$n: running (pid $pid), SSH 127.0.0.1:$(ssh_port "$n") up, $(ssh -F "$RUN/ssh_config" "lab$n" 'uptime -p' 2>/dev/null)"
+				echo "lab$n: running (pid $pid), SSH 127.0.0.1:$(ssh_port "$n") up, $(ssh -F "$RUN/ssh_config" "lab$n" 'uptime -p' 2>/dev/null </dev/null)"
 			else
 				echo "lab$n: running (pid $pid), SSH 127.0.0.1:$(ssh_port "$n") NOT answering"
 				rc=1
