@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Static gate 1: `ansible-test sanity` (ansible-core 2.19) on the collection, offline-capable.
 #
-# Usage: scripts/sanity.sh [--head] [ANSIBLE-TEST-SANITY-ARGS...]
-#   --head   test the committed HEAD (git archive) instead of the working tree
+# Usage: scripts/sanity.sh [--head] [--pythons] [ANSIBLE-TEST-SANITY-ARGS...]
+#   --head     test the committed HEAD (git archive) instead of the working tree
+#   --pythons  also run the compile and import tests on every other target Python (3.8-3.13) that
+#              is installed (PATH, pyenv): modules run on managed hosts with older Pythons
 #   other arguments go to `ansible-test sanity`, e.g. `--test pylint` or `--skip-test shellcheck`
 #
 # What it does, and why:
@@ -31,11 +33,12 @@
 # shellcheck source=scripts/common.sh
 source "$(dirname "$0")/common.sh"
 
-mode=worktree args=()
+mode=worktree pythons=0 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --head) mode='head' ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    --pythons) pythons=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) args+=("$1") ;;
   esac
   shift
@@ -119,6 +122,24 @@ log "ansible-test sanity --venv --python $pyver ${args[*]:-}  (log: tests/output
 rc=0
 (cd "$coll" && ansible-test sanity --venv --python "$pyver" --color no "${args[@]}") 2>&1 | tee "$logf" || rc=$?
 
+also=""
+if [ "$pythons" -eq 1 ]; then
+  versions=$(python -c 'from ansible_test._internal.constants import SUPPORTED_PYTHON_VERSIONS as v; print(" ".join(v))')
+  # shellcheck disable=SC2086  # one argument per version
+  found=$(python "$REPO_ROOT/tests/sanity/find_pythons.py" "$pyver" $versions)
+  if [ -z "$found" ]; then
+    log "--pythons: no other target Python installed; compile/import ran on $pyver only"
+  else
+    also=$(cut -d' ' -f1 <<<"$found" | paste -sd' ')
+    # ansible-test takes pythonX.Y from PATH: the found directories first, and no pyenv shims
+    # (a shim for a non-global version exits 127, which ansible-test reports as a failed test).
+    xpath="$VENV/bin:$(cut -d' ' -f2 <<<"$found" | paste -sd:):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    log "ansible-test sanity --venv --test compile --test import on Python $pyver $also"
+    (cd "$coll" && PATH="$xpath" ansible-test sanity --venv --test compile --test import --color no) 2>&1 \
+      | tee -a "$logf" || rc=$?
+  fi
+fi
+
 ran=$(grep -c '^Running sanity test' "$logf" || true)
 absent=$(sed -n 's/^WARNING: Required program "\(.*\)" not found.*/\1/p' "$logf" | sort -u | tr '\n' ' ')
 if grep -q '^FATAL: The [0-9]* sanity test(s) listed below' "$logf"; then
@@ -141,7 +162,7 @@ if [ "$rc" -ne 0 ] && ! grep -q '^FATAL: The [0-9]* sanity test(s) listed below'
   fi
 fi
 took=$((SECONDS - start))
-what="ansible-core $(ansible --version | sed -n '1s/.*core \([0-9.]*\).*/\1/p'), py$pyver, $mode"
+what="ansible-core $(ansible --version | sed -n '1s/.*core \([0-9.]*\).*/\1/p'), py$pyver${also:+ + compile/import on $also}, $mode"
 nfailed=$(printf '%s' "$failed" | sed 's/ (.*aborted the run)//' | wc -w)
 if [ "$rc" -eq 0 ] && [ -z "$absent" ] && [ "$ran" -gt 0 ]; then
   echo "== sanity: PASS ($what) in ${took}s"

@@ -33,7 +33,9 @@ def main(argv: list[str]) -> int:
     cmd = [sys.executable, '-m', 'pip', 'install', '--quiet'] + pip_args
     if '--no-setuptools' in argv:
         # Python 3.11's ensurepip also installs setuptools; get-pip.py would not have.
-        subprocess.call([sys.executable, '-m', 'pip', 'uninstall', '--quiet', '--yes', 'setuptools'])
+        # (Python 3.12+ installs none: pip's "Skipping setuptools" note goes to /dev/null.)
+        subprocess.call([sys.executable, '-m', 'pip', 'uninstall', '--quiet', '--yes', 'setuptools'],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return subprocess.call(cmd)
 
 

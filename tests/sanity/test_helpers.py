@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import doc_yaml_check  # noqa: E402  pylint: disable=wrong-import-position
+import find_pythons  # noqa: E402  pylint: disable=wrong-import-position
 import get_pip_offline  # noqa: E402  pylint: disable=wrong-import-position
 
 GOOD = '''
@@ -89,8 +90,10 @@ class FakeRun:
         assert kwargs['check'] is False
         return subprocess.CompletedProcess(cmd, self.boot_rc, stdout=b'ensurepip said no\n')
 
-    def call(self, cmd):
+    def call(self, cmd, **kwargs):
         self.calls.append(cmd)
+        if cmd[3] == 'uninstall':
+            assert kwargs == {'stdout': subprocess.DEVNULL, 'stderr': subprocess.DEVNULL}
         return self.install_rc if cmd[3] == 'install' else 0
 
 
@@ -120,3 +123,34 @@ def test_get_pip_offline_commands(monkeypatch, argv, fake, rc, calls):
     monkeypatch.setattr(get_pip_offline.subprocess, 'call', fake.call)
     assert get_pip_offline.main(argv) == rc
     assert fake.calls == calls
+
+
+def test_find_pythons_candidates_and_choice(tmp_path):
+    home = tmp_path / 'home'
+    bindir = tmp_path / 'bin'
+    for rel in ('.pyenv/versions/3.10.4/bin/python3.10', '.pyenv/versions/3.10.13/bin/python3.10',
+                '.pyenv/versions/3.12.1/bin/python3.12'):
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_text('', encoding='utf-8')
+    bindir.mkdir()
+    shim = bindir / 'python3.10'
+    shim.write_text('#!/bin/sh\nexit 127\n', encoding='utf-8')
+    shim.chmod(0o755)
+    # PATH first (a shim here), then pyenv's versions, newest release first (3.10.13 before 3.10.4)
+    assert find_pythons.candidates('3.10', str(bindir), str(home))[:3] == [
+        str(shim), str(home / '.pyenv/versions/3.10.13/bin/python3.10'),
+        str(home / '.pyenv/versions/3.10.4/bin/python3.10')]
+    # the shim does not answer, the first pyenv interpreter that does is taken (3.10.4 here, as if
+    # 3.10.13 were broken); 3.11 is the main version, skipped; 3.9 has none at all
+    works = {str(home / '.pyenv/versions/3.10.4/bin/python3.10'), str(home / '.pyenv/versions/3.12.1/bin/python3.12')}
+    found = find_pythons.find(['3.9', '3.10', '3.11', '3.12'], '3.11', str(bindir), str(home),
+                              probe=lambda exe, version: exe in works)
+    assert found == [('3.10', str(home / '.pyenv/versions/3.10.4/bin')),
+                     ('3.12', str(home / '.pyenv/versions/3.12.1/bin'))]
+
+
+def test_find_pythons_probe_real_interpreter(tmp_path):
+    version = '%d.%d' % sys.version_info[:2]
+    assert find_pythons.answers(sys.executable, version) is True
+    assert find_pythons.answers(sys.executable, '2.7') is False
+    assert find_pythons.answers(str(tmp_path / 'missing'), version) is False
