@@ -4,8 +4,11 @@
 #   build.sh key       print the cache key (hash of packages.txt, this file, vm/*, suite, disk size)
 #   build.sh dir       print the image directory for the current key (may not exist yet)
 # Called by `lab.sh build`/`lab.sh up`; runs as root (mmdebstrap --mode=root, chroot, mkfs).
-# Knobs: LAB_KEEP_ROOTFS=1 keeps the unpacked rootfs beside the image (debugging), LAB_SUITE (trixie), LAB_MIRROR (default: the host's Debian mirror from its apt sources),
-#        LAB_DISK_SIZE (4G, virtual size; qcow2 stores only used blocks), LAB_CACHE (lab/cache).
+# Knobs: LAB_SUITE (trixie), LAB_MIRROR (default: the host's Debian mirror from its apt sources),
+#        LAB_DISK_SIZE (4G, virtual size; qcow2 stores only used blocks), LAB_CACHE (lab/cache),
+#        LAB_KEEP_ROOTFS=1 keeps the unpacked rootfs beside the image (debugging).
+# Cache: lab/cache/image-<key>/ {base.qcow2, vmlinuz, initrd.img, manifest.txt, packages.lock};
+#        lab/cache/debs/ keeps the downloaded .debs so a rebuild after an edit downloads nothing.
 set -euo pipefail
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${LAB_CACHE:-$LAB_DIR/cache}
@@ -93,10 +96,15 @@ do_build() {
 		--essential-hook="$q_lab/vm/essential.sh \"\$1\"" \
 		--customize-hook="sync-out /var/cache/apt/archives $CACHE/debs" \
 		--customize-hook="$q_lab/vm/customize.sh \"\$1\" $q_lab $build_pkgs" \
-		"$SUITE" "$tmp/rootfs" "deb $mirror $SUITE main" > "$tmp/mmdebstrap.log" 2>&1 || {
+		"$SUITE" "$tmp/rootfs" "deb $mirror $SUITE main" > "$tmp/mmdebstrap.log" 2>&1 &
+	# in the background so that a TERM/INT reaches mmdebstrap at once: it then unmounts and stops
+	local mm=$!
+	trap 'kill -TERM $mm 2>/dev/null; wait $mm; die "interrupted"' INT TERM
+	wait $mm || {
 		grep -E '^(E|W): |ERROR|unmet|Conflicts|Depends|Breaks' "$tmp/mmdebstrap.log" | tail -25 >&2
 		die "mmdebstrap failed (log: $tmp/mmdebstrap.log); is $mirror reachable, and does $SUITE carry every package in packages.txt?"
 	}
+	trap - INT TERM
 	local t_debootstrap=$((SECONDS - t1))
 	local root=$tmp/rootfs kver
 	kver=$(cat "$root/lab/kver")
