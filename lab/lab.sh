@@ -170,7 +170,10 @@ start_vm() { # start_vm N IMAGE_DIR
 	local append="console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/lab/init panic=-1 quiet"
 	append+=" mitigations=off labid=$n lab.key=$(awk '{print $2}' "$RUN/id_ed25519.pub") lab.vfs=$VFS"
 	date +%s.%N > "$RUN/vm$n.started"
-	if ! qemu-system-x86_64 -name "lab$n" -nodefaults -no-user-config -display none -no-reboot \
+	# Not -daemonize: that sends QEMU's later stderr to /dev/null. setsid detaches it from this
+	# shell's session; its stderr stays in vmN.qemu.err for post-mortems.
+	rm -f "$RUN/vm$n.pid"
+	setsid qemu-system-x86_64 -name "lab$n" -nodefaults -no-user-config -display none -no-reboot \
 		-accel tcg,thread=multi -cpu max -smp "$CPUS" -m "$MEM" \
 		-kernel "$img/vmlinuz" -initrd "$img/initrd.img" -append "$append" \
 		-drive "file=$RUN/vm$n.qcow2,if=virtio,format=qcow2,cache=unsafe" \
@@ -180,17 +183,30 @@ start_vm() { # start_vm N IMAGE_DIR
 		-device "virtio-net-pci,netdev=link,mac=52:54:00:bb:00:$mac_n" \
 		-device virtio-rng-pci \
 		-serial "file:$RUN/vm$n.console.log" \
-		-pidfile "$RUN/vm$n.pid" -daemonize 2> "$RUN/vm$n.qemu.err" 8>&-; then
-		console_tail "$n"
-		if grep -qiE "host forwarding rule|Address already in use|Could not connect|Connection refused" "$RUN/vm$n.qemu.err"; then
-			die "lab$n did not start: a port is taken or the link listener is gone (ports: SSH $(ssh_port "$n"), link $LINK_PORT; try 'lab.sh down', or set LAB_SSH_PORT$n / LAB_LINK_PORT)"
+		-pidfile "$RUN/vm$n.pid" < /dev/null > "$RUN/vm$n.qemu.err" 2>&1 8>&- &
+	# started = it wrote its PID file and listens on its SSH forward (and lab1 on the link socket)
+	local i
+	for i in $(seq 100); do
+		if vm_pid "$n" > /dev/null && [ -n "$(port_user "$(ssh_port "$n")")" ] \
+			&& { [ "$n" != 1 ] || [ -n "$(port_user "$LINK_PORT")" ]; }; then
+			return 0
 		fi
-		die "lab$n: qemu-system-x86_64 failed to start (stderr above)"
+		kill -0 $! 2>/dev/null || break
+		sleep 0.1
+	done
+	console_tail "$n"
+	[ "$n" = 1 ] || cmd_down quiet
+	if grep -qiE "host forwarding rule|Address already in use|Could not connect|Connection refused" "$RUN/vm$n.qemu.err"; then
+		die "lab$n did not start: a port is taken or the link listener is gone (SSH port $(ssh_port "$n"), link port $LINK_PORT; 'lab.sh status', 'lab.sh down', or set LAB_SSH_PORT$n / LAB_LINK_PORT)"
 	fi
+	if [ ! -s "$RUN/vm$n.qemu.err" ] && [ ! -s "$RUN/vm$n.console.log" ]; then
+		die "lab$n: QEMU exited at once without a message (the guest reset before its console came up, and -no-reboot ends QEMU): is LAB_MEM=$MEM MiB enough? (default 1024)"
+	fi
+	die "lab$n: qemu-system-x86_64 did not start (its stderr and console are above)"
 }
 
-wait_ssh() { # wait until every VM answers SSH; fail on a dead VM or at the timeout
-	local n t0 pending=("${VMS[@]}") still
+wait_ssh() { # wait_ssh [reuse]: wait until every VM answers SSH; fail on a dead VM or at the timeout
+	local reuse=${1:-} n t0 pending=("${VMS[@]}") still
 	t0=$(now)
 	while [ ${#pending[@]} -gt 0 ]; do
 		still=()
@@ -201,9 +217,11 @@ wait_ssh() { # wait until every VM answers SSH; fail on a dead VM or at the time
 				die "lab$n died while booting (console tail above)"
 			fi
 			if ssh_ok "$n"; then
-				local s; s=$(elapsed "$(cat "$RUN/vm$n.started")")
-				echo "boot_to_ssh_vm${n}_s=$s" >> "$RUN/timings.txt"
-				log "lab$n: SSH up after $s s (127.0.0.1:$(ssh_port "$n"))"
+				if [ -z "$reuse" ]; then
+					local s; s=$(elapsed "$(cat "$RUN/vm$n.started")")
+					echo "boot_to_ssh_vm${n}_s=$s" >> "$RUN/timings.txt"
+					log "lab$n: SSH up after $s s (127.0.0.1:$(ssh_port "$n"))"
+				fi
 			else
 				still+=("$n")
 			fi
@@ -215,7 +233,7 @@ wait_ssh() { # wait until every VM answers SSH; fail on a dead VM or at the time
 			cmd_down quiet
 			die "SSH not up within ${SSH_TIMEOUT}s on: ${pending[*]/#/lab} (console tails above; raise LAB_SSH_TIMEOUT on a slow host)"
 		fi
-		sleep 2
+		sleep 1
 	done
 }
 
@@ -228,7 +246,7 @@ cmd_up() {
 	for n in "${VMS[@]}"; do vm_pid "$n" > /dev/null && running+=("$n"); done
 	if [ ${#running[@]} -eq ${#VMS[@]} ]; then
 		ssh_cfg_write
-		wait_ssh
+		wait_ssh reuse
 		inventory_write
 		log "lab already up (reused): inventory $RUN/inventory.yml"
 		return 0
