@@ -131,6 +131,10 @@ def batch_lines(sim, since):
     return [ln for b in sim.batches[since:] for ln in b.splitlines()]
 
 
+def raw_objects():
+    return len(blocks(RAW_STATES)) + len(blocks(RAW_POLICIES))
+
+
 def touches_raw(lines):
     return [ln for ln in lines for ident in RAW_IDS if ident in ln]
 
@@ -169,7 +173,11 @@ XFRM_STEPS = [
 ]
 
 
+RAW_OBJECTS = 10   # 3 SAs + 7 policies printed verbatim (checked below)
+
+
 def test_xfrm_foreign_objects_survive_every_state():
+    assert raw_objects() == RAW_OBJECTS
     sim = foreign_sim()
     view0 = foreign_view(sim)
     assert len(view0[0][0]) == 4 and len(view0[0][1]) == 5 and len(view0[1]) == 9
@@ -182,7 +190,7 @@ def test_xfrm_foreign_objects_survive_every_state():
         view = foreign_view(sim)
         bad = touches_raw(lines) + touches_dict_foreign(lines, view0)
         intact = view == view0 and (sim.raw_states, sim.raw_policies) == raw0 and not bad
-        _rel.record("foreign", step=name, objects=len(view0[0][0]) + len(view0[0][1]) + len(RAW_IDS),
+        _rel.record("foreign", step=name, objects=len(view0[0][0]) + len(view0[0][1]) + RAW_OBJECTS,
                     intact=intact)
         assert failed is expect_fail, (name, res.get("msg"))
         if expect_fail:
