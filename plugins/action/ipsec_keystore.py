@@ -21,7 +21,7 @@ def _vault_secrets(loader):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("path", "pairs", "reqid_range"))
+    _VALID_ARGS = frozenset(("path", "pairs", "reqid_range", "rotate", "rotation_stage"))
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
@@ -37,6 +37,11 @@ class ActionModule(ActionBase):
                                     "(hostvars | ipsec_offload.mlx5.ipsec_pairs(groups=groups, keys='none'))")
         pairs = args["pairs"]
         rrange = args.get("reqid_range")
+        rotate = args.get("rotate")
+        stage = args.get("rotation_stage")
+        if rotate is not None and stage is not None:
+            raise AnsibleActionFail("ipsec_keystore: rotate (start or continue rotations) and rotation_stage "
+                                    "(advance the rotations in progress) are mutually exclusive")
         if isinstance(pairs, Mapping):
             if rrange is None:
                 rrange = pairs.get("reqid_range")
@@ -56,6 +61,14 @@ class ActionModule(ActionBase):
                 _pairs.allocate(links, rrange, _pairs.pins_of(entries))
                 _pairs.attach_keys(links, entries, require=False)
                 new_entries, report = _pairs.update_store(entries, links)
+                rot = {"started": [], "continuing": [], "advanced": [], "finished": []}
+                if rotate is not None:
+                    chosen = _pairs.select_pairs(None if rotate == "all" else rotate, [lk.name for lk in links])
+                    new_entries, r = _pairs.start_rotation(new_entries, links, chosen)
+                    rot.update(r)
+                if stage is not None:
+                    new_entries, r = _pairs.advance_rotation(new_entries, stage)
+                    rot.update(r)
                 changed = new_entries != entries or doc is None
                 if changed and not self._task.check_mode:
                     _keystore.write(path, _pairs.store_document(new_entries), vault)
@@ -76,6 +89,11 @@ class ActionModule(ActionBase):
             "repinned": report["repinned"],
             "unused": stale,
             "pairs": len(links),
+            "rotation_started": rot["started"],
+            "rotation_continuing": rot["continuing"],
+            "rotation_advanced": rot["advanced"],
+            "rotation_finished": rot["finished"],
+            "rotations": _pairs.rotations_of(new_entries),
         })
         if self._task.diff and changed:
             result["diff"] = {
@@ -87,7 +105,13 @@ class ActionModule(ActionBase):
 
 
 def _describe(entry):
-    return "key %s, spi %s, reqid %s" % (
+    text = "key %s, spi %s, reqid %s" % (
         "<redacted>" if entry.get("key") else "(from inventory)",
         "0x%08x" % entry["spi"] if entry.get("spi") is not None else "-",
         "0x%08x" % entry["reqid"] if entry.get("reqid") is not None else "-")
+    if (entry.get("generation") or 1) > 1:
+        text += ", generation %d" % entry["generation"]
+    if entry.get("previous") and entry.get("stage"):
+        text += ", rotation %s from generation %d (spi 0x%08x, key <redacted>)" % (
+            entry["stage"], entry["previous"]["generation"], entry["previous"]["spi"])
+    return text

@@ -551,7 +551,8 @@ class Link:
     """One directed pair src -> dst: one SA, installed out on src and in on dst."""
 
     __slots__ = ("src", "dst", "spi", "reqid", "spi_source", "reqid_source", "key", "key_source",
-                 "spi_override", "reqid_override", "key_override", "key_bits")
+                 "spi_override", "reqid_override", "key_override", "key_bits",
+                 "generation", "prev_spi", "prev_key", "stage")
 
     def __init__(self, src, dst, key_bits=256, spi=None, reqid=None, key=None):
         self.src = src
@@ -564,6 +565,12 @@ class Link:
         self.spi_source = self.reqid_source = None
         self.key = None
         self.key_source = "missing"
+        # key rotation (see rotate()): the generation in use, and while a rotation is unfinished
+        # the previous generation's SPI/key and the rotation stage
+        self.generation = 1
+        self.prev_spi = None
+        self.prev_key = None
+        self.stage = None
 
     @property
     def name(self):
@@ -608,11 +615,24 @@ def allocate(links, reqid_range=DEFAULT_REQID_RANGE, pins=None):
         reqid_used.setdefault(link.dst, {})[v] = link
 
     ordered = sorted(links, key=lambda lk: (lk.src, lk.dst))
+    # 0. SPIs of previous generations (rotations in progress) stay taken until the rotation ends
+    prev_used = {}    # dst host -> {spi: name of the rotating pair}
+    for (psrc, pdst), pin in sorted(pins.items()):
+        if pin.get("previous_spi") is not None:
+            prev_used.setdefault(pdst, {})[pin["previous_spi"]] = "%s->%s" % (psrc, pdst)
+    for dst, taken in prev_used.items():
+        for v, name in taken.items():
+            spi_used.setdefault(dst, {})[v] = Link(*name.split("->", 1))
     # 1. hand-given values
     for lk in ordered:
         if lk.spi_override is not None:
             other = spi_used.get(lk.dst, {}).get(lk.spi_override)
-            if other is not None:
+            if lk.spi_override in prev_used.get(lk.dst, {}):
+                problems.append("%s: SPI 0x%x for %s is still used by the previous generation of %s (a key "
+                                "rotation is in progress: finish it with playbooks/rekey.yml first)"
+                                % (_where(lk.src, "ipsec_overrides[%s].spi" % lk.dst), lk.spi_override, lk.name,
+                                   prev_used[lk.dst][lk.spi_override]))
+            elif other is not None:
                 problems.append("%s: SPI 0x%x for %s collides with ipsec_overrides of host %s for %s "
                                 "(both SAs go to %s; SPIs must differ per destination)"
                                 % (_where(lk.src, "ipsec_overrides[%s].spi" % lk.dst), lk.spi_override, lk.name,
@@ -693,6 +713,17 @@ def attach_keys(links, store=None, require=True):
             except ValueError as e:
                 problems.append("key store entry %s: key %s; delete the entry to generate a new key "
                                 "(a rekey of this direction)" % (lk.name, e))
+                continue
+            lk.generation = entry.get("generation") or 1
+            prev = entry.get("previous")
+            if prev and entry.get("stage") and lk.spi == entry.get("spi"):
+                try:
+                    lk.prev_key = _key_hex(prev["key"], lk.key_bits)
+                except ValueError as e:
+                    problems.append("key store entry %s: previous key %s" % (lk.name, e))
+                    continue
+                lk.prev_spi = prev["spi"]
+                lk.stage = entry["stage"]
             continue
         if require:
             problems.append("%s: no key for %s: set ipsec_overrides[%s].key on %s (from a vault variable) "
@@ -721,6 +752,17 @@ def check_keys_distinct(links):
                                else "key store entry %s" % lk.name, lk.name, lk.key_source, what, other.key_source))
         else:
             seen[aes] = lk
+    for lk in sorted(links, key=lambda x: (x.src, x.dst)):
+        if lk.prev_key is None:
+            continue
+        aes = lk.prev_key[:-2 * SALT_BYTES]
+        other = seen.get(aes)
+        if other is not None:
+            what = "its own new generation" if other is lk else "pair %s" % other.name
+            problems.append("key store entry %s: the previous key is also used by %s; every direction and "
+                            "generation needs its own key" % (lk.name, what))
+        else:
+            seen[aes] = lk
     if problems:
         raise DeriveError(problems)
 
@@ -740,14 +782,19 @@ def _offload(spec, kind):
     return {"type": spec.offload, "dev": spec.dev}
 
 
-def sa_object(link, specs, direction):
-    """The SA of ``link`` as the host at its ``direction`` end installs it."""
+def sa_object(link, specs, direction, previous=False):
+    """The SA of ``link`` as the host at its ``direction`` end installs it.
+
+    previous=True: the SA of the previous generation (a rotation in progress): its SPI and key,
+    the same reqid and everything else.
+    """
     s, d = specs[link.src], specs[link.dst]
     local = s if direction == "out" else d
+    spi, key = (link.prev_spi, link.prev_key) if previous else (link.spi, link.key)
     sa = {
-        "src": str(s.ip), "dst": str(d.ip), "spi": link.spi, "reqid": link.reqid,
+        "src": str(s.ip), "dst": str(d.ip), "spi": spi, "reqid": link.reqid,
         "mode": s.mode, "direction": direction,
-        "aead": {"name": AEAD_NAME, "key": None if link.key is None else "0x" + link.key, "icv": ICV_BITS},
+        "aead": {"name": AEAD_NAME, "key": None if key is None else "0x" + key, "icv": ICV_BITS},
         "esn": True,
         "offload": _offload(local, "sa"),
     }
@@ -792,17 +839,63 @@ def policy_objects(link, specs, direction):
     return out
 
 
+def generations_present(link, direction):
+    """Which generations of ``link``'s SA the host at its ``direction`` end keeps: a list of
+    "previous"/"current", oldest first (the order they are added in, so the newest outbound SA is
+    also the most recently added one).
+
+    Outside a rotation: the current one.  During a rotation (make-before-break):
+      stage inbound   out: previous           in: previous, current   (receivers first)
+      stage outbound  out: previous, current  in: previous, current
+      stage retire    out: current            in: previous, current   (old outbound gone)
+    Finishing the rotation drops the previous generation: only the current one remains.
+    """
+    if link.stage is None or link.prev_spi is None:
+        return ["current"]
+    if direction == "in":
+        return ["previous", "current"]
+    return {"inbound": ["previous"], "outbound": ["previous", "current"], "retire": ["current"]}[link.stage]
+
+
 def host_objects(specs, links):
-    """{host: {"namespace", "peers", "states", "policies"}} for every participating host."""
+    """{host: {"namespace", "peers", "states", "policies"}} for every participating host.
+
+    A pair in rotation contributes the SAs of generations_present(); policies do not change
+    (they select the SA by reqid, which both generations share).
+    """
     hosts = {}
     for h in sorted(specs):
         hosts[h] = {"namespace": specs[h].namespace, "peers": [], "states": [], "policies": []}
     for lk in sorted(links, key=lambda x: (x.src, x.dst)):
         for host, direction in ((lk.src, "out"), (lk.dst, "in")):
-            hosts[host]["states"].append(sa_object(lk, specs, direction))
+            for gen in generations_present(lk, direction):
+                hosts[host]["states"].append(sa_object(lk, specs, direction, previous=gen == "previous"))
             hosts[host]["policies"].extend(policy_objects(lk, specs, direction))
         hosts[lk.src]["peers"].append(lk.dst)
     return hosts
+
+
+def rekey_steps(specs, links):
+    """Per host, what playbooks/rekey.yml does for the pairs in rotation (whatever their stage):
+
+      add_in   the new inbound SAs (phase 1, receivers first)
+      add_out  the new outbound SAs (phase 2)
+      del_out  identities (src, dst, spi) of the previous outbound SAs (phase 4a)
+      del_in   identities of the previous inbound SAs (phase 4b)
+
+    Every step is idempotent (merged / deleted by identity), so a re-run resumes an interrupted
+    rotation.  Hosts without a pair in rotation get empty lists.
+    """
+    steps = {h: {"add_in": [], "add_out": [], "del_out": [], "del_in": []} for h in sorted(specs)}
+    for lk in sorted(links, key=lambda x: (x.src, x.dst)):
+        if lk.stage is None or lk.prev_spi is None:
+            continue
+        ident = {"src": str(specs[lk.src].ip), "dst": str(specs[lk.dst].ip), "spi": lk.prev_spi}
+        steps[lk.dst]["add_in"].append(sa_object(lk, specs, "in"))
+        steps[lk.src]["add_out"].append(sa_object(lk, specs, "out"))
+        steps[lk.src]["del_out"].append(dict(ident))
+        steps[lk.dst]["del_in"].append(dict(ident))
+    return steps
 
 
 def pair_summary(link, specs):
@@ -814,6 +907,8 @@ def pair_summary(link, specs):
         "reqid": link.reqid, "reqid_hex": "0x%08x" % link.reqid, "reqid_source": link.reqid_source,
         "key_bits": link.key_bits, "key_source": link.key_source,
         "mode": specs[link.src].mode,
+        "generation": link.generation, "rotation": link.stage,
+        "previous_spi_hex": None if link.prev_spi is None else "0x%08x" % link.prev_spi,
     }
 
 
@@ -863,10 +958,49 @@ def parse_store(doc):
                         item[f] = _int(entry[f], lo, hi)
                     except ValueError as e:
                         problems.append("key store entry %s: %s %s" % (name, f, e))
+            _parse_rotation(name, entry, item, problems)
             out[(str(src), str(dst))] = item
     if problems:
         raise DeriveError(problems)
     return out
+
+
+def _parse_rotation(name, entry, item, problems):
+    """Optional generation fields of a store entry (absent in stores written before rotations):
+    generation (int >= 1), rotation (stage) and previous {key, spi, generation}, both or neither."""
+    if entry.get("generation") is not None:
+        try:
+            item["generation"] = _int(entry["generation"], 1, 0xFFFFFFFF)
+        except ValueError as e:
+            problems.append("key store entry %s: generation %s" % (name, e))
+    stage, prev = entry.get("rotation"), entry.get("previous")
+    if stage is None and prev is None:
+        return
+    if stage not in ROTATION_STAGES:
+        problems.append("key store entry %s: rotation must be one of %s (with previous)" % (name, ", ".join(ROTATION_STAGES)))
+        return
+    if not isinstance(prev, Mapping) or prev.get("key") is None or prev.get("spi") is None:
+        problems.append("key store entry %s: a rotation needs previous: {key, spi, generation}" % name)
+        return
+    p = {}
+    try:
+        p["key"] = _key_hex(prev["key"])
+    except ValueError as e:
+        problems.append("key store entry %s: previous key %s" % (name, e))
+    try:
+        p["spi"] = _int(prev["spi"], SPI_RANGE[0], SPI_RANGE[1])
+    except ValueError as e:
+        problems.append("key store entry %s: previous spi %s" % (name, e))
+    try:
+        p["generation"] = _int(prev.get("generation", 1), 1, 0xFFFFFFFF)
+    except ValueError as e:
+        problems.append("key store entry %s: previous generation %s" % (name, e))
+    if len(p) == 3:
+        if p["spi"] == item.get("spi"):
+            problems.append("key store entry %s: previous spi equals the current one (a rotation needs a new SPI)" % name)
+            return
+        item["previous"] = p
+        item["stage"] = stage
 
 
 def store_document(entries):
@@ -881,6 +1015,12 @@ def store_document(entries):
             item["spi"] = "0x%08x" % e["spi"]
         if e.get("reqid") is not None:
             item["reqid"] = "0x%08x" % e["reqid"]
+        if (e.get("generation") or 1) > 1:
+            item["generation"] = e["generation"]
+        if e.get("previous") and e.get("stage"):
+            p = e["previous"]
+            item["previous"] = {"key": "0x" + p["key"], "spi": "0x%08x" % p["spi"], "generation": p["generation"]}
+            item["rotation"] = e["stage"]
         pairs.setdefault(src, {})[dst] = item
     return {"ipsec_offload_keystore": STORE_VERSION, "pairs": pairs}
 
@@ -908,7 +1048,174 @@ def update_store(entries, links, new_key=generate_key):
 
 
 def pins_of(entries):
-    return {k: {"spi": v.get("spi"), "reqid": v.get("reqid")} for k, v in entries.items()}
+    out = {}
+    for k, v in entries.items():
+        out[k] = {"spi": v.get("spi"), "reqid": v.get("reqid")}
+        if v.get("previous") and v.get("stage"):
+            out[k]["previous_spi"] = v["previous"]["spi"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# key rotation: generations in the key store (pure; the ipsec_keystore action does the file I/O)
+#
+# An entry in rotation keeps its reqid and holds the NEW generation in key/spi/generation, the
+# old one in previous {key, spi, generation}, and the stage in rotation:
+#   inbound   created; receivers install the new inbound SA (old SAs untouched)
+#   outbound  every new inbound SA is in place; senders may add the new outbound SA
+#   retire    every new outbound SA is in place; the old outbound SAs may go
+# finish_rotation() drops previous (the old inbound SAs may go).  See generations_present().
+
+ROTATION_STAGES = ("inbound", "outbound", "retire")
+ROTATION_FINISHED = "finished"
+
+
+def select_pairs(selectors, names):
+    """Pair selectors -> the set of directed pair names ("a->b") out of ``names``.
+
+    A selector is "a->b" (one direction), "a<->b" (both directions) or a host name (every
+    direction to and from it).  An unknown selector is an error naming it.
+    """
+    if selectors is None:
+        return set(names)
+    if _str(selectors):
+        selectors = _names(selectors)
+    if not _seq(selectors):
+        raise DeriveError(["rotate: must be a list of pair selectors (a->b, a<->b or a host name)"])
+    names = set(names)
+    out = set()
+    problems = []
+    for i, sel in enumerate(selectors):
+        if not _str(sel) or not sel.strip():
+            problems.append("rotate[%d]: must be a string a->b, a<->b or a host name" % i)
+            continue
+        sel = sel.strip()
+        if "<->" in sel:
+            a, b = [x.strip() for x in sel.split("<->", 1)]
+            got = {"%s->%s" % (a, b), "%s->%s" % (b, a)} & names
+        elif "->" in sel:
+            a, b = [x.strip() for x in sel.split("->", 1)]
+            got = {"%s->%s" % (a, b)} & names
+        else:
+            got = {n for n in names if sel in n.split("->")}
+        if not got:
+            problems.append("rotate[%d]: %s matches no IPsec pair of the inventory" % (i, sel))
+        out |= got
+    if problems:
+        raise DeriveError(problems)
+    return out
+
+
+def _rotation_spi(entries, links, lk, generation):
+    """A new SPI for ``lk``'s next generation: deterministic (hash of names and generation), never
+    the SPI of any SA towards lk.dst that the store or the allocation knows (current or previous)."""
+    used = set()
+    for (src, dst), e in entries.items():
+        if dst == lk.dst:
+            if e.get("spi") is not None:
+                used.add(e["spi"])
+            if e.get("previous"):
+                used.add(e["previous"]["spi"])
+    used |= {x.spi for x in links if x.dst == lk.dst and x.spi is not None}
+    for v, dummy in _hash_candidates("spi-generation-%d" % generation, lk.src, lk.dst, SPI_RANGE[0], SPI_RANGE[1]):
+        if v not in used:
+            return v
+    raise DeriveError(["%s: no free SPI left towards %s" % (lk.name, lk.dst)])
+
+
+def start_rotation(entries, links, chosen, new_key=generate_key):
+    """Start a rotation for the directed pairs named in ``chosen`` (links already allocated and
+    pinned, e.g. by update_store).  Idempotent: a pair already in rotation is left as it is (its
+    new key is not replaced), so re-running an unfinished rotation continues it.
+
+    Returns (new_entries, report) with report {"started": [names], "continuing": [names]}.
+    """
+    out = {k: dict(v) for k, v in entries.items()}
+    report = {"started": [], "continuing": []}
+    problems = []
+    all_keys = set()
+    for e in out.values():
+        if e.get("key"):
+            all_keys.add(e["key"][:-2 * SALT_BYTES])
+        if e.get("previous"):
+            all_keys.add(e["previous"]["key"][:-2 * SALT_BYTES])
+    for lk in sorted(links, key=lambda x: (x.src, x.dst)):
+        if lk.name not in chosen:
+            continue
+        e = out.get((lk.src, lk.dst))
+        if lk.key_source == "inventory" or lk.key_override is not None:
+            problems.append("%s: the key of %s comes from the inventory; rotate it by giving a new key and SPI "
+                            "there (rekey.yml rotates key store keys only)"
+                            % (_where(lk.src, "ipsec_overrides[%s].key" % lk.dst), lk.name))
+            continue
+        if lk.spi_source == "override":
+            problems.append("%s: the SPI of %s is hand-given; a rotation needs a new SPI: remove the override "
+                            "or rotate by hand" % (_where(lk.src, "ipsec_overrides[%s].spi" % lk.dst), lk.name))
+            continue
+        if not e or e.get("key") is None or e.get("spi") is None:
+            problems.append("key store entry %s: no key yet; run playbooks/derive.yml (or site.yml) without "
+                            "--check first" % lk.name)
+            continue
+        if e.get("previous") and e.get("stage"):
+            report["continuing"].append(lk.name)
+            continue
+        gen = (e.get("generation") or 1) + 1
+        spi = _rotation_spi(out, links, lk, gen)
+        key = new_key(lk.key_bits)
+        while key is not None and key[:-2 * SALT_BYTES] in all_keys:
+            key = new_key(lk.key_bits)     # only a broken random source repeats a key
+        all_keys.add(key[:-2 * SALT_BYTES])
+        e["previous"] = {"key": e["key"], "spi": e["spi"], "generation": e.get("generation") or 1}
+        e["key"], e["spi"], e["generation"], e["stage"] = key, spi, gen, ROTATION_STAGES[0]
+        lk.spi = spi
+        report["started"].append(lk.name)
+    if problems:
+        raise DeriveError(problems)
+    return out, report
+
+
+def advance_rotation(entries, stage, chosen=None):
+    """Move every rotation (of the pairs in ``chosen``, default all) to ``stage`` (one of
+    ROTATION_STAGES[1:] or "finished").  Monotonic: a rotation already at or past ``stage`` is
+    left alone; skipping a stage is refused (each one is a fact about the hosts: every new inbound
+    SA installed, then every new outbound SA).  "finished" drops the previous generation.
+
+    Returns (new_entries, {"advanced": [names], "finished": [names]}).
+    """
+    order = list(ROTATION_STAGES) + [ROTATION_FINISHED]
+    if stage not in order[1:]:
+        raise DeriveError(["rotation_stage: %r is not one of %s" % (stage, ", ".join(order[1:]))])
+    target = order.index(stage)
+    out = {k: dict(v) for k, v in entries.items()}
+    report = {"advanced": [], "finished": []}
+    problems = []
+    for k in sorted(out):
+        e = out[k]
+        name = "%s->%s" % k
+        if not (e.get("previous") and e.get("stage")) or (chosen is not None and name not in chosen):
+            continue
+        cur = order.index(e["stage"])
+        if cur >= target:
+            continue
+        if cur + 1 < target:
+            problems.append("key store entry %s: rotation is at stage %s; it cannot skip to %s"
+                            % (name, e["stage"], stage))
+            continue
+        if stage == ROTATION_FINISHED:
+            e.pop("previous", None)
+            e.pop("stage", None)
+            report["finished"].append(name)
+        else:
+            e["stage"] = stage
+            report["advanced"].append(name)
+    if problems:
+        raise DeriveError(problems)
+    return out, report
+
+
+def rotations_of(entries):
+    """{name: stage} of the rotations in progress."""
+    return {"%s->%s" % k: e["stage"] for k, e in sorted(entries.items()) if e.get("previous") and e.get("stage")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -942,6 +1249,8 @@ def derive(hostvars, hosts=None, groups=None, meshes=None, reqid_range=None, sto
     }
     if keys != "none":
         out["hosts"] = host_objects(specs, links)
+        out["rekey"] = rekey_steps(specs, links)
+        out["rotations"] = {lk.name: lk.stage for lk in sorted(links, key=lambda x: (x.src, x.dst)) if lk.stage}
     return out
 
 

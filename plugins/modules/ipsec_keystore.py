@@ -22,10 +22,18 @@ description:
   - The file is YAML, created mode 0600 atomically (temporary file + rename) in a directory created
     0700, under an exclusive lock. If it is ansible-vault encrypted it is decrypted with the run's vault
     secrets and written back encrypted with the same vault id.
-  - Existing keys are never changed or removed here; entries of pairs no longer in the inventory are
-    kept and listed in RV(unused). A stored key whose size no longer matches C(ipsec_key_bits) is an
-    error (delete the entry to generate a new key - a rekey of that direction).
+  - Existing keys are never changed or removed here except by a rotation (O(rotate)); entries of
+    pairs no longer in the inventory are kept and listed in RV(unused). A stored key whose size no
+    longer matches C(ipsec_key_bits) is an error (delete the entry to generate a new key).
   - The result never contains key material, so the task does not need C(no_log).
+  - Key rotation (used by C(playbooks/rekey.yml)) - O(rotate) starts a new generation for the chosen
+    directed pairs - a new key and a new SPI (never one in use towards the same destination, current
+    or previous), the same reqid - and keeps the previous generation in the entry until the rotation
+    is finished. Re-running it for a pair already in rotation changes nothing (no third key).
+    O(rotation_stage) then moves every rotation in progress forward, one stage at a time -
+    C(inbound) (new inbound SAs being installed) -> C(outbound) -> C(retire) -> C(finished), which drops
+    the previous generation. While a rotation is unfinished the P(ipsec_offload.mlx5.ipsec_pairs#filter)
+    filter emits the SAs of both generations that the stage allows, so C(site.yml) keeps them.
 options:
   path:
     description: Key store file on the controller. C(~) is expanded; relative paths are relative to the playbook directory.
@@ -42,6 +50,21 @@ options:
     description: C([lo, hi]) reqid range; default the C(reqid_range) of O(pairs), else C([0x51c00000, 0x51c0ffff]).
     type: list
     elements: raw
+  rotate:
+    description:
+      - Start (or continue) a key rotation for these directed pairs - each item C(a->b) (one direction),
+        C(a<->b) (both directions) or a host name (every direction to and from it); the string C(all)
+        selects every pair. A selector that matches no pair is an error.
+      - Pairs whose key or SPI is hand-given in C(ipsec_overrides) cannot be rotated here.
+      - Mutually exclusive with O(rotation_stage).
+    type: raw
+  rotation_stage:
+    description:
+      - Move every rotation in progress to this stage. A rotation already there or further is left
+        alone; skipping a stage is refused. C(finished) drops the previous generation.
+      - Mutually exclusive with O(rotate).
+    type: str
+    choices: [outbound, retire, finished]
 attributes:
   check_mode:
     support: full
@@ -98,4 +121,28 @@ pairs:
   description: Number of directed pairs handled.
   returned: always
   type: int
+rotation_started:
+  description: Directed pairs that got a new generation (new key and SPI) in this run.
+  returned: always
+  type: list
+  elements: str
+rotation_continuing:
+  description: Chosen pairs that were already in rotation (left as they are).
+  returned: always
+  type: list
+  elements: str
+rotation_advanced:
+  description: Rotations moved to O(rotation_stage).
+  returned: always
+  type: list
+  elements: str
+rotation_finished:
+  description: Rotations finished in this run (previous generation dropped).
+  returned: always
+  type: list
+  elements: str
+rotations:
+  description: "Rotations in progress after this run, as a mapping C(a->b) to its stage."
+  returned: always
+  type: dict
 """
