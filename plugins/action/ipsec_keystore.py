@@ -67,7 +67,8 @@ class ActionModule(ActionBase):
                     new_entries, r = _pairs.start_rotation(new_entries, links, chosen)
                     rot.update(r)
                 if stage is not None:
-                    new_entries, r = _pairs.advance_rotation(new_entries, stage)
+                    # check mode wrote none of the stages before: let it report the whole walk
+                    new_entries, r = _pairs.advance_rotation(new_entries, stage, strict=not self._task.check_mode)
                     rot.update(r)
                 changed = new_entries != entries or doc is None
                 if changed and not self._task.check_mode:

@@ -1174,11 +1174,12 @@ def start_rotation(entries, links, chosen, new_key=generate_key):
     return out, report
 
 
-def advance_rotation(entries, stage, chosen=None):
+def advance_rotation(entries, stage, chosen=None, strict=True):
     """Move every rotation (of the pairs in ``chosen``, default all) to ``stage`` (one of
     ROTATION_STAGES[1:] or "finished").  Monotonic: a rotation already at or past ``stage`` is
     left alone; skipping a stage is refused (each one is a fact about the hosts: every new inbound
     SA installed, then every new outbound SA).  "finished" drops the previous generation.
+    strict=False allows skipping (check mode: the stages before were reported, not written).
 
     Returns (new_entries, {"advanced": [names], "finished": [names]}).
     """
@@ -1197,7 +1198,7 @@ def advance_rotation(entries, stage, chosen=None):
         cur = order.index(e["stage"])
         if cur >= target:
             continue
-        if cur + 1 < target:
+        if strict and cur + 1 < target:
             problems.append("key store entry %s: rotation is at stage %s; it cannot skip to %s"
                             % (name, e["stage"], stage))
             continue

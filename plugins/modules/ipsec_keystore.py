@@ -61,7 +61,8 @@ options:
   rotation_stage:
     description:
       - Move every rotation in progress to this stage. A rotation already there or further is left
-        alone; skipping a stage is refused. C(finished) drops the previous generation.
+        alone; skipping a stage is refused (allowed in check mode, where the stages before were
+        only reported). C(finished) drops the previous generation.
       - Mutually exclusive with O(rotate).
     type: str
     choices: [outbound, retire, finished]

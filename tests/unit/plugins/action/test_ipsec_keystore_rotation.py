@@ -123,6 +123,12 @@ def test_check_mode_writes_nothing(store):
     r = run_action(path, d, rotation_stage="outbound", check=True)
     assert r["changed"] is True and r["rotation_advanced"] == ["n1->n2", "n2->n1"]
     assert path.read_text() == text
+    # the stage before was not written in check mode: the next one may be reported anyway
+    r = run_action(path, d, rotation_stage="retire", check=True)
+    assert r["changed"] is True and r["rotations"] == {"n1->n2": "retire", "n2->n1": "retire"}
+    r = run_action(path, d, rotation_stage="finished", check=True)
+    assert r["rotation_finished"] == ["n1->n2", "n2->n1"] and r["rotations"] == {}
+    assert path.read_text() == text
 
 
 def test_skip_and_conflicts_refused(store):
