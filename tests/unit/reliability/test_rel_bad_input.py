@@ -45,6 +45,8 @@ HELP_615 = fixture("xfrm/iproute2-6.15.0-state-help-DERIVED.txt")
 HELP_61 = fixture("xfrm/iproute2-6.1-state-help-real.txt")
 LAB_STATES = fixture("xfrm/lab-xfrm-state.txt")      # foreign SAs, reqid 1 and 2 (strongSwan style)
 LAB_POLICIES = fixture("xfrm/lab-xfrm-policy.txt")
+MLX5_STATE_ON_P0 = "".join(fixture("devlink/xfrm_state_mlx5_packet.txt").splitlines(True)[1:]).replace(
+    "dev eth2", "dev p0")   # real mlx5 packet-offload SA (strongSwan), moved onto our PF netdev
 KEY_A = "0x" + "3c" * 20
 KEY_B = "0x" + "4d" * 36
 PF = "0000:08:00.0"
@@ -81,18 +83,33 @@ def xfrm_host(help_text=HELP_615, ns_missing=False):
     return catch_all(h), []
 
 
+def xfrm_owned_host():
+    """A host that already holds sa() (owned), installed through the module."""
+    sim = XfrmSim(LAB_STATES, LAB_POLICIES)
+    h = FakeHost([(("ip", "xfrm", "state", "help"), (255, "", HELP_615)), (("ip",), sim)])
+    res, failed = run_module(xfrm_offload_state.main, dict(config=[sa()]), h)
+    assert not failed, res
+    h = FakeHost([(("ip", "xfrm", "state", "help"), (255, "", HELP_615)), (("ip",), sim)])
+    return catch_all(h), []
+
+
 def tc_host():
     fake = T_TC.FakeTc(links=("pf0", "pf0vf0_rep", "lo"))
     return catch_all(fake.host()), []
 
 
-def devlink_host(tree):
-    h = T_DL.host_for(T_DL.FakeDevlink())
+def devlink_host(tree, **kw):
+    h = T_DL.host_for(T_DL.FakeDevlink(**kw.pop("dl", {})), **kw)
     return catch_all(h), tree.writes
 
 
-def sriov_host(tree):
-    h = FakeHost([(("devlink", "-j", "dev", "eswitch", "show"), (0, '{"dev":{"%s":{"mode":"legacy"}}}' % DEV, ""))])
+def tc_ipsec_first_host():
+    fake = T_TC.FakeTc(links=("pf0", "pf0vf0_rep", "lo"), hw_devs=("pf0", "pf0vf0_rep"), xfrm="")
+    return catch_all(fake.host()), []
+
+
+def sriov_host(tree, mode="legacy"):
+    h = FakeHost([(("devlink", "-j", "dev", "eswitch", "show"), (0, '{"dev":{"%s":{"mode":"%s"}}}' % (DEV, mode), ""))])
     return catch_all(h), tree.writes
 
 
@@ -220,6 +237,9 @@ CASES = [
     ("state-reveal-keys-merged", S, dict(config=[sa()], reveal_keys=True), "reveal_keys", "xfrm"),
     ("state-owned-range-garbage", S, dict(config=[sa()], owned_reqid_range=["x", "y"]), "owned_reqid_range", "xfrm"),
     ("state-overridden-empty", S, dict(state="overridden"), "config", "xfrm"),
+    # --- unsafe transitions the modules check
+    ("state-replace-with-old-key", S, dict(config=[sa(mode="tunnel")], state="replaced"), "config[0]",
+     "xfrm_owned"),
     # --- xfrm_offload_policy
     ("policy-prefix-33", P, dict(config=[sp(src="192.0.2.1/33")]), "config[0].src", "xfrm"),
     ("policy-dir-injection", P, dict(config=[sp(dir="out; reboot")]), "value of dir", "xfrm"),  # Ansible's own
@@ -256,6 +276,8 @@ CASES = [
     ("tc-protocol-injection", "tc_flower_vlan", dict(config=[rule(protocol="ip; reboot")]), "config[0].protocol",
      "tc"),
     ("tc-devices-space", "tc_flower_vlan", dict(config=[], state="deleted", devices=["pf0 x"]), "devices[0]", "tc"),
+    ("tc-offload-before-ipsec", "tc_flower_vlan", dict(config=[rule()]), "require_ipsec_before_offload",
+     "tc_ipsec_first"),  # a host precondition: names the option and the device, not config[0]
     ("tc-namespace-quote", "tc_flower_vlan", dict(config=[rule()], namespace="ns'0"), "namespace", "tc"),
     # --- mlx_devlink_eswitch
     ("devlink-device-semicolon", "mlx_devlink_eswitch", dict(device=DEV + "; reboot"), "device", "devlink"),
@@ -271,6 +293,11 @@ CASES = [
      "port_functions[0]", "devlink"),
     ("devlink-mode-bad", "mlx_devlink_eswitch", dict(device=DEV, mode="switchdev; reboot"), "value of mode",
      "devlink"),
+    ("devlink-steering-in-switchdev", "mlx_devlink_eswitch", dict(device=DEV, flow_steering_mode="dmfs"),
+     "flow_steering_mode", "devlink_switchdev"),
+    ("devlink-mode-with-offloaded-ipsec", "mlx_devlink_eswitch", dict(device=DEV, mode="switchdev"), "mode",
+     "devlink_ipsec"),
+    ("devlink-mode-with-hw-tc-rules", "mlx_devlink_eswitch", dict(device=DEV, mode="legacy"), "mode", "devlink_tc"),
     # --- mlx_sriov
     ("sriov-pf-semicolon", "mlx_sriov", dict(pf="p0; reboot", num_vfs=1), "pf", "sriov"),
     ("sriov-num-vfs-negative", "mlx_sriov", dict(pf="p0", num_vfs=-1), "num_vfs", "sriov"),
@@ -280,6 +307,7 @@ CASES = [
     ("sriov-device-newline", "mlx_sriov", dict(device=PF + "\n", num_vfs=1), "device", "sriov"),
     ("sriov-vf-index-missing", "mlx_sriov", dict(pf="p0", num_vfs=2, vfs=[{"index": 3, "bound": True}]),
      "vfs[0].index", "sriov"),
+    ("sriov-count-in-switchdev", "mlx_sriov", dict(pf="p0", num_vfs=0), "num_vfs", "sriov_switchdev"),
     # --- ovs_vxlan_bridge
     ("ovs-bridge-semicolon", "ovs_vxlan_bridge", dict(bridge="br0; reboot"), "bridge", "ovs"),
     ("ovs-bridge-long", "ovs_vxlan_bridge", dict(bridge="b" * 16), "bridge", "ovs"),
@@ -337,8 +365,15 @@ def make_host(kind, tree):
         "xfrm61": lambda: xfrm_host(HELP_61),
         "xfrm_nons": lambda: xfrm_host(ns_missing=True),
         "tc": tc_host,
+        "xfrm_owned": xfrm_owned_host,
         "devlink": lambda: devlink_host(tree),
+        "devlink_switchdev": lambda: devlink_host(tree, dl=dict(mode="switchdev", fsm="smfs")),
+        "devlink_ipsec": lambda: devlink_host(tree, xfrm_state=MLX5_STATE_ON_P0),
+        "devlink_tc": lambda: devlink_host(tree, dl=dict(mode="switchdev", fsm="dmfs"),
+                                           tc={"pf0vf0": T_DL.fx("tc_netdevsim_in_hw.json.txt")}),
         "sriov": lambda: sriov_host(tree),
+        "sriov_switchdev": lambda: sriov_host(tree, "switchdev"),
+        "tc_ipsec_first": tc_ipsec_first_host,
         "ovs": ovs_host,
         "info": info_host,
     }[kind]()

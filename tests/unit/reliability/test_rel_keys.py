@@ -239,6 +239,29 @@ def test_derivation_and_key_store_never_show_a_key(tmp_path):
     search.done()
 
 
+def test_damaged_key_store_errors_never_show_a_key():
+    """A key store damaged by hand: every error names the entry, never the key (also keys that are
+    almost valid: one digit short, a non-hex digit, an integer, a list, 0x doubled)."""
+    rng = random.Random(99)
+    keys = [_rel.random_key(rng, 36) for _ in range(6)]
+    bad_values = [keys[0][:-1], keys[1][:-1] + "g", int(keys[2], 16), [keys[3]], "0x" + keys[4], keys[5] + "00"]
+    doc = {"ipsec_offload_keystore": 1,
+           "pairs": {"a": {"b%d" % i: {"key": v, "spi": 4096 + i, "reqid": 0x51c00001 + i}
+                           for i, v in enumerate(bad_values)}}}
+    search = Search("damaged key store", keys)
+    with pytest.raises(_pairs.DeriveError) as ei:
+        _pairs.parse_store(doc)
+    text = str(ei.value)
+    assert all(("a->b%d" % i) in text for i in range(len(bad_values))), text
+    search.look("parse_store error", text)
+    from ansible.errors import AnsibleFilterError
+    from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_pairs import ipsec_pairs
+    with pytest.raises(AnsibleFilterError) as fe:
+        ipsec_pairs(hosts(2), keystore=doc)
+    search.look("ipsec_pairs filter error", str(fe.value))
+    search.done()
+
+
 # -------------------------------------------------------------------------------- C. ansible-playbook -vvvv
 
 ROOT = _rel.ROOT
@@ -317,6 +340,7 @@ SMALL_PLAYBOOK = """\
 
 
 @needs_playbook
+@pytest.mark.netns
 def test_xfrm_state_playbook_vvvv_never_shows_a_key(tmp_path):
     if os.geteuid() != 0 or not shutil.which("ip"):
         pytest.skip("needs root and iproute2 (scratch network namespace)")
