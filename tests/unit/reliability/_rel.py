@@ -63,8 +63,8 @@ def read_only(argv):
     if "-batch" in args or "-b" in args:
         return False
     if tool == "ip":
-        args = _strip_global(args, ("-n", "-netns"), ("-o", "-oneline", "-d", "-details", "-j", "-json", "-s",
-                                                        "-stats", "-p", "-pretty"))
+        args = _strip_global(args, ("-n", "-netns"),
+                             ("-o", "-oneline", "-d", "-details", "-j", "-json", "-s", "-stats", "-p", "-pretty"))
         if args[:2] == ["netns", "exec"]:
             return read_only(args[3:])
         if tuple(args) in _IP_READ_EXACT:

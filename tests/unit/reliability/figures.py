@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # -*- coding: utf-8 -*-
 """Run the reliability suite and write docs/reliability.md from what it measured.
 

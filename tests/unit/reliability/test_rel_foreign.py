@@ -45,7 +45,7 @@ def kernel_612(monkeypatch):
     monkeypatch.setattr(_xfrm_run, "kernel_release", lambda: "6.12.117+deb13-amd64")
 
 
-def _section(text, start, stop_blank=True):
+def _section(text, start):
     """Lines after the prompt line containing ``start`` up to the next blank line; 8 spaces -> TAB
     (the capture came through an e-mail that turned ip's TABs into spaces)."""
     lines = text.splitlines()

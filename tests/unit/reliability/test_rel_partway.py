@@ -213,6 +213,6 @@ def test_failonce_really_refuses():
     undo batch is what restores it).  Checked by counting the simulator's batches: apply + undo."""
     sim = prepared_sim()
     res, failed, line, before, after = run_xfrm(xfrm_offload_state, sim, dict(config=sas(N)), 150)
-    assert failed and line is not None
+    assert failed and line is not None and res["rolled_back"] is True and after == before
     assert len(sim.batches) == 3            # the preparing run, the failed apply, the undo
     assert sim.batches[2].count("xfrm state delete") == 150
