@@ -201,10 +201,10 @@ def hosts(n):
             for i, h in enumerate(names, 1)}
 
 
-def run_action(path, pairs, diff=True):
+def run_action(path, pairs, diff=True, **extra):
     task = Task()
     task.action = "ipsec_offload.mlx5.ipsec_keystore"
-    task.args = {"path": str(path), "pairs": pairs}
+    task.args = dict({"path": str(path), "pairs": pairs}, **extra)
     task.check_mode = False
     task.diff = diff
     return KeystoreAction(task, mock.MagicMock(), PlayContext(), DataLoader(), None, None).run(task_vars={})
@@ -232,6 +232,20 @@ def test_derivation_and_key_store_never_show_a_key(tmp_path):
     search.look("derivation pairs table", _rel.texts_of(derived["pairs"]))
     assert all(_rel.occurrences(_rel.texts_of(derived["hosts"]), [k]) for k in keys), \
         "positive control: the per-host SA objects carry the keys (they go to the module, no_log)"
+    # a key rotation (new generation of every key, the previous one kept until finished), if this
+    # version of the key store action has it: every stage's result and diff, old and new keys
+    if "rotate" in KeystoreAction._VALID_ARGS:
+        results = [run_action(path, alloc, rotate="all")]
+        rotated = yaml.safe_load(path.read_text())
+        new = [e["key"] for dsts in rotated["pairs"].values() for e in dsts.values()]
+        assert len(set(new) - set(keys)) == 30, "the rotation gave every pair a new key"
+        search.keys += new
+        mid = _pairs.derive(hv, store=_pairs.parse_store(rotated))
+        search.look("derivation pairs table during a rotation", _rel.texts_of(mid["pairs"]))
+        for stage in ("outbound", "retire", "finished"):
+            results.append(run_action(path, alloc, rotation_stage=stage))
+        for n, r in enumerate(results):
+            search.look("key store rotation step %d result+diff" % n, _rel.texts_of(r))
     modes = {"file": stat.S_IMODE(os.stat(path).st_mode), "dir": stat.S_IMODE(os.stat(path.parent).st_mode),
              "parent": stat.S_IMODE(os.stat(path.parent.parent).st_mode)}
     _rel.record("keystore_modes", ok=modes == {"file": 0o600, "dir": 0o700, "parent": 0o700}, **modes)
