@@ -137,7 +137,7 @@ def occurrences(text, hexkeys):
 
 
 def random_key(rng, nbytes):
-    return "0x" + "".join("%02x" % rng.randrange(256) for _ in range(nbytes))
+    return "0x" + "".join("%02x" % rng.randrange(256) for dummy in range(nbytes))
 
 
 def texts_of(obj):

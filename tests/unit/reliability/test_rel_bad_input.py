@@ -361,7 +361,7 @@ def kernel_612(monkeypatch):
 
 def make_host(kind, tree):
     return {
-        "xfrm": lambda: xfrm_host(),
+        "xfrm": xfrm_host,
         "xfrm61": lambda: xfrm_host(HELP_61),
         "xfrm_nons": lambda: xfrm_host(ns_missing=True),
         "tc": tc_host,

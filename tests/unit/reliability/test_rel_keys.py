@@ -257,7 +257,7 @@ def test_damaged_key_store_errors_never_show_a_key():
     """A key store damaged by hand: every error names the entry, never the key (also keys that are
     almost valid: one digit short, a non-hex digit, an integer, a list, 0x doubled)."""
     rng = random.Random(99)
-    keys = [_rel.random_key(rng, 36) for _ in range(6)]
+    keys = [_rel.random_key(rng, 36) for dummy in range(6)]
     bad_values = [keys[0][:-1], keys[1][:-1] + "g", int(keys[2], 16), [keys[3]], "0x" + keys[4], keys[5] + "00"]
     doc = {"ipsec_offload_keystore": 1,
            "pairs": {"a": {"b%d" % i: {"key": v, "spi": 4096 + i, "reqid": 0x51c00001 + i}
@@ -359,7 +359,7 @@ def test_xfrm_state_playbook_vvvv_never_shows_a_key(tmp_path):
     if os.geteuid() != 0 or not shutil.which("ip"):
         pytest.skip("needs root and iproute2 (scratch network namespace)")
     ns = "relkeys-%d" % os.getpid()
-    if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode:
+    if subprocess.run(["ip", "netns", "add", ns], capture_output=True, check=False).returncode:
         pytest.skip("cannot create a network namespace here")
     try:
         rng = random.Random(7)
@@ -369,14 +369,35 @@ def test_xfrm_state_playbook_vvvv_never_shows_a_key(tmp_path):
         sas = textwrap.indent(yaml.safe_dump(config, default_flow_style=False), " " * 6)
         (tmp_path / "pb.yml").write_text(SMALL_PLAYBOOK.format(sas=sas, ns=ns))
         (tmp_path / "inv").write_text("localhost ansible_connection=local\n")
-        before = subprocess.run(["ip", "-n", ns, "xfrm", "state", "list"], capture_output=True, text=True).stdout
+        before = subprocess.run(["ip", "-n", ns, "xfrm", "state", "list"], capture_output=True, text=True,
+                                check=False).stdout
         rc, out = ansible(tmp_path, "-i", str(tmp_path / "inv"), str(tmp_path / "pb.yml"))
-        after = subprocess.run(["ip", "-n", ns, "xfrm", "state", "list"], capture_output=True, text=True).stdout
+        after = subprocess.run(["ip", "-n", ns, "xfrm", "state", "list"], capture_output=True, text=True,
+                               check=False).stdout
     finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
     assert rc == 0, out[-3000:]
     assert "Requested AEAD algorithm not found" in out or "AEAD" in out, out[-3000:]
     assert before == after == ""
     search = Search("xfrm_offload_state playbook -vvvv", keys)
     search.look("ansible-playbook -vvvv output (check mode, rendered, failed apply)", out)
     search.done()
+
+
+# -------------------------------------------------------------------------------- the search itself
+
+KEY = "0x" + "00112233445566778899aabbccddeeff" + "c0ffee01"
+
+
+@pytest.mark.parametrize("text", [
+    KEY, KEY.upper(), KEY[2:], "x" + KEY[2:-8] + "x",                 # whole, upper case, no 0x, AES key alone
+    "salt c0ffee01", "salt C0FFEE01",                                   # salt alone
+    "ABEiM0RVZneImaq7zN3u/8D/7gE=", "ABEiM0RVZneImaq7zN3u/w",            # base64 of key||salt, of the key
+    str(int(KEY, 16)),                                                  # an unquoted YAML key -> integer
+])
+def test_search_finds_every_spelling(text):
+    assert _rel.occurrences("... %s ..." % text, [KEY]) >= 1
+
+
+def test_search_finds_nothing_in_a_redacted_text():
+    assert _rel.occurrences("aead rfc4106(gcm(aes)) <redacted> 128 spi 0x00001000 reqid 0x51c00001", [KEY]) == 0
