@@ -20,6 +20,8 @@ description:
     C(ipsec_overrides) take precedence.
   - Keys come from C(ipsec_overrides[peer].key) (e.g. vault variables) or from the key store (see
     M(ipsec_offload.mlx5.ipsec_keystore)). A key shared by two directions or pairs is refused.
+  - A key rotation recorded in the key store (new generation - new key and SPI, same reqid, previous
+    kept until finished) adds the previous generation's SAs as its stage allows (see RV(_value.hosts)).
   - Every problem (missing or one-sided peer, unknown host, duplicate address, colliding hand-given
     SPI/reqid, missing device, ...) fails the filter before any host is touched, naming the host and
     the variable. Error messages never contain key material.
@@ -107,10 +109,27 @@ _value:
         key_bits: {description: AES key size, type: int}
         key_source: {description: "Where the key comes from: inventory, keystore or missing", type: str}
         mode: {description: transport or tunnel, type: str}
+        generation: {description: "Key generation in use (1 until the first rotation; known when derived with the key store)", type: int}
+        rotation: {description: "Stage of an unfinished key rotation (inbound, outbound, retire), else null", type: str}
+        previous_spi_hex: {description: "SPI of the previous generation while a rotation is unfinished, else null", type: str}
     hosts:
       description:
         - Per host - C(namespace), C(peers) (hosts it sends to), C(states) (SA objects, keys included)
           and C(policies) (SP objects). Absent with O(keys=none).
+        - During an unfinished key rotation C(states) holds the SAs of both generations that the stage
+          allows (same reqid, so the policies do not change) - stage C(inbound) - old SAs plus the new
+          inbound SA; C(outbound) - old and new both ways; C(retire) - new both ways plus the old
+          inbound SA. See C(playbooks/rekey.yml).
+      type: dict
+    rekey:
+      description:
+        - Per host, the steps of C(playbooks/rekey.yml) for the pairs in rotation (whatever their stage)
+          - C(add_in) and C(add_out) (new SAs, keys included), C(del_out) and C(del_in) (identities
+          C(src), C(dst), C(spi) of the previous generation). Empty lists outside a rotation. Absent
+          with O(keys=none).
+      type: dict
+    rotations:
+      description: C(a->b) to stage for every unfinished rotation. Absent with O(keys=none).
       type: dict
 """
 
