@@ -96,15 +96,23 @@ def vxlan_options(v):
 
 
 class Conflict(Exception):
-    """A desired object collides with something the collection does not own."""
+    """A desired object collides with something the collection does not own.
+
+    ``field``: the input field that asked for it (e.g. ``ports[0]``), when known.
+    """
+
+    def __init__(self, msg, field=None):
+        self.field = field
+        super().__init__("%s: %s" % (field, msg) if field else msg)
 
 
-def plan_bridge(db, bridge, ports, vxlans, state, purge):
+def plan_bridge(db, bridge, ports, vxlans, state, purge, fields=None):
     """Return (ovs-vsctl argument list for one transaction, list of human-readable changes).
 
-    ``ports``: plain port names; ``vxlans``: list of {name, ...vxlan spec}.
-    Raises Conflict for foreign objects in the way.
+    ``ports``: plain port names; ``vxlans``: list of {name, ...vxlan spec}; ``fields``: port name ->
+    input field path, for messages.  Raises Conflict for foreign objects in the way.
     """
+    fields = fields or {}
     args = []
     changes = []
     own_port = ["external_ids:%s=%s" % (OWNER_KEY, OWNER_VAL)]
@@ -122,7 +130,7 @@ def plan_bridge(db, bridge, ports, vxlans, state, purge):
                 continue
             if not p["owned"]:
                 raise Conflict("port %s on bridge %s was not created by this collection; "
-                               "not removing it" % (name, bridge))
+                               "not removing it" % (name, bridge), fields.get(name))
             args += ["--", "del-port", bridge, name]
             changes.append("remove port %s from %s" % (name, bridge))
         left = [n for n in cur["ports"] if n not in want and n != bridge]
@@ -133,7 +141,7 @@ def plan_bridge(db, bridge, ports, vxlans, state, purge):
 
     if cur is None:
         if bridge in [n for b in db.values() for n in b["ports"]]:
-            raise Conflict("%s is already a port of bridge %s" % (bridge, port_bridge(db, bridge)))
+            raise Conflict("%s is already a port of bridge %s" % (bridge, port_bridge(db, bridge)), "bridge")
         args += ["--", "add-br", bridge, "--", "br-set-external-id", bridge, OWNER_KEY, OWNER_VAL]
         changes.append("create bridge %s" % bridge)
         cur = {"owned": True, "ports": {}}
@@ -146,13 +154,13 @@ def plan_bridge(db, bridge, ports, vxlans, state, purge):
             other = db[where]["ports"][name]
             if not other["owned"]:
                 raise Conflict("port %s belongs to bridge %s and was not created by this "
-                               "collection" % (name, where))
+                               "collection" % (name, where), fields.get(name))
             args += ["--", "del-port", where, name]
             changes.append("move port %s from %s" % (name, where))
             p = None
         if p is not None and not p["owned"]:
             raise Conflict("port %s on bridge %s was not created by this collection; "
-                           "refusing to change it" % (name, bridge))
+                           "refusing to change it" % (name, bridge), fields.get(name))
         if v is None:
             if p is None:
                 args += ["--", "add-port", bridge, name, "--", "set", "port", name] + own_port

@@ -167,7 +167,9 @@ def validate(params):
                        "key": v.get("key"), "dst_port": v["dst_port"], "options": opts})
     if bridge in names:
         raise _validate.InputError("bridge", "%s is also listed as a port" % bridge)
-    return bridge, ports, vxlans
+    fields = dict((p, "ports[%d]" % i) for i, p in enumerate(ports))
+    fields.update((v["name"], "vxlan[%d].name" % i) for i, v in enumerate(vxlans))
+    return bridge, ports, vxlans, fields
 
 
 def _text(db, bridge):
@@ -202,7 +204,7 @@ def main():
         supports_check_mode=True,
     )
     try:
-        bridge, ports, vxlans = validate(module.params)
+        bridge, ports, vxlans, fields = validate(module.params)
     except _validate.InputError as exc:
         module.fail_json(msg=str(exc), field=exc.field)
 
@@ -214,9 +216,10 @@ def main():
         module.fail_json(msg="cannot read the Open vSwitch database (is ovsdb-server running?): %s" % exc.message,
                          **exc.as_result())
     try:
-        args, changes = _ovs.plan_bridge(before, bridge, ports, vxlans, module.params["state"], module.params["purge"])
+        args, changes = _ovs.plan_bridge(before, bridge, ports, vxlans, module.params["state"],
+                                         module.params["purge"], fields)
     except _ovs.Conflict as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), field=exc.field)
 
     result = dict(changed=bool(args), changes=changes)
     if args:

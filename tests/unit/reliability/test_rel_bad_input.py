@@ -338,9 +338,6 @@ MODULES = {
 
 # Known module defects: case id -> reason (xfail strict: the test starts failing once fixed).
 DEFECTS = {
-    "ovs-foreign-port": "ovs_vxlan_bridge: a port that belongs to a foreign bridge is refused (nothing changes) but "
-                        "the message ('port vx9 belongs to bridge br-other ...') does not name the field ports[0] and "
-                        "the result has no 'field' (_ovs.Conflict carries no field path)",
 }
 
 

@@ -115,7 +115,7 @@ def test_changed_remote_converges():
 def test_foreign_port_is_refused_not_changed():
     host = host_with(EXISTING)
     res, failed = run_module(ovs_vxlan_bridge.main, {"bridge": "br-ovs", "ports": ["vx9"]}, host)
-    assert failed and "vx9" in res["msg"] and "not created by this collection" in res["msg"]
+    assert failed and res["field"] == "ports[0]" and "vx9" in res["msg"] and "not created by this collection" in res["msg"]
     assert all("list" in c for c in host.commands())
 
 
