@@ -8,7 +8,7 @@ what=${1:-all}
 
 apt_need iproute2 ethtool python3-venv
 venv_need "$REPO_ROOT/tests/requirements.txt"
-cd "$REPO_ROOT"
+cd "$REPO_ROOT" || exit 1
 
 run_unit() {
   log "unit tests"
