@@ -1,0 +1,93 @@
+"""Helpers of the molecule verify tests (imported by the scenarios' conftest.py / tests).
+
+Everything on a host is read by files/xfrm_dump.py, run ON the host: keys never reach the
+controller, only HMAC-SHA256(salt, algorithm|key|icv) does.  Comparisons here are pure functions of
+those dumps so that a failure message shows identities and hashes, never a key.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+DUMP_SCRIPT = HERE.parent / "files" / "xfrm_dump.py"
+PHASES = ("converged", "torn_down")
+
+
+def project_dir() -> Path:
+    return Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or HERE.parents[2])
+
+
+def owned_range() -> tuple[int, int]:
+    """The collection's owned reqid range: IPSEC_OWNED_REQID_RANGE="lo,hi" or the ipsec role default."""
+    env = os.environ.get("IPSEC_OWNED_REQID_RANGE")
+    if env:
+        lo, hi = (v.strip() for v in env.split(","))
+    else:
+        with open(project_dir() / "roles" / "ipsec" / "defaults" / "main.yml", encoding="utf-8") as f:
+            lo, hi = yaml.safe_load(f)["ipsec_owned_reqid_range"]
+    return int(str(lo), 0), int(str(hi), 0)
+
+
+def dump(host, salt: str, netns: str = "") -> dict:
+    """Run xfrm_dump.py on a testinfra host; return its JSON (states, policies, addresses)."""
+    script = DUMP_SCRIPT.read_text(encoding="utf-8")
+    cmd = "python3 -c " + shlex.quote(script) + " " + shlex.quote(salt)
+    if netns:
+        cmd += " " + shlex.quote(netns)
+    out = host.run(cmd)
+    assert out.rc == 0, "xfrm_dump.py failed on %s: %s" % (host.backend.get_pytest_id(), out.stderr)
+    return json.loads(out.stdout)
+
+
+def is_owned_sa(sa: dict, rng) -> bool:
+    return rng[0] <= (sa.get("reqid") or 0) <= rng[1]
+
+
+def is_owned_policy(pol: dict, rng) -> bool:
+    return any(rng[0] <= (t.get("reqid") or 0) <= rng[1] for t in pol["tmpl"])
+
+
+def sa_identity(sa: dict) -> tuple:
+    """What must be equal on both ends of an SA (no counters, no offload line: those are per host)."""
+    algos = tuple(sorted((k, v["name"], v["key_bits"], v["icv"], v["key_hash"]) for k, v in sa["algos"].items()))
+    return (sa["src"], sa["dst"], sa.get("proto"), "0x%08x" % sa["spi"], sa.get("reqid"), sa.get("mode"), algos)
+
+
+def policy_identity(pol: dict) -> tuple:
+    tmpl = tuple((t.get("src"), t.get("dst"), t.get("proto"), t.get("reqid"), t.get("mode")) for t in pol["tmpl"])
+    return (pol["sel"], tmpl)
+
+
+def sas_between(d: dict, src_addrs, dst_addrs, rng) -> set:
+    return {sa_identity(sa) for sa in d["states"]
+            if is_owned_sa(sa, rng) and sa["src"] in src_addrs and sa["dst"] in dst_addrs}
+
+
+def policies_between(d: dict, direction: str, src_addrs, dst_addrs, rng) -> set:
+    return {policy_identity(p) for p in d["policies"]
+            if p["dir"] == direction and is_owned_policy(p, rng)
+            and any(t.get("src") in src_addrs and t.get("dst") in dst_addrs for t in p["tmpl"])}
+
+
+def foreign(d: dict, rng) -> dict:
+    """Objects outside the owned range, without what traffic or time changes."""
+    states = sorted(repr(sa_identity(sa) + (sa.get("sel"),)) for sa in d["states"] if not is_owned_sa(sa, rng))
+    pols = sorted(repr(policy_identity(p) + (p["dir"], p.get("priority"))) for p in d["policies"]
+                  if not is_owned_policy(p, rng))
+    return {"states": states, "policies": pols}
+
+
+def counters(d: dict, rng) -> dict:
+    """(src, dst, spi) -> packets of every owned SA."""
+    return {(sa["src"], sa["dst"], sa["spi"]): sa["packets"] or 0 for sa in d["states"] if is_owned_sa(sa, rng)}
+
+
+def count_capture(text: str) -> dict:
+    """Count ESP and ICMP lines of `tcpdump -n -r` output."""
+    return {"esp": len(re.findall(r"\bESP\(spi=", text)), "icmp": len(re.findall(r"\bICMP\b", text))}
