@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The project's test command (README, `.ci/run`): sets up what it needs (apt + venv), then runs
-#   1. unit tests (pytest, fixtures from real tool output)
+#   1. unit tests (pytest: tests/unit incl. the reliability suite and the real-kernel `netns`
+#      tests, tests/sanity, tests/lab's no-VM tests), fixtures from real tool output
 #   2. collection build, install from the tarball, ansible-doc for every module
-# Usage: scripts/test.sh [unit|build|all]   (default: all)
+#   3. ansible-test sanity (scripts/sanity.sh --pythons)
+#   4. ansible-lint, production profile (scripts/lint.sh)
+# Usage: scripts/test.sh [unit|build|sanity|lint|all]   (default: all)
 source "$(dirname "$0")/common.sh"
 what=${1:-all}
 
@@ -12,7 +15,9 @@ cd "$REPO_ROOT" || exit 1
 
 run_unit() {
   log "unit tests"
-  python -m pytest -q -p no:cacheprovider tests/unit
+  local extra=()
+  [ -f tests/lab/test_lab_cli.py ] && extra+=(tests/lab/test_lab_cli.py)
+  python -m pytest -q -p no:cacheprovider tests/unit tests/sanity "${extra[@]}"
 }
 
 run_build() {
@@ -35,6 +40,8 @@ run_build() {
 case "$what" in
   unit) run_unit ;;
   build) run_build ;;
-  all) run_unit; run_build ;;
-  *) die "usage: scripts/test.sh [unit|build|all]" ;;
+  sanity) bash scripts/sanity.sh --pythons ;;
+  lint) bash scripts/lint.sh ;;
+  all) run_unit; run_build; bash scripts/sanity.sh --pythons; bash scripts/lint.sh ;;
+  *) die "usage: scripts/test.sh [unit|build|sanity|lint|all]" ;;
 esac
