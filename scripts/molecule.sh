@@ -44,7 +44,7 @@ log "molecule $ACTION -s $SCENARIO $* (log: $log_file)"
 t0=$(date +%s)
 set +e
 # Each output line is prefixed with the seconds since the start: the phase timings below are read
-# from molecule's "<scenario> ➜ <action>: Executing" lines.
+# from molecule's "[<scenario> > <action>] Executing" lines ("<scenario> ➜ <action>: Executing" in colour).
 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1 molecule "$ACTION" -s "$SCENARIO" "$@" 2>&1 \
 	| while IFS= read -r line; do printf '[%5ds] %s\n' "$(($(date +%s) - t0))" "$line"; done | tee "$log_file"
 rc=${PIPESTATUS[0]}
@@ -54,9 +54,9 @@ printf '\n===== molecule %s -s %s: phase wall times =====\n' "$ACTION" "$SCENARI
 awk '
 	{ gsub(/\033\[[0-9;]*m/, "") }
 	match($0, /^\[ *[0-9]+s\]/) { t = substr($0, 2, RLENGTH - 3) + 0 }
-	/ ➜ [a-z_]+: Executing/ {
+	/ > [a-z_]+\] Executing *$/ || / ➜ [a-z_]+: Executing *$/ {
 		if (name != "") printf "%-14s %5d s\n", name, t - start
-		s = $0; sub(/.* ➜ /, "", s); sub(/:.*/, "", s); name = s; start = t
+		s = $0; sub(/.*( > | ➜ )/, "", s); sub(/[]:].*/, "", s); name = s; start = t
 	}
 	END { if (name != "") printf "%-14s %5d s\n", name, t - start }
 ' "$log_file"
