@@ -106,7 +106,7 @@ Host lab*
   ServerAliveCountMax 4
   LogLevel ERROR
   ControlMaster auto
-  ControlPath $RUN/ssh-%C
+  ControlPath /tmp/lab-ssh-%C
   ControlPersist 30
 EOF
 	} > "$RUN/ssh_config"
@@ -148,7 +148,8 @@ EOF
 }
 
 # Long-lived children (QEMU, SSH control masters) must not inherit the lock fd 8: close it for them.
-ssh_ok() { timeout 20 ssh -F "$RUN/ssh_config" -o ConnectTimeout=5 "lab$1" true 2>/dev/null 8>&-; }
+# (The control socket lives in /tmp: a socket path must stay under ~107 bytes, $RUN may be long.)
+ssh_ok() { timeout 20 ssh -F "$RUN/ssh_config" -o ConnectTimeout=5 "lab$1" true 2> "$RUN/ssh-lab$1.err" 8>&-; }
 
 console_tail() { # console_tail N : what the VM printed last (the first thing to read when it dies)
 	echo "---- lab$1 console (last 25 lines of $RUN/vm$1.console.log) ----" >&2
@@ -229,7 +230,10 @@ wait_ssh() { # wait_ssh [reuse]: wait until every VM answers SSH; fail on a dead
 		pending=(${still[@]+"${still[@]}"})
 		[ ${#pending[@]} -eq 0 ] && break
 		if [ "$(awk -v e="$(elapsed "$t0")" -v t="$SSH_TIMEOUT" 'BEGIN { print (e > t) }')" = 1 ]; then
-			for n in "${pending[@]}"; do console_tail "$n"; done
+			for n in "${pending[@]}"; do
+				console_tail "$n"
+				printf 'last SSH attempt to lab%s: %s\n' "$n" "$(tail -n 3 "$RUN/ssh-lab$n.err" 2>/dev/null | tr "\n" " ")" >&2
+			done
 			cmd_down quiet
 			die "SSH not up within ${SSH_TIMEOUT}s on: ${pending[*]/#/lab} (console tails above; raise LAB_SSH_TIMEOUT on a slow host)"
 		fi
@@ -270,7 +274,7 @@ cmd_up() {
 	[ -f "$img/manifest.txt" ] || die "no built image in $img"
 	[ -f "$RUN/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C lab-controller -f "$RUN/id_ed25519" \
 		|| die "ssh-keygen failed"
-	rm -f "$RUN/known_hosts" "$RUN/inventory.yml" "$RUN/timings.txt" "$RUN"/ssh-*
+	rm -f "$RUN/known_hosts" "$RUN/inventory.yml" "$RUN/timings.txt"
 	ssh_cfg_write
 	local t0; t0=$(now)
 	for n in "${VMS[@]}"; do # lab1 first: it listens on the link socket that lab2 connects to
@@ -298,11 +302,10 @@ cmd_down() {
 		fi
 		rm -f "$RUN/vm$n.pid" "$RUN/vm$n.qcow2" "$RUN/vm$n.started"
 	done
-	for f in "$RUN"/ssh-*; do # our SSH control masters
-		[ -S "$f" ] && ssh -F "$RUN/ssh_config" -o ControlPath="$f" -O exit lab1 2>/dev/null || true
-		rm -f "$f"
-	done
-	rm -f "$RUN/inventory.yml" "$RUN/known_hosts"
+	if [ -f "$RUN/ssh_config" ]; then # our SSH control masters
+		for n in "${VMS[@]}"; do ssh -F "$RUN/ssh_config" -O exit "lab$n" > /dev/null 2>&1 || true; done
+	fi
+	rm -f "$RUN/inventory.yml" "$RUN/known_hosts" "$RUN"/ssh-lab*.err
 	[ -n "$quiet" ] || [ $stopped -gt 0 ] || log "lab is down (nothing was running)"
 }
 

@@ -15,7 +15,8 @@ in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UT
 # --- init and helpers ----------------------------------------------------------------------
 install -D -m 0755 "$labdir/vm/init" "$root/lab/init"
 for cmd in poweroff:USR2 reboot:TERM; do
-	printf '#!/bin/sh\n# lab VM: PID 1 is /lab/init; it acts on this signal\nexec kill -%s 1\n' \
+	# signal PID 1 a moment later, detached, so that the caller (often over SSH) gets exit 0
+	printf '#!/bin/sh\n# lab VM: PID 1 is /lab/init; it acts on this signal\n(sleep 1; kill -%s 1) </dev/null >/dev/null 2>&1 &\n' \
 		"${cmd#*:}" > "$root/usr/local/sbin/${cmd%%:*}"
 	chmod 0755 "$root/usr/local/sbin/${cmd%%:*}"
 done
