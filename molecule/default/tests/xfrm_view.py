@@ -91,3 +91,20 @@ def counters(d: dict, rng) -> dict:
 def count_capture(text: str) -> dict:
     """Count ESP and ICMP lines of `tcpdump -n -r` output."""
     return {"esp": len(re.findall(r"\bESP\(spi=", text)), "icmp": len(re.findall(r"\bICMP\b", text))}
+
+
+def nic_packet_deltas(before: dict, after: dict) -> dict:
+    """Largest rise of the NIC's IPsec packet counters per direction, from two `ethtool -S` ipsec_*
+    dicts (ipsec_offload_info devices.<dev>.ipsec_counters).  Names vary by kernel and driver
+    (ipsec_tx_pkts, OFED ipsec_full_tx_pkts, ...): a packet counter is one with tx|rx and pkts|packets
+    in its name and no drop/err/miss/fail."""
+    out = {"tx": None, "rx": None}
+    for name, new in (after or {}).items():
+        low = name.lower()
+        if not re.search(r"pkts|packets", low) or re.search(r"drop|err|miss|fail|bad|invalid", low):
+            continue
+        for d in ("tx", "rx"):
+            if re.search(r"(^|_)%s(_|$)" % d, low):
+                rise = int(new) - int((before or {}).get(name, 0))
+                out[d] = rise if out[d] is None else max(out[d], rise)
+    return out
