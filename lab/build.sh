@@ -9,6 +9,7 @@
 #        LAB_KEEP_ROOTFS=1 keeps the unpacked rootfs beside the image (debugging).
 # Cache: lab/cache/image-<key>/ {base.qcow2, vmlinuz, initrd.img, manifest.txt, packages.lock};
 #        lab/cache/debs/ keeps the downloaded .debs so a rebuild after an edit downloads nothing.
+# shellcheck disable=SC2016 # mmdebstrap hooks and dpkg-query formats are literal on purpose
 set -euo pipefail
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${LAB_CACHE:-$LAB_DIR/cache}
@@ -58,7 +59,7 @@ safe_rm() { # remove a build dir without ever crossing into a mount left by an i
 prune_old_images() { # keep only $1; skip images a running QEMU still has open
 	local keep=$1 d
 	for d in "$CACHE"/image-*; do
-		[ -d "$d" ] && [ "$d" != "$keep" ] || continue
+		if [ ! -d "$d" ] || [ "$d" = "$keep" ]; then continue; fi
 		if [ -n "$(find /proc/[0-9]*/fd -lname "$d/*" -print -quit 2>/dev/null)" ]; then
 			log "keeping old $(basename "$d") (in use by a running VM)"
 		else
@@ -130,7 +131,7 @@ do_build() {
 		echo "iproute2=$(ver iproute2)"
 		echo "openvswitch-switch=$(ver openvswitch-switch)"
 		echo "strongswan-charon=$(ver strongswan-charon)"
-		echo "libreswan=$(ver libreswan)"
+		echo "rdma-core=$(ver rdma-core)"
 		echo "python3=$(ver python3)"
 		echo "rootfs_mb=$rootfs_mb"
 		echo "base_qcow2_mb=$(du -m "$tmp/base.qcow2" | cut -f1)"

@@ -43,8 +43,9 @@ VMS=(1 2)
 for _v in SSH_PORT1 SSH_PORT2 LINK_PORT MEM CPUS VFS SSH_TIMEOUT; do
 	[[ ${!_v} =~ ^[0-9]+$ ]] || die "LAB_$_v must be a number, got '${!_v}'"
 done
-[ "$SSH_PORT1" != "$SSH_PORT2" ] && [ "$SSH_PORT1" != "$LINK_PORT" ] && [ "$SSH_PORT2" != "$LINK_PORT" ] \
-	|| die "LAB_SSH_PORT1, LAB_SSH_PORT2 and LAB_LINK_PORT must differ"
+if [ "$SSH_PORT1" = "$SSH_PORT2" ] || [ "$SSH_PORT1" = "$LINK_PORT" ] || [ "$SSH_PORT2" = "$LINK_PORT" ]; then
+	die "LAB_SSH_PORT1, LAB_SSH_PORT2 and LAB_LINK_PORT must differ"
+fi
 
 ssh_port() { if [ "$1" = 1 ]; then echo "$SSH_PORT1"; else echo "$SSH_PORT2"; fi; }
 now() { date +%s.%N; }
@@ -186,8 +187,8 @@ start_vm() { # start_vm N IMAGE_DIR
 		-serial "file:$RUN/vm$n.console.log" \
 		-pidfile "$RUN/vm$n.pid" < /dev/null > "$RUN/vm$n.qemu.err" 2>&1 8>&- &
 	# started = it wrote its PID file and listens on its SSH forward (and lab1 on the link socket)
-	local i
-	for i in $(seq 100); do
+	local _i
+	for _i in $(seq 100); do
 		if vm_pid "$n" > /dev/null && [ -n "$(port_user "$(ssh_port "$n")")" ] \
 			&& { [ "$n" != 1 ] || [ -n "$(port_user "$LINK_PORT")" ]; }; then
 			return 0

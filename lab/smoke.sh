@@ -9,6 +9,7 @@
 # Then it removes what it added, and only that: its SAs and policies (by exact id/selector), its
 # netdevsim device, the modules it loaded. Boots the pair if it is down (and stops it again at the
 # end unless LAB_KEEP=1); reuses a running pair as it is. Prints timings; exits non-zero on failure.
+# shellcheck disable=SC2016 # remote commands in single quotes expand on the VM, on purpose
 set -euo pipefail
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LAB=$LAB_DIR/lab.sh

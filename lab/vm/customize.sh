@@ -4,6 +4,7 @@
 # Installs the PID-1 init and helpers, configures sshd for key-only root login, builds netdevsim
 # from Debian's linux-source at exactly the installed kernel's version, then purges the build-only
 # packages (BUILD_PACKAGES, from the '@build' lines of lab/packages.txt).
+# shellcheck disable=SC2016 # dpkg-query formats are literal on purpose
 set -euo pipefail
 root=$1 labdir=$2
 shift 2
@@ -70,6 +71,7 @@ if [ ${#build_pkgs[@]} -gt 0 ]; then
 	mapfile -t main_pkgs < <(sed -e 's/#.*//' -e '/^[[:space:]]*@build/d' "$labdir/packages.txt" | xargs -n1)
 	mapfile -t base_pkgs < <(in_root dpkg-query -W -f '${Package} ${Priority} ${Essential}\n' \
 		| awk '$2 == "required" || $2 == "important" || $3 == "yes" {print $1}')
+	# shellcheck disable=SC2046 # one package name per word
 	in_root apt-mark auto $(in_root dpkg-query -W -f '${Package}\n') >/dev/null
 	in_root apt-mark manual "${main_pkgs[@]}" "${base_pkgs[@]}" >/dev/null
 	# the kernel's versioned headers are also kept by apt.conf.d/01autoremove-kernels: name them
