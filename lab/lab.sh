@@ -346,6 +346,13 @@ cmd_ssh() {
 
 cmd_clean() {
 	cmd_down
+	# another lab (another LAB_RUN, e.g. molecule's) may still boot from this cache: leave it then
+	local hit user
+	hit=$(find /proc/[0-9]*/fd -lname "$LAB_CACHE/*" -printf '%h' -quit 2>/dev/null || true)
+	user=${hit#/proc/} user=${user%%/*}
+	if [ -n "$user" ]; then
+		die "process $user ($(tr '\0' ' ' < "/proc/$user/cmdline" 2>/dev/null | cut -c1-60)...) still uses $LAB_CACHE: stop that lab first (LAB_RUN=... lab.sh down)"
+	fi
 	log "removing $LAB_CACHE and $RUN"
 	rm -rf --one-file-system "$LAB_CACHE" "$RUN"
 }

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,29 @@ def test_package_list_splits_image_and_build_only_packages():
     assert build == ["linux-headers-amd64", "linux-source", "make"]
     assert not set(main) & set(build)
     assert not any(p.startswith(("#", "@")) for p in main + build)
+
+
+def test_clean_refuses_while_another_process_uses_the_cache(labenv):
+    """Another lab (another LAB_RUN, e.g. molecule's) may boot from the same image cache."""
+    cache = Path(labenv["LAB_CACHE"])
+    (cache / "image-0123456789abcdef").mkdir(parents=True)
+    base = cache / "image-0123456789abcdef" / "base.qcow2"
+    base.write_bytes(b"QFI\xfb")
+    holder = subprocess.Popen(["bash", "-c", f"exec 3<{base}; sleep 60"])
+    try:
+        for _ in range(50):  # until bash has opened the file
+            if any(os.path.realpath(f"/proc/{holder.pid}/fd/{fd}") == str(base)
+                   for fd in os.listdir(f"/proc/{holder.pid}/fd")):
+                break
+            time.sleep(0.1)
+        r = run(["bash", str(LAB_SH), "clean"], labenv)
+        assert r.returncode != 0
+        assert f"process {holder.pid} (" in r.stderr and "still uses" in r.stderr
+        assert base.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    Path(labenv["LAB_RUN"]).mkdir()
+    r = run(["bash", str(LAB_SH), "clean"], labenv)
+    assert r.returncode == 0, r.stderr
+    assert not cache.exists() and not Path(labenv["LAB_RUN"]).exists()
