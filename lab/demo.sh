@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The main job, on the built-in lab: set everything up, boot the two-VM pair, converge the
+# collection's site.yml on it (derive -> preflight -> IPsec states/policies), prove idempotence
+# (second run changed=0), send traffic and compare per-SA counters on both peers (verify.yml),
+# tear down (owned objects only, a foreign SA planted beforehand must survive), and print a report.
+#
+#   bash lab/demo.sh            # LAB_KEEP=1 keeps the VMs running afterwards
+#
+# The lab has no mlx5 NIC: the lab inventory (inventories/examples/lab) sets ipsec_offload: none,
+# i.e. software ESP on the real trixie kernel. Exit status 0 only if every step passed.
+set -euo pipefail
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../scripts/common.sh
+source "$LAB_DIR/../scripts/common.sh"
+RUN=${LAB_RUN:-$LAB_DIR/run}
+OUT=$RUN/demo
+mkdir -p "$OUT"
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+declare -a REPORT=()
+record() { REPORT+=("$(printf '%-44s %s' "$1" "$2")"); }
+finish() {
+	local rc=$?
+	printf '\n===== lab demo report =====\n'
+	printf '%s\n' "${REPORT[@]}"
+	if [ "$rc" -eq 0 ]; then printf 'RESULT: PASS\n'; else printf 'RESULT: FAIL (rc=%s; logs in %s)\n' "$rc" "$OUT"; fi
+	if [ "${LAB_KEEP:-0}" != 1 ]; then bash "$LAB_DIR/lab.sh" down >/dev/null 2>&1 || true; fi
+	exit "$rc"
+}
+trap finish EXIT
+
+T0=$(now)
+t=$(now); bash "$LAB_DIR/lab.sh" setup; bash "$LAB_DIR/lab.sh" build; record "lab setup + image (cached when unchanged)" "$(elapsed "$t") s"
+venv_need "$REPO_ROOT/tests/requirements.txt"
+t=$(now); bash "$LAB_DIR/lab.sh" up; record "boot both VMs to SSH" "$(elapsed "$t") s"
+
+# The collection, as Ansible sees an installed one: a symlink farm onto the work tree.
+COLL=$RUN/collections
+mkdir -p "$COLL/ansible_collections/ipsec_offload"
+ln -sfn "$REPO_ROOT" "$COLL/ansible_collections/ipsec_offload/mlx5"
+export ANSIBLE_COLLECTIONS_PATH=$COLL ANSIBLE_PIPELINING=1 ANSIBLE_HOST_KEY_CHECKING=False \
+	ANSIBLE_STDOUT_CALLBACK=default ANSIBLE_FORCE_COLOR=0 ANSIBLE_RETRY_FILES_ENABLED=0
+INV=(-i "$RUN/inventory.yml" -i "$REPO_ROOT/inventories/examples/lab")
+EXTRA=(-e "ipsec_keystore_path=$RUN/keystore.yml")
+on() { local n=$1; shift; ssh -F "$RUN/ssh_config" "lab$n" "$@"; }
+# SAs whose reqid lies in the collection's owned range 0x51c00000-0x51c0ffff, on labN
+owned_sas() {
+	on "$1" 'ip xfrm state list nokeys' | awk '{for(i=1;i<NF;i++) if($i=="reqid"){r=$(i+1)+0; if(r>=1371537408 && r<=1371602943) c++}} END{print c+0}'
+}
+play() { # play NAME PLAYBOOK [args...]: run, keep the log, return the recap's changed/failed sums
+	local name=$1 pb=$2; shift 2
+	local log="$OUT/$name.log"
+	if ! ansible-playbook "${INV[@]}" "${EXTRA[@]}" "$REPO_ROOT/$pb" "$@" > "$log" 2>&1; then
+		tail -n 40 "$log" >&2
+		die "$name: ansible-playbook $pb failed (log: $log)"
+	fi
+	awk '/^PLAY RECAP/{r=1; next} r && /changed=/{for(i=1;i<=NF;i++){split($i,a,"="); if(a[1]=="changed")c+=a[2]; if(a[1]=="failed")f+=a[2]}} END{printf "changed=%d failed=%d", c, f}' "$log"
+}
+
+# A foreign SA + policy (as another IKE daemon would install them; reqid 7, outside the owned range).
+on 1 'modprobe esp4 2>/dev/null; ip xfrm state add src 192.168.100.1 dst 192.168.100.99 proto esp spi 0x7777 reqid 7 mode transport aead "rfc4106(gcm(aes))" 0x$(head -c 20 /dev/urandom | od -An -tx1 | tr -d " \n") 128 && ip xfrm policy add src 192.168.100.1/32 dst 192.168.100.99/32 dir out tmpl src 192.168.100.1 dst 192.168.100.99 proto esp reqid 7 mode transport' \
+	|| die "could not plant the foreign SA on lab1"
+foreign_before=$(on 1 'ip xfrm state list nokeys src 192.168.100.1 dst 192.168.100.99; ip xfrm policy list dst 192.168.100.99/32' | grep -v -e lastused -e 'add ' -e 'use ')
+
+# Keys are created on the controller only (no host is contacted); check mode never writes the store.
+t=$(now); r=$(play derive playbooks/derive.yml); record "derive.yml (controller: pairs + key store)" "$r ($(elapsed "$t") s)"
+t=$(now); r=$(play check site.yml --check --diff); record "site.yml --check --diff" "$r ($(elapsed "$t") s)"
+[ "$(owned_sas 1)" = 0 ] || die "check mode changed lab1"
+t=$(now); r=$(play converge site.yml); record "site.yml converge" "$r ($(elapsed "$t") s)"
+case "$r" in *failed=0) ;; *) die "converge failed: $r" ;; esac
+t=$(now); r=$(play idempotence site.yml); record "site.yml second run (must be changed=0)" "$r ($(elapsed "$t") s)"
+[ "$r" = "changed=0 failed=0" ] || die "second run was not idempotent: $r"
+
+for n in 1 2; do
+	record "lab$n owned SAs / all SAs / all policies" "$(owned_sas "$n") / $(on "$n" 'ip xfrm state list nokeys | grep -c "^src"') / $(on "$n" 'ip xfrm policy list | grep -c "^src"')"
+done
+t=$(now); r=$(play verify playbooks/verify.yml -e verify_count=10); record "verify.yml (10 pings each way)" "$r ($(elapsed "$t") s)"
+grep -E '"delta"|packets transmitted|owned SAs all carried' "$OUT/verify.log" | sed 's/^ *//' | head -20 > "$OUT/verify-summary.txt" || true
+while read -r line; do record "  verify" "$line"; done < "$OUT/verify-summary.txt"
+for n in 1 2; do
+	on "$n" 'tcpdump -c 4 -n -i link0 esp 2>/dev/null & sleep 0.5; ping -c 3 -i 0.2 -W 2 192.168.100.$((3 - '"$n"')) >/dev/null; wait' > "$OUT/lab$n-wire.txt" 2>&1 || true
+	record "lab$n wire (tcpdump esp, 4 packets)" "$(grep -c ESP "$OUT/lab$n-wire.txt") ESP packets seen"
+done
+
+t=$(now); r=$(play teardown playbooks/teardown.yml); record "teardown.yml" "$r ($(elapsed "$t") s)"
+for n in 1 2; do
+	left=$(owned_sas "$n")
+	record "lab$n owned SAs left after teardown" "$left"
+	[ "$left" = 0 ] || die "teardown left owned SAs on lab$n"
+done
+foreign_after=$(on 1 'ip xfrm state list nokeys src 192.168.100.1 dst 192.168.100.99; ip xfrm policy list dst 192.168.100.99/32' | grep -v -e lastused -e 'add ' -e 'use ')
+[ "$foreign_before" = "$foreign_after" ] || die "the foreign SA/policy on lab1 changed"
+record "foreign SA + policy on lab1" "intact"
+on 1 'ip xfrm policy delete src 192.168.100.1/32 dst 192.168.100.99/32 dir out; ip xfrm state delete src 192.168.100.1 dst 192.168.100.99 proto esp spi 0x7777' || true
+record "total" "$(elapsed "$T0") s"
