@@ -59,6 +59,7 @@ play() { # play NAME PLAYBOOK [args...]: run, keep the log, return the recap's c
 }
 
 # A foreign SA + policy (as another IKE daemon would install them; reqid 7, outside the owned range).
+# shellcheck disable=SC2016 # expanded on the VM, not here
 on 1 'modprobe esp4 2>/dev/null; ip xfrm state add src 192.168.100.1 dst 192.168.100.99 proto esp spi 0x7777 reqid 7 mode transport aead "rfc4106(gcm(aes))" 0x$(head -c 20 /dev/urandom | od -An -tx1 | tr -d " \n") 128 && ip xfrm policy add src 192.168.100.1/32 dst 192.168.100.99/32 dir out tmpl src 192.168.100.1 dst 192.168.100.99 proto esp reqid 7 mode transport' \
 	|| die "could not plant the foreign SA on lab1"
 foreign_before=$(on 1 'ip xfrm state list nokeys src 192.168.100.1 dst 192.168.100.99; ip xfrm policy list dst 192.168.100.99/32' | grep -v -e lastused -e 'add ' -e 'use ')
@@ -79,6 +80,7 @@ t=$(now); r=$(play verify playbooks/verify.yml -e verify_count=10); record "veri
 grep -E '"delta"|packets transmitted|owned SAs all carried' "$OUT/verify.log" | sed 's/^ *//' | head -20 > "$OUT/verify-summary.txt" || true
 while read -r line; do record "  verify" "$line"; done < "$OUT/verify-summary.txt"
 for n in 1 2; do
+	# shellcheck disable=SC2016 # $((...)) is expanded on the VM
 	on "$n" 'tcpdump -c 4 -n -i link0 esp 2>/dev/null & sleep 0.5; ping -c 3 -i 0.2 -W 2 192.168.100.$((3 - '"$n"')) >/dev/null; wait' > "$OUT/lab$n-wire.txt" 2>&1 || true
 	record "lab$n wire (tcpdump esp, 4 packets)" "$(grep -c ESP "$OUT/lab$n-wire.txt") ESP packets seen"
 done

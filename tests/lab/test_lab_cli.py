@@ -27,7 +27,8 @@ def run(args, env_extra=None, cwd=None, timeout=60):
     env = dict(os.environ)
     env.update(env_extra or {})
     return subprocess.run(
-        args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+        args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        check=False,
     )
 
 
@@ -36,7 +37,7 @@ def labenv(tmp_path):
     """Private run/cache dirs and ports nobody listens on (taken from the kernel, then released)."""
     ports = []
     socks = []
-    for _ in range(3):
+    for dummy in range(3):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         ports.append(s.getsockname()[1])
@@ -238,7 +239,7 @@ def test_clean_refuses_while_another_process_uses_the_cache(labenv):
     base.write_bytes(b"QFI\xfb")
     holder = subprocess.Popen(["bash", "-c", f"exec 3<{base}; sleep 60"])
     try:
-        for _ in range(50):  # until bash has opened the file
+        for dummy in range(50):  # until bash has opened the file
             if any(os.path.realpath(f"/proc/{holder.pid}/fd/{fd}") == str(base)
                    for fd in os.listdir(f"/proc/{holder.pid}/fd")):
                 break

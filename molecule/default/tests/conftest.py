@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import xfrm_view  # noqa: E402  pylint: disable=wrong-import-position
-from pairfixtures import *  # noqa: E402,F401,F403  pylint: disable=wrong-import-position,wildcard-import
+from pairfixtures import *  # noqa: E402,F401,F403  pylint: disable=wrong-import-position,wildcard-import,unused-wildcard-import
 
 
 def _phase() -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "default" / "tests"))
-from pairfixtures import *  # noqa: E402,F401,F403  pylint: disable=wrong-import-position,wildcard-import
+from pairfixtures import *  # noqa: E402,F401,F403  pylint: disable=wrong-import-position,wildcard-import,unused-wildcard-import
 
 
 def pytest_configure(config):
