@@ -134,7 +134,7 @@ def plan_bridge(db, bridge, ports, vxlans, state, purge, fields=None):
             args += ["--", "del-port", bridge, name]
             changes.append("remove port %s from %s" % (name, bridge))
         left = [n for n in cur["ports"] if n not in want and n != bridge]
-        if cur["owned"] and not left and not ports and not vxlans:
+        if cur["owned"] and not left:
             args = ["--", "--if-exists", "del-br", bridge]
             changes = ["remove bridge %s" % bridge]
         return args, changes

@@ -128,6 +128,22 @@ def test_absent_removes_owned_ports_keeps_bridge_with_foreign_port():
     assert write == ["ovs-vsctl", "--timeout=10", "--", "del-port", "br-ovs", "rep0", "--", "del-port", "br-ovs", "vxlan1"]
 
 
+def test_absent_removes_owned_bridge_when_listed_ports_were_its_last():
+    # br-ovs (owned) holding only rep0 and vxlan1 (owned): removing both removes the bridge too,
+    # in the same call (the teardown playbook lists the ports).
+    own_only = tables(
+        bridges=[(["uuid", "b1"], "br-ovs", ["set", [["uuid", "p1"], ["uuid", "p2"], ["uuid", "p0"]]], OWN)],
+        ports=[(["uuid", "p0"], "br-ovs", ["map", []]), (["uuid", "p1"], "rep0", OWN), (["uuid", "p2"], "vxlan1", OWN)],
+        ifaces=[("br-ovs", "internal", ["map", []]), ("rep0", "", ["map", []]),
+                ("vxlan1", "vxlan", ["map", [["key", "100"], ["remote_ip", "192.168.100.2"]]])])
+    host = host_with(own_only, applied=EMPTY)
+    res, failed = run_module(ovs_vxlan_bridge.main, {"bridge": "br-ovs", "ports": ["rep0"], "vxlan": [VX],
+                                                     "state": "absent"}, host)
+    assert not failed and res["changed"]
+    write = [c for c in host.commands() if "list" not in c][0]
+    assert write == ["ovs-vsctl", "--timeout=10", "--", "--if-exists", "del-br", "br-ovs"]
+
+
 def test_purge_removes_only_owned_unlisted():
     host = host_with(EXISTING)
     res, failed = run_module(ovs_vxlan_bridge.main, {"bridge": "br-ovs", "vxlan": [VX], "purge": True}, host)
