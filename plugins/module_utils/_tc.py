@@ -570,7 +570,7 @@ def parse_filters(dev, text):
             match = _parse_keys(f["protocol"], opts.get("keys") or {}, extra)
             acts = []
             for n, a in enumerate(actions):
-                ca = _parse_action(a if isinstance(a, dict) else {}, n == 0, extra)
+                ca = _parse_action(a if isinstance(a, dict) else {}, n == 0 or (isinstance(a, dict) and a.get("cookie") == f["cookie"]), extra)
                 if ca is not None:
                     acts.append(ca)
             f["rule"] = {"dev": dev, "chain": f["chain"], "prio": f["prio"], "protocol": f["protocol"],

@@ -256,6 +256,25 @@ def test_parse_lab_push_mirred_real():
         ("flower", 1, False, None, "not_in_hw", []), ("flower", 1, False, None, "not_in_hw", [])]
 
 
+def test_parse_lab_roce_qinq_owned_cookie_repeated_by_iproute2_real():
+    # iproute2 6.15 repeats the first action's cookie on the later actions: still our rule, no extras
+    link0 = _tc.parse_filters("link0", tcfix("lab_roce_link0_qinq_pop_owned.json"))
+    rep = _tc.parse_filters("vf0_rep", tcfix("lab_roce_vf0_rep_qinq_push_owned.json"))
+    assert flower_rules(link0) == [
+        rule("link0", 1, "802.1q", {"vlan_id": 10, "vlan_ethtype": "802.1q", "cvlan_id": 5}, [POP, POP, redirect("vf0_rep")])]
+    assert flower_rules(rep) == [
+        rule("vf0_rep", 1, "all", {}, [push(5, 0), push(10, 0), redirect("link0")])]
+    assert [(f["owned"], f["cookie"], f["offload"], f["extra"]) for f in link0 + rep] == [
+        (True, "69706f2d6d6c783501", "not_in_hw", [])] * 2
+
+
+def test_parse_later_action_with_another_cookie_is_extra():
+    data = json.loads(tcfix("lab_roce_link0_qinq_pop_owned.json"))
+    data[1]["options"]["actions"][1]["cookie"] = "0102"
+    fs = _tc.parse_filters("link0", json.dumps(data))
+    assert fs[0]["owned"] and fs[0]["extra"] == ["action 2 has a cookie"]
+
+
 def test_parse_lab_pop_mirred_with_stats_real():
     fs = _tc.parse_filters("tv2", tcfix("lab_tv2_ingress_pop_mirred_stats.json"))
     assert flower_rules(fs) == [
