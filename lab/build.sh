@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Build (or reuse) the lab VM image: Debian rootfs (mmdebstrap) + netdevsim + ext4 -> qcow2 base.
 #   build.sh [build]   build unless the cached image for the current inputs exists (prints its dir)
 #   build.sh key       print the cache key (hash of packages.txt, this file, vm/*, suite, disk size)

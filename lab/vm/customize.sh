@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # mmdebstrap --customize-hook for the lab image, run on the build host as root:
 #   customize.sh ROOTFS LABDIR BUILD_PACKAGES...
 # Installs the PID-1 init and helpers, configures sshd for key-only root login, builds netdevsim

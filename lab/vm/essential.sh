@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # mmdebstrap --essential-hook for the lab image (runs before the kernel is installed):
 #   essential.sh ROOTFS
 # A small initrd: only the drivers to find and mount the root disk (and the NICs, since the
