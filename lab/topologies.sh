@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Both topologies of the collection, end to end, on the lab pair (lab/lab.sh), one after the other:
+#   vxlan  inventories/examples/lab-vxlan: PF (link0) tunnel endpoints 192.168.100.1/.2, IPsec transport
+#          on udp/4789, OVS br-ovs with vxlan1 + vf0_rep, overlay 10.10.0.N/24 on vf0 (initial netns)
+#   roce   inventories/examples/lab-roce: vf0 in ns0 with 192.168.10.N/24, IPsec on vf0 in ns0, QinQ
+#          tc rules (vlan 10 / cvlan 5) between link0 and vf0_rep
+# For each: lab reset -> site.yml converge -> second run (must be changed=0) -> traffic on the
+# topology's path with a capture on the sender's link0 (only ESP; QinQ tags for roce) and owned-SA
+# packet counters on both peers -> verify.yml -> teardown.yml -> nothing owned left -> lab reset.
+# Prints a report with timings; exit status 0 only if every step of every topology passed.
+#
+#   bash lab/topologies.sh                 # both; TOPOLOGIES="roce" for one; LAB_KEEP=1 keeps the VMs
+#
+# Its own lab pair by default (LAB_RUN=lab/run/topo, SSH 2251/2252, link 4431), so it does not
+# collide with lab/demo.sh or molecule; a running pair with the same settings is reused.
+# Lab-only preparation (kernel modules, OVS without systemd, link0 promiscuous) is lab/prepare.yml;
+# the lab reset (VF back to the initial netns, no address, down; link0 MTU 1500; ingress qdiscs
+# and ns0 removed) is done here, over SSH: both exist only for the lab, never in the roles.
+set -euo pipefail
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../scripts/common.sh
+source "$LAB_DIR/../scripts/common.sh"
+export LAB_RUN=${LAB_RUN:-$LAB_DIR/run/topo}
+export LAB_SSH_PORT1=${LAB_SSH_PORT1:-2251} LAB_SSH_PORT2=${LAB_SSH_PORT2:-2252} LAB_LINK_PORT=${LAB_LINK_PORT:-4431}
+RUN=$LAB_RUN
+OUT=$RUN/topologies
+TOPOLOGIES=${TOPOLOGIES:-vxlan roce}
+mkdir -p "$OUT"
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+declare -a REPORT=()
+FAILED=0
+record() { REPORT+=("$(printf '%-52s %s' "$1" "$2")"); printf '%-52s %s\n' "$1" "$2" >&2; }
+bad() { record "$1" "FAIL: $2"; FAILED=1; return 1; }
+finish() {
+	local rc=$?
+	[ "$FAILED" = 0 ] || rc=1
+	printf '\n===== lab topologies report (%s) =====\n' "$(date -u +%FT%TZ)"
+	printf '%s\n' "${REPORT[@]}"
+	if [ "$rc" -eq 0 ]; then printf 'RESULT: PASS\n'; else printf 'RESULT: FAIL (logs in %s)\n' "$OUT"; fi
+	if [ "${LAB_KEEP:-0}" != 1 ]; then bash "$LAB_DIR/lab.sh" down > /dev/null 2>&1 || true; fi
+	exit "$rc"
+}
+trap finish EXIT
+
+T0=$(now)
+t=$(now); bash "$LAB_DIR/lab.sh" setup; bash "$LAB_DIR/lab.sh" build > /dev/null; record "lab setup + image (cached when unchanged)" "$(elapsed "$t") s"
+venv_need "$REPO_ROOT/tests/requirements.txt"
+t=$(now); bash "$LAB_DIR/lab.sh" up; record "boot (or reuse) the pair to SSH" "$(elapsed "$t") s"
+
+# The collection as Ansible sees an installed one: a symlink farm onto the work tree (as demo.sh).
+COLL=$RUN/collections
+mkdir -p "$COLL/ansible_collections/ipsec_offload"
+ln -sfn "$REPO_ROOT" "$COLL/ansible_collections/ipsec_offload/mlx5"
+export ANSIBLE_COLLECTIONS_PATH=$COLL ANSIBLE_PIPELINING=1 ANSIBLE_HOST_KEY_CHECKING=False \
+	ANSIBLE_STDOUT_CALLBACK=default ANSIBLE_FORCE_COLOR=0 ANSIBLE_RETRY_FILES_ENABLED=0
+
+on() { local n=$1; shift; ssh -F "$RUN/ssh_config" "lab$n" "$@" < /dev/null; }
+# owned range 0x51c00000-0x51c0ffff = 1371537408-1371602943
+# shellcheck disable=SC2016 # awk program
+OWNED_AWK='{for(i=1;i<NF;i++) if($i=="reqid"){r=$(i+1)+0; if(r>=1371537408 && r<=1371602943) c++}} END{print c+0}'
+owned_sas() { on "$1" "ip ${2:+-n $2} xfrm state list nokeys" | awk "$OWNED_AWK"; }
+owned_sps() { on "$1" "ip ${2:+-n $2} xfrm policy list" | awk "$OWNED_AWK"; }
+# packets counted by the owned SAs of labN (in namespace $2): sum of the "lifetime current" lines
+owned_packets() {
+	on "$1" "ip ${2:+-n $2} -s xfrm state list nokeys" | awk '
+		/^src/ {own = 0}
+		{for (i = 1; i < NF; i++) if ($i == "reqid") {r = $(i + 1) + 0; own = (r >= 1371537408 && r <= 1371602943)}}
+		own && /[0-9]+\(bytes\), [0-9]+\(packets\)/ {split($2, a, "("); p += a[1]}
+		END {print p + 0}'
+}
+# shellcheck disable=SC2016 # expanded on the VM
+# owned tc rules: filters whose first action cookie is ours (iproute2 6.15 repeats it on later actions)
+owned_tc() {
+	on "$1" 'for d in link0 vf0_rep; do tc filter show dev $d ingress 2>/dev/null; done' \
+		| awk '/^filter .*handle/ {f = 1} f && /cookie 69706f2d6d6c7835/ {c++; f = 0} END {print c + 0}'
+}
+
+play() { # play LOGNAME INVENTORY PLAYBOOK [args...]: prints "changed=N failed=N"; returns ansible's status
+	local name=$1 inv=$2 pb=$3 rc=0; shift 3
+	local log="$OUT/$name.log"
+	ansible-playbook -i "$RUN/inventory.yml" ${inv:+-i "$REPO_ROOT/inventories/examples/$inv"} \
+		-e "ipsec_keystore_path=$RUN/keystore-${inv#lab-}.yml" "$REPO_ROOT/$pb" "$@" > "$log" 2>&1 || rc=$?
+	awk '/^PLAY RECAP/{r=1; next} r && /changed=/{for(i=1;i<=NF;i++){split($i,a,"="); if(a[1]=="changed")c+=a[2]; if(a[1]=="failed")f+=a[2]}} END{printf "changed=%d failed=%d", c, f}' "$log"
+	if [ "$rc" != 0 ]; then grep -E '^(fatal|failed):' "$log" | cut -c1-400 | head -n 4 >&2; fi
+	return "$rc"
+}
+
+# shellcheck disable=SC2016 # expanded on the VM
+lab_reset() { # lab only: back to the boot state of the VF stand-in and link0 (see the header)
+	local n
+	for n in 1 2; do
+		on "$n" 'ip -n ns0 link show vf0 >/dev/null 2>&1 && ip -n ns0 link set vf0 netns 1
+			ip netns list | grep -qw ns0 && ip netns del ns0
+			ip addr flush dev vf0 scope global; ip link set vf0 down; ip link set vf0_rep down
+			ip link set link0 mtu 1500
+			for d in link0 vf0_rep; do tc qdisc del dev $d ingress 2>/dev/null; done; true' \
+			|| { bad "lab$n reset" "ssh failed"; return 1; }
+	done
+}
+
+t=$(now)
+if r=$(play prepare "" lab/prepare.yml); then record "lab/prepare.yml (modules, OVS, link0 promisc)" "$r ($(elapsed "$t") s)"
+else bad "lab/prepare.yml" "$r"; exit 1; fi
+
+topology() { # topology NAME: the whole cycle; returns non-zero at the first failed step
+	local name=$1 inv ns="" t r b1 b2 a1 a2 wire esp clear
+	case $name in
+		vxlan) inv=lab-vxlan ;;
+		roce) inv=lab-roce ns=ns0 ;;
+		*) bad "$name" "unknown topology (vxlan|roce)"; return 1 ;;
+	esac
+	local T; T=$(now)
+	lab_reset || return 1
+	t=$(now); r=$(play "$name-converge" "$inv" playbooks/site.yml) || { bad "$name: site.yml converge" "$r (log $OUT/$name-converge.log)"; return 1; }
+	record "$name: site.yml converge" "$r ($(elapsed "$t") s)"
+	t=$(now); r=$(play "$name-idempotence" "$inv" playbooks/site.yml) || { bad "$name: site.yml second run" "$r"; return 1; }
+	[ "$r" = "changed=0 failed=0" ] || { bad "$name: site.yml second run (must be changed=0)" "$r (log $OUT/$name-idempotence.log)"; return 1; }
+	record "$name: site.yml second run (must be changed=0)" "$r ($(elapsed "$t") s)"
+	for n in 1 2; do record "$name: lab$n owned SAs / SPs${ns:+ in $ns}" "$(owned_sas "$n" "$ns") / $(owned_sps "$n" "$ns")"; done
+	[ "$name" = vxlan ] && record "vxlan: lab1 OVS" "$(on 1 'ovs-vsctl list-ports br-ovs | xargs') on br-ovs, vf0 $(on 1 'ip -br -4 addr show dev vf0' | awk '{print $3}')"
+	[ "$name" = roce ] && record "roce: lab1 owned tc rules (link0 + vf0_rep)" "$(owned_tc 1)"
+
+	# Traffic on the topology's path, captured on the sender's link0 (the receiver would show
+	# decrypted packets once esp4_offload is loaded); counters of the owned SAs on both peers.
+	b1=$(owned_packets 1 "$ns"); b2=$(owned_packets 2 "$ns")
+	if [ "$name" = vxlan ]; then
+		# vf0 -> vf0_rep -> br-ovs -> vxlan1 -> udp/4789 -> ESP on link0
+		wire=$(on 1 'timeout 15 tcpdump -l -n -i link0 -c 8 ip 2>/dev/null & sleep 1; ping -c 4 -i 0.3 -W 2 10.10.0.2 >/dev/null || echo PINGFAIL; wait')
+	else
+		# ns0: vf0 -> vf0_rep -> tc push 5, push 10 -> link0 -> peer link0 -> tc pop, pop -> vf0_rep -> vf0
+		wire=$(on 1 'timeout 15 tcpdump -l -e -n -i link0 -c 8 "vlan 10 and vlan 5 and ip" 2>/dev/null & sleep 1; ip netns exec ns0 ping -c 4 -i 0.3 -W 2 192.168.10.2 >/dev/null || echo PINGFAIL; wait')
+	fi
+	printf '%s\n' "$wire" > "$OUT/$name-wire.txt"
+	a1=$(owned_packets 1 "$ns"); a2=$(owned_packets 2 "$ns")
+	esp=$(grep -c 'ESP(spi=' <<< "$wire" || true)
+	clear=$(grep -E '^[0-9]{2}:[0-9]{2}:' <<< "$wire" | grep -vc 'ESP(spi=' || true)
+	if [ "$name" = roce ]; then
+		local tagged; tagged=$(grep 'ESP(spi=' <<< "$wire" | grep -c 'vlan 10, .*vlan 5, ' || true)
+		record "roce: lab1 link0 (tcpdump -e): QinQ frames with ESP inside" "$tagged of $esp ESP frames carry vlan 10 + cvlan 5"
+		if [ "$tagged" -lt 4 ] || [ "$tagged" != "$esp" ]; then bad "roce: QinQ on the wire" "see $OUT/roce-wire.txt"; return 1; fi
+	fi
+	record "$name: lab1 link0 capture (4 pings)" "$esp ESP, $clear other IPv4 packets$(grep -q PINGFAIL <<< "$wire" && echo ', PING FAILED')"
+	{ [ "$esp" -ge 4 ] && [ "$clear" = 0 ] && ! grep -q PINGFAIL <<< "$wire"; } || { bad "$name: only ESP on the wire" "see $OUT/$name-wire.txt"; return 1; }
+	record "$name: owned SA packets lab1 / lab2" "$b1 -> $a1 / $b2 -> $a2"
+	if [ "$a1" -lt $((b1 + 8)) ] || [ "$a2" -lt $((b2 + 8)) ]; then
+		bad "$name: SA counters rise on both peers" "by >= 8 (4 pings each way)"; return 1
+	fi
+
+	t=$(now)
+	# vxlan: the inventory's verify_target_override is the peer's overlay address (vf0)
+	r=$(play "$name-verify" "$inv" playbooks/verify.yml -e verify_count=10) || true
+	grep -E '"ping |owned SAs all carried' "$OUT/$name-verify.log" | sed 's/^ *//; s/^"msg": //; s/^"//; s/",\{0,1\}$//' | sort -u > "$OUT/$name-verify-summary.txt" || true
+	while read -r line; do record "  $name verify" "$line"; done < "$OUT/$name-verify-summary.txt"
+	case $r in *failed=0) record "$name: verify.yml (10 pings each way)" "$r ($(elapsed "$t") s)" ;;
+		*) bad "$name: verify.yml" "$r (log $OUT/$name-verify.log)"; return 1 ;; esac
+
+	t=$(now); r=$(play "$name-teardown" "$inv" playbooks/teardown.yml) || { bad "$name: teardown.yml" "$r (log $OUT/$name-teardown.log)"; return 1; }
+	record "$name: teardown.yml" "$r ($(elapsed "$t") s)"
+	local left=0 n s p
+	for n in 1 2; do
+		s=$(owned_sas "$n" "$ns"); p=$(owned_sps "$n" "$ns")
+		if [ "$name" = vxlan ]; then
+			local br addr
+			br=$(on "$n" 'ovs-vsctl br-exists br-ovs && echo present || echo absent')
+			addr=$(on "$n" 'ip -br -4 addr show dev vf0' | awk '{print $3}')
+			record "vxlan: lab$n after teardown: owned SAs/SPs, br-ovs, vf0 addr" "$s/$p, $br, ${addr:-none}"
+			[ "$s$p" = 00 ] && [ "$br" = absent ] && [ -z "$addr" ] || left=1
+		else
+			local tcn; tcn=$(owned_tc "$n")
+			record "roce: lab$n after teardown: owned SAs/SPs in ns0, tc rules" "$s/$p, $tcn"
+			[ "$s$p$tcn" = 000 ] || left=1
+		fi
+	done
+	[ "$left" = 0 ] || { bad "$name: teardown left owned objects" "see above"; return 1; }
+	lab_reset || return 1
+	record "$name: total" "$(elapsed "$T") s"
+}
+
+for topo in $TOPOLOGIES; do
+	if ! topology "$topo"; then
+		# best effort: leave the pair clean for the next topology
+		play "$topo-teardown-after-failure" "lab-$topo" playbooks/teardown.yml > /dev/null 2>&1 || true
+		lab_reset > /dev/null 2>&1 || true
+	fi
+done
+record "total" "$(elapsed "$T0") s"
