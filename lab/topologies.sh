@@ -26,6 +26,9 @@ RUN=$LAB_RUN
 OUT=$RUN/topologies
 TOPOLOGIES=${TOPOLOGIES:-vxlan roce}
 mkdir -p "$OUT"
+for _t in $TOPOLOGIES; do
+	case $_t in vxlan | roce) ;; *) die "TOPOLOGIES: unknown topology '$_t' (vxlan, roce)" ;; esac
+done
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
