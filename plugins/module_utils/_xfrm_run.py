@@ -31,28 +31,49 @@ def _scrubbed(exc):
     return ToolError(exc.cmd, exc.rc, X.scrub(exc.stdout), X.scrub(exc.stderr), what=exc.what)
 
 
+class _NoNamespace(Exception):
+    """Check mode, and the namespace does not exist yet (an earlier task would create it)."""
+
+
 class XfrmHost:
     def __init__(self, module, namespace):
         self.module = module
         self.ip = Runner(module, "ip", namespace)
         self.namespace = namespace
+        self.namespace_absent = False
 
     def _out(self, args, what):
         try:
             return self.ip.run(args, what=what)[1]
         except ToolError as exc:
             if self.namespace and "Cannot open network namespace" in exc.stderr:
+                if self.module.check_mode:
+                    # In a check run the task that creates the namespace was skipped: report
+                    # everything as to be added instead of failing.
+                    if not self.namespace_absent:
+                        self.module.warn("network namespace %s does not exist yet; check mode reports every "
+                                         "object as to be added (a real run needs the namespace)" % self.namespace)
+                    self.namespace_absent = True
+                    raise _NoNamespace()
                 raise InputError("namespace", "network namespace %s does not exist (create it first, or fix the "
                                               "name)" % self.namespace)
             raise _scrubbed(exc)
 
     def read(self, which):
-        if which == "state":
-            return X.parse_states(self._out(["xfrm", "state", "list"], "reading the SAs (ip xfrm state list)"))
-        return X.parse_policies(self._out(["xfrm", "policy", "list"], "reading the policies (ip xfrm policy list)"))
+        try:
+            if which == "state":
+                return X.parse_states(self._out(["xfrm", "state", "list"], "reading the SAs (ip xfrm state list)"))
+            return X.parse_policies(self._out(["xfrm", "policy", "list"],
+                                              "reading the policies (ip xfrm policy list)"))
+        except _NoNamespace:
+            return []
 
     def link_names(self):
-        return X.parse_link_names(self._out(["-o", "link", "show"], "listing interfaces (ip -o link show)"))
+        """Interface names, or None when (check mode) the namespace does not exist yet."""
+        try:
+            return X.parse_link_names(self._out(["-o", "link", "show"], "listing interfaces (ip -o link show)"))
+        except _NoNamespace:
+            return None
 
     def features(self, override):
         """Probe what `ip` and the kernel support; explicit values in ``override`` win."""
@@ -149,7 +170,7 @@ def _preconditions(host, spec, desired, features):
     if devs:
         names = host.link_names()
         for dev, field in devs.items():
-            if dev not in names:
+            if names is not None and dev not in names:
                 raise InputError(field, "device %s does not exist%s" % (
                     dev, " in namespace %s" % host.namespace if host.namespace else ""))
 

@@ -324,3 +324,21 @@ def test_missing_namespace_named():
                   (("ip", "-n", "nons"), (255, "", 'Cannot open network namespace "nons": No such file or directory\n'))])
     res, failed = run_module(M.main, dict(state="gathered", namespace="nons"), h)
     assert failed and res["field"] == "namespace" and "does not exist" in res["msg"]
+
+
+def test_check_mode_with_namespace_not_created_yet_reports_adds(monkeypatch):
+    """site.yml --check: the task that creates the VF's namespace was skipped, so it is missing."""
+    warned = []
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, msg: warned.append(msg))
+    missing = (255, "", 'Cannot open network namespace "ns0": No such file or directory\n')
+    h = FakeHost([(("ip", "xfrm", "state", "help"), (255, "", HELP_615)), (("ip", "-n", "ns0"), missing)])
+    cfg = [out_sa(offload={"type": "none"}), in_sa(offload={"type": "none"})]
+    res, failed = run_module(M.main, dict(config=cfg, namespace="ns0"), h, check_mode=True)
+    assert not failed, res
+    assert res["changed"] is True and res["counts"]["added"] == 2
+    assert len(warned) == 1 and "ns0 does not exist yet" in warned[0]
+    assert not any("-batch" in argv for argv in h.commands())
+    no_secrets(h, res)
+    # a real run still refuses, naming the field
+    res, failed = run_module(M.main, dict(config=cfg, namespace="ns0"), h)
+    assert failed and res["field"] == "namespace" and "does not exist" in res["msg"]
