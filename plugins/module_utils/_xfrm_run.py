@@ -103,6 +103,7 @@ class Spec:
 
     which = None            # "state" | "policy"
     kind = None             # SAKind / SPKind instance
+    label = None            # "sa" | "sp": the key naming the object in the offload report
 
     def validate(self, field, item, state, rng):
         raise NotImplementedError
@@ -114,7 +115,16 @@ class Spec:
         """Cross-object checks (InputError) after completion."""
 
     def offload_report(self, desired, after):
-        return None
+        """Per desired object: the offload asked for and the one the kernel shows afterwards."""
+        cur = {self.kind.key(c): c for c in after or []}
+        report = []
+        for d in desired:
+            c = cur.get(self.kind.key(d))
+            report.append({self.label: self.kind.describe(d),
+                           "requested": d["offload"]["type"], "dev": d["offload"]["dev"],
+                           "in_effect": c["offload"]["type"] if c else None,
+                           "in_effect_dev": c["offload"]["dev"] if c else None})
+        return report
 
 
 def _render(kind, ops, features, keys):

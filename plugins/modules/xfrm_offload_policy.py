@@ -213,23 +213,13 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_ru
 class PolicySpec(_xfrm_run.Spec):
     which = "policy"
     kind = X.SPKind()
+    label = "sp"
 
     def validate(self, field, item, state, rng):
         return X.validate_sp(field, item, state, rng)
 
     def complete(self, d, current):
         return X.complete_sp(d, current)
-
-    def offload_report(self, desired, after):
-        cur = {self.kind.key(c): c for c in after or []}
-        report = []
-        for d in desired:
-            c = cur.get(self.kind.key(d))
-            report.append({"sp": self.kind.describe(d),
-                           "requested": d["offload"]["type"], "dev": d["offload"]["dev"],
-                           "in_effect": c["offload"]["type"] if c else None,
-                           "in_effect_dev": c["offload"]["dev"] if c else None})
-        return report
 
 
 def argument_spec():

@@ -280,6 +280,7 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_ru
 class StateSpec(_xfrm_run.Spec):
     which = "state"
     kind = X.SAKind()
+    label = "sa"
 
     def validate(self, field, item, state, rng):
         return X.validate_sa(field, item, state, rng)
@@ -290,16 +291,6 @@ class StateSpec(_xfrm_run.Spec):
     def check(self, desired, current, features):
         if desired and desired[0].get("aead") is not None:
             X.check_key_reuse(desired, current, self.kind)
-
-    def offload_report(self, desired, after):
-        cur = {self.kind.key(c): c for c in after or []}
-        report = []
-        for d in desired:
-            c = cur.get(self.kind.key(d))
-            report.append({"sa": self.kind.describe(d), "requested": d["offload"]["type"], "dev": d["offload"]["dev"],
-                           "in_effect": c["offload"]["type"] if c else None,
-                           "in_effect_dev": c["offload"]["dev"] if c else None})
-        return report
 
 
 def argument_spec():
