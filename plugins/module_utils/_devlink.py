@@ -29,6 +29,7 @@ import json
 import re
 
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import ToolError
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._xfrm import offload_line
 
 MODES = ("legacy", "switchdev")
 ENCAP_MODES = ("none", "basic")
@@ -207,7 +208,6 @@ def port_fn_set_args(port, cap, enabled):
 
 # --------------------------------------------------------------------- what holds the eswitch busy
 
-_OFFLOAD_RE = re.compile(r"crypto offload parameters: dev (\S+)(?: dir (\S+))?(?: mode (\S+))?")
 _SPI_RE = re.compile(r"\bspi (0x[0-9a-fA-F]+|\d+)")
 _DIR_RE = re.compile(r"^\s*dir (\S+)")
 
@@ -235,10 +235,10 @@ def offloaded_xfrm(text, kind, netdevs=None):
             if m and dirn is None:
                 dirn = m.group(1)
         for line in block:
-            m = _OFFLOAD_RE.search(line)
-            if not m:
+            off = offload_line(line)
+            if not off:
                 continue
-            dev = m.group(1)
+            dev, off_dir, off_mode = off
             if wanted is not None and dev not in wanted:
                 continue
             label = head
@@ -246,7 +246,7 @@ def offloaded_xfrm(text, kind, netdevs=None):
                 label += " spi " + spi
             if kind == "policy" and dirn:
                 label += " dir " + dirn
-            found.append({"kind": kind, "dev": dev, "dir": m.group(2) or dirn, "mode": m.group(3),
+            found.append({"kind": kind, "dev": dev, "dir": off_dir or dirn, "mode": off_mode,
                           "label": label})
 
     for line in (text or "").splitlines():

@@ -40,6 +40,7 @@ import re
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import ObjectKind
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import hint_for as _runner_hint
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._xfrm import offload_devices
 
 # "ipo-mlx5" in ASCII.  Cookies may hold up to 16 bytes; we use 9.
 COOKIE_PREFIX = "69706f2d6d6c7835"
@@ -620,12 +621,9 @@ def parse_links(text):
     return out
 
 
-_XFRM_OFFLOAD_RE = re.compile(r"^\s*crypto offload parameters: dev (\S+)", re.MULTILINE)
-
-
 def xfrm_offload_devices(text):
     """Devices named on ``crypto offload parameters: dev X ...`` lines of ``ip xfrm state``."""
-    return set(_XFRM_OFFLOAD_RE.findall(text or ""))
+    return offload_devices(text)
 
 
 def ipsec_ready(dev, offload_devs, parents):

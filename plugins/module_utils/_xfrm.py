@@ -164,6 +164,23 @@ def _parse_offload(tokens):
 
 _NO_OFFLOAD = {"type": "none", "dev": None, "dir": None}
 
+# The one pattern for the offload line of `ip xfrm state`/`ip xfrm policy` output, shared by the
+# modules that only need to know which netdevs hold offloaded objects (tc precondition, eswitch busy
+# check, info counters).  iproute2 < 6.2 prints neither "mode" nor, for policies, "dir".
+OFFLOAD_LINE_RE = re.compile(r"^\s*crypto offload parameters: dev (\S+)(?: dir (\S+))?(?: mode (\S+))?")
+
+
+def offload_line(line):
+    """One output line -> (dev, dir, mode) when it is a "crypto offload parameters" line, else None
+    (dir/mode None when not printed)."""
+    m = OFFLOAD_LINE_RE.match(line)
+    return m.groups() if m else None
+
+
+def offload_devices(text):
+    """Netdevs named on the offload lines of `ip xfrm state`/`policy` output."""
+    return {dev for dev, _d, _m in filter(None, map(offload_line, (text or "").splitlines()))}
+
 
 def parse_states(text):
     """Parse `ip [-s] xfrm state [list]` output into a list of SA dicts."""

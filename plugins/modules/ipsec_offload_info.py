@@ -266,6 +266,7 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._ethtool import Ethtool, esp_features
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._xfrm import offload_line
 
 # Vendor (MLNX_EN "IPsec Full Offload"): "This feature requires Linux kernel v6.6, or higher".
 MIN_KERNEL = (6, 6)
@@ -478,7 +479,6 @@ _SA_RE = {
                           r"oseq (0x[0-9a-fA-F]+)"),
     "esn_window": re.compile(r"^replay_window (\d+), bitmap-length"),
     "legacy": re.compile(r"^anti-replay context: seq (0x[0-9a-fA-F]+), oseq (0x[0-9a-fA-F]+)"),
-    "offload": re.compile(r"^crypto offload parameters: dev (\S+)(?: dir (\S+))?(?: mode (\S+))?"),
     "dir": re.compile(r"^dir (in|out)\s*$"),
     "sel": re.compile(r"^sel src (\S+) dst (\S+)"),
     "lifetime": re.compile(r"^(\d+)\(bytes\), (\d+)\(packets\)\s*$"),
@@ -566,10 +566,10 @@ def parse_xfrm_sa_counters(text):
         if m:
             cur["seq"], cur["oseq"] = int(m.group(1), 16), int(m.group(2), 16)
             continue
-        m = _SA_RE["offload"].match(line)
-        if m:
+        off = offload_line(line)
+        if off:
             cur["offloaded"] = True
-            cur["offload_dev"], cur["offload_dir"], cur["offload_mode"] = m.groups()
+            cur["offload_dev"], cur["offload_dir"], cur["offload_mode"] = off
             continue
         m = _SA_RE["dir"].match(line)
         if m:

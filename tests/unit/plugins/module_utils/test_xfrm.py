@@ -211,3 +211,26 @@ def test_scrub_removes_key_material():
     msg = 'Error: argument "0x0102030405060708090a0b0c0d0e0f1011121314" is wrong: ALGO-KEYMAT value is invalid'
     assert X.scrub(msg) == 'Error: argument "<redacted>" is wrong: ALGO-KEYMAT value is invalid'
     assert X.scrub("spi 0x00001000 reqid 1") == "spi 0x00001000 reqid 1"
+
+
+@pytest.mark.parametrize("line, want", [
+    ("\tcrypto offload parameters: dev p0 dir out mode packet", ("p0", "out", "packet")),
+    ("\tcrypto offload parameters: dev enp8s0f0np0 dir in mode crypto", ("enp8s0f0np0", "in", "crypto")),
+    ("\tcrypto offload parameters: dev p0 dir out", ("p0", "out", None)),  # iproute2 < 6.2
+    ("\tcrypto offload parameters: dev p0 mode packet", ("p0", None, "packet")),  # policy, no dir
+    ("\tproto esp spi 0x00000100 reqid 1 mode transport", None),
+    ("src 10.0.0.1 dst 10.0.0.2", None),
+])
+def test_offload_line(line, want):
+    assert X.offload_line(line) == want
+
+
+def test_offload_devices_reads_every_offload_line():
+    text = ("src 1.1.1.1 dst 1.1.1.2\n\tproto esp spi 0x1 reqid 1 mode transport\n"
+            "\tcrypto offload parameters: dev p0 dir out mode packet\n"
+            "src 1.1.1.2 dst 1.1.1.1\n\tproto esp spi 0x2 reqid 1 mode transport\n"
+            "\tcrypto offload parameters: dev pf0vf0 dir in mode crypto\n"
+            "src 1.1.1.3 dst 1.1.1.1\n\tproto esp spi 0x3 reqid 1 mode transport\n")
+    assert X.offload_devices(text) == {"p0", "pf0vf0"}
+    assert X.offload_devices("") == set()
+    assert X.offload_devices(None) == set()
