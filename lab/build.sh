@@ -3,11 +3,13 @@
 #   build.sh [build]   build unless the cached image for the current inputs exists (prints its dir)
 #   build.sh key       print the cache key (hash of packages.txt, this file, vm/*, suite, disk size)
 #   build.sh dir       print the image directory for the current key (may not exist yet)
+#   build.sh packages [main|build]   print the image's (variant's) package names, one a line
 # Called by `lab.sh build`/`lab.sh up`; runs as root (mmdebstrap --mode=root, chroot, mkfs).
-# Knobs: LAB_SUITE (trixie), LAB_MIRROR (default: the host's Debian mirror from its apt sources),
+# Knobs: LAB_VARIANT (image variant: unset/strongswan = the default image; libreswan = the
+#        '@libreswan' lines of packages.txt instead of the '@strongswan' ones), LAB_SUITE (trixie), LAB_MIRROR (default: the host's Debian mirror from its apt sources),
 #        LAB_DISK_SIZE (4G, virtual size; qcow2 stores only used blocks), LAB_CACHE (lab/cache),
 #        LAB_KEEP_ROOTFS=1 keeps the unpacked rootfs beside the image (debugging).
-# Cache: lab/cache/image-<key>/ {base.qcow2, vmlinuz, initrd.img, manifest.txt, packages.lock};
+# Cache: lab/cache/image-<key>/ (default variant) or image-<variant>-<key>/ {base.qcow2, vmlinuz, initrd.img, manifest.txt, packages.lock};
 #        lab/cache/debs/ keeps the downloaded .debs so a rebuild after an edit downloads nothing.
 # shellcheck disable=SC2016 # mmdebstrap hooks and dpkg-query formats are literal on purpose
 set -euo pipefail
@@ -15,16 +17,28 @@ LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${LAB_CACHE:-$LAB_DIR/cache}
 SUITE=${LAB_SUITE:-trixie}
 DISK_SIZE=${LAB_DISK_SIZE:-4G}
+DEFAULT_VARIANT=strongswan
+VARIANT=${LAB_VARIANT:-$DEFAULT_VARIANT}
 log() { printf '== lab build: %s\n' "$*" >&2; }
 die() { printf 'ERROR: lab build: %s\n' "$*" >&2; exit 1; }
 
 inputs=("$LAB_DIR/packages.txt" "$LAB_DIR/build.sh" "$LAB_DIR/vm/init" "$LAB_DIR/vm/customize.sh"
 	"$LAB_DIR/vm/essential.sh")
 
-cache_key() {
-	{ cat "${inputs[@]}"; echo "suite=$SUITE disk=$DISK_SIZE"; } | sha256sum | cut -c1-16
+variants() { # the variant names tagged in packages.txt ('@NAME pkg', NAME other than build)
+	sed -n -E 's/^[[:space:]]*@([a-z0-9]+)[[:space:]].*/\1/p' "$LAB_DIR/packages.txt" | grep -vx build | sort -u
 }
-image_dir() { echo "$CACHE/image-$(cache_key)"; }
+check_variant() {
+	variants | grep -qx -- "$VARIANT" \
+		|| die "unknown LAB_VARIANT '$VARIANT' (packages.txt tags: $(variants | xargs))"
+}
+cache_key() {
+	{ cat "${inputs[@]}"; echo "suite=$SUITE disk=$DISK_SIZE variant=$VARIANT"; } | sha256sum | cut -c1-16
+}
+image_prefix() { # image- for the default variant, image-<variant>- for the others
+	if [ "$VARIANT" = "$DEFAULT_VARIANT" ]; then echo image-; else echo "image-$VARIANT-"; fi
+}
+image_dir() { echo "$CACHE/$(image_prefix)$(cache_key)"; }
 
 host_mirror() {
 	# The host's Debian mirror (first "…/debian" URI in its apt sources), else deb.debian.org.
@@ -35,13 +49,16 @@ host_mirror() {
 	echo "${uri:-http://deb.debian.org/debian}"
 }
 
-packages() { # packages main|build : the package names of lab/packages.txt ('@build' = build-only)
-	local line
+packages() { # packages main|build : the package names of lab/packages.txt ('@build' = build-only,
+	# '@VARIANT' = only in that image variant)
+	local line tag
 	while read -r line; do
 		line=$(echo "${line%%#*}" | xargs)
 		case "$line" in
 			'') ;;
 			@build\ *) if [ "$1" = build ]; then echo "${line#@build }"; fi ;;
+			@*) tag=${line%% *} tag=${tag#@}
+				if [ "$1" = main ] && [ "$tag" = "$VARIANT" ]; then echo "${line#* }"; fi ;;
 			*) if [ "$1" = main ]; then echo "$line"; fi ;;
 		esac
 	done < "$LAB_DIR/packages.txt"
@@ -56,10 +73,12 @@ safe_rm() { # remove a build dir without ever crossing into a mount left by an i
 	rm -rf --one-file-system "$d"
 }
 
-prune_old_images() { # keep only $1; skip images a running QEMU still has open
-	local keep=$1 d
-	for d in "$CACHE"/image-*; do
+prune_old_images() { # keep only $1 of this variant's images; skip images a running QEMU still has open
+	local keep=$1 d prefix; prefix=$(image_prefix)
+	for d in "$CACHE/$prefix"*; do
 		if [ ! -d "$d" ] || [ "$d" = "$keep" ]; then continue; fi
+		# only this variant's images: image-<16 hex> (default) or image-<variant>-<16 hex>
+		if ! [[ $(basename "$d") =~ ^${prefix}[0-9a-f]{16}$ ]]; then continue; fi
 		if [ -n "$(find /proc/[0-9]*/fd -lname "$d/*" -print -quit 2>/dev/null)" ]; then
 			log "keeping old $(basename "$d") (in use by a running VM)"
 		else
@@ -96,7 +115,7 @@ do_build() {
 		--setup-hook="sync-in $CACHE/debs /var/cache/apt/archives/" \
 		--essential-hook="$q_lab/vm/essential.sh \"\$1\"" \
 		--customize-hook="sync-out /var/cache/apt/archives $CACHE/debs" \
-		--customize-hook="$q_lab/vm/customize.sh \"\$1\" $q_lab $build_pkgs" \
+		--customize-hook="LAB_VARIANT=$VARIANT $q_lab/vm/customize.sh \"\$1\" $q_lab $build_pkgs" \
 		"$SUITE" "$tmp/rootfs" "deb $mirror $SUITE main" > "$tmp/mmdebstrap.log" 2>&1 &
 	# in the background so that a TERM/INT reaches mmdebstrap at once: it then unmounts and stops
 	local mm=$!
@@ -124,6 +143,7 @@ do_build() {
 	ver() { awk -v p="$1" '$1 == p {print $2}' "$tmp/packages.lock"; }
 	{
 		echo "key=$(cache_key)"
+		echo "variant=$VARIANT"
 		echo "suite=$SUITE"
 		echo "mirror=$mirror"
 		echo "kernel=$kver"
@@ -131,6 +151,7 @@ do_build() {
 		echo "iproute2=$(ver iproute2)"
 		echo "openvswitch-switch=$(ver openvswitch-switch)"
 		echo "strongswan-charon=$(ver strongswan-charon)"
+		echo "libreswan=$(ver libreswan)"
 		echo "rdma-core=$(ver rdma-core)"
 		echo "python3=$(ver python3)"
 		echo "rootfs_mb=$rootfs_mb"
@@ -148,9 +169,11 @@ do_build() {
 	echo "$dir"
 }
 
+check_variant
 case "${1:-build}" in
 	build) do_build ;;
 	key) cache_key ;;
 	dir) image_dir ;;
-	*) die "usage: build.sh [build|key|dir]" ;;
+	packages) packages "${2:-main}" ;;
+	*) die "usage: build.sh [build|key|dir|packages [main|build]]" ;;
 esac

@@ -68,7 +68,9 @@ rm -rf "$work"
 # mark all auto, then manual again: the image's own packages (packages.txt without '@build')
 # and everything Priority required/important; purge the build packages and autoremove the rest.
 if [ ${#build_pkgs[@]} -gt 0 ]; then
-	mapfile -t main_pkgs < <(sed -e 's/#.*//' -e '/^[[:space:]]*@build/d' "$labdir/packages.txt" | xargs -n1)
+	# (the image variant's own packages: build.sh resolves the '@variant' tags; LAB_VARIANT is set
+	# by build.sh on this hook's command line)
+	mapfile -t main_pkgs < <("$labdir/build.sh" packages main)
 	mapfile -t base_pkgs < <(in_root dpkg-query -W -f '${Package} ${Priority} ${Essential}\n' \
 		| awk '$2 == "required" || $2 == "important" || $3 == "yes" {print $1}')
 	# shellcheck disable=SC2046 # one package name per word
