@@ -25,6 +25,8 @@ description:
   - Changing the eswitch mode destroys and recreates the VF representors (and what was configured
     on them); unbinding a VF removes its netdev until it is bound again.
 author: ipsec_offload.mlx5 contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - ipsec_offload.mlx5.lock
 options:
   device:
     description: The devlink handle of the PF, as C(devlink dev) lists it (C(pci/0000:08:00.0), C(netdevsim/netdevsim1)).
@@ -188,7 +190,7 @@ import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _sysfs, _validate
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _lock, _sysfs, _validate
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
 
 
@@ -474,9 +476,15 @@ def main():
                 ipsec_crypto=dict(type="bool"),
             )),
             unbind_vfs=dict(type="bool", default=True),
+            **_lock.ARGSPEC
         ),
         supports_check_mode=True,
     )
+    with _lock.host_lock(module):
+        _main(module)
+
+
+def _main(module):
     try:
         want = validate(module.params)
     except _validate.InputError as exc:

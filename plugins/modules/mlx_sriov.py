@@ -19,6 +19,8 @@ description:
   - Works for PCI PFs (mlx5 and others) and for netdevsim devices (the lab's NIC simulator), whose
     VFs have no PCI address; binding does not apply to them and the module says so in a warning.
 author: ipsec_offload.mlx5 contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - ipsec_offload.mlx5.lock
 options:
   pf:
     description: Netdev name of the PF (for example C(p0) or C(enp8s0f0np0)). One of O(pf) and O(device) is required.
@@ -178,7 +180,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _sysfs, _validate
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _lock, _sysfs, _validate
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
 
 _DEVICE_RE = re.compile(r"(?:pci/)?[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|(?:netdevsim/)?netdevsim\d+")
@@ -302,11 +304,17 @@ def main():
             )),
             drivers_autoprobe=dict(type="bool"),
             allow_switchdev=dict(type="bool", default=False),
+            **_lock.ARGSPEC
         ),
         mutually_exclusive=[("pf", "device")],
         required_one_of=[("pf", "device")],
         supports_check_mode=True,
     )
+    with _lock.host_lock(module):
+        _main(module)
+
+
+def _main(module):
     try:
         want = validate(module.params)
     except _validate.InputError as exc:

@@ -19,6 +19,8 @@ description:
   - Chosen over C(openvswitch.openvswitch.openvswitch_port) because that module applies interface
     options only when it creates a port, so a changed remote_ip or VNI never converges.
 author: ipsec_offload.mlx5 contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - ipsec_offload.mlx5.lock
 options:
   bridge:
     description: Bridge name.
@@ -127,7 +129,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _ovs, _validate
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _lock, _ovs, _validate
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
 
 
@@ -200,9 +202,15 @@ def main():
             purge=dict(type="bool", default=False),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             timeout=dict(type="int", default=10),
+            **_lock.ARGSPEC
         ),
         supports_check_mode=True,
     )
+    with _lock.host_lock(module):
+        _main(module)
+
+
+def _main(module):
     try:
         bridge, ports, vxlans, fields = validate(module.params)
     except _validate.InputError as exc:

@@ -41,6 +41,7 @@ description:
 author: ipsec_offload.mlx5 contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ipsec_offload.mlx5.common
+  - ipsec_offload.mlx5.lock
 options:
   config:
     description:
@@ -309,7 +310,7 @@ restored:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _tc, _validate
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _lock, _tc, _validate
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import STATES, plan
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError, failed_batch_line
 
@@ -625,9 +626,10 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=dict(argument_spec(), **_lock.ARGSPEC), supports_check_mode=True)
     try:
-        result = run(module)
+        with _lock.host_lock(module):
+            result = run(module)
     except _validate.InputError as exc:
         module.fail_json(msg=str(exc), field=exc.field)
     except Failure as exc:

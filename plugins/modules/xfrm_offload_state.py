@@ -29,6 +29,7 @@ author: ipsec_offload.mlx5 contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ipsec_offload.mlx5.common
   - ipsec_offload.mlx5.xfrm
+  - ipsec_offload.mlx5.lock
 options:
   config:
     description:
@@ -273,6 +274,7 @@ rolled_back:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _lock
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_run
 
@@ -336,8 +338,9 @@ def argument_spec():
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    _xfrm_run.run(module, StateSpec(), module.params)
+    module = AnsibleModule(argument_spec=dict(argument_spec(), **_lock.ARGSPEC), supports_check_mode=True)
+    with _lock.host_lock(module):
+        _xfrm_run.run(module, StateSpec(), module.params)
 
 
 if __name__ == "__main__":

@@ -39,3 +39,17 @@ def pytest_configure(config):
     # (test_*_netns.py).  They skip themselves when not root or when `ip netns` is unavailable;
     # deselect them with `-m "not netns"`.
     config.addinivalue_line("markers", "netns: needs root and network namespaces; runs real ip/tc in a scratch netns")
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - conftest is only loaded by pytest
+    pytest = None
+
+if pytest is not None:
+    @pytest.fixture(autouse=True)
+    def _private_host_lock(tmp_path, monkeypatch):
+        """Module runs in unit tests take the per-host lock (plugins/module_utils/_lock.py) on a
+        file of their own, not on /run/ipsec_offload_mlx5.lock of the machine running the tests."""
+        from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _lock
+        monkeypatch.setattr(_lock, "LOCK_PATH", str(tmp_path / "ipsec_offload_mlx5.lock"))
