@@ -1,0 +1,108 @@
+# shellcheck shell=bash
+# Shared helpers of the lab scripts (demo.sh, topologies.sh, and the lab suites). Sourced, not run.
+#
+#   source "$LAB_DIR/lib.sh"
+#   lab_pair NAME SSH1 SSH2 LINK   # own pair: LAB_RUN=lab/run/NAME (unless set), ports unless set;
+#                                  # sets RUN and OUT=$RUN/NAME (logs), creates them
+#   report_init "TITLE"            # EXIT trap: prints the report, RESULT: PASS|FAIL, stops the pair
+#                                  # unless LAB_KEEP=1
+#   lab_start                      # apt setup, image (cached), venv, boot (or reuse) the pair,
+#                                  # collection symlink farm + ANSIBLE_* environment
+#   record LABEL VALUE ; bad LABEL WHY (marks the run failed, returns 1) ; now ; elapsed T0
+#   on N CMD...                    # ssh to labN (stdin closed)
+#   play LOG INV PLAYBOOK [ARGS..] # ansible-playbook with the pair's inventory (+ inventories/examples/INV
+#                                  # unless INV is empty) and the key store $RUN/keystore-INV.yml;
+#                                  # prints "changed=N failed=N"; returns ansible's status
+#   owned_sas N [NS] ; owned_sps N [NS] ; owned_packets N [NS] ; owned_tc N
+#   lab_reset                      # VF stand-in back to its boot state, link0 MTU 1500, no ingress qdisc
+# Owned = reqid in 0x51c00000-0x51c0ffff (1371537408-1371602943); tc rules whose first action cookie
+# starts with 69706f2d6d6c7835 ("ipo-mlx5").
+LAB_DIR=${LAB_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
+# shellcheck source=../scripts/common.sh
+source "$LAB_DIR/../scripts/common.sh"
+
+lab_pair() {
+	local name=$1
+	export LAB_RUN=${LAB_RUN:-$LAB_DIR/run/$name}
+	export LAB_SSH_PORT1=${LAB_SSH_PORT1:-$2} LAB_SSH_PORT2=${LAB_SSH_PORT2:-$3} LAB_LINK_PORT=${LAB_LINK_PORT:-$4}
+	RUN=$LAB_RUN
+	OUT=$RUN/$name
+	mkdir -p "$OUT"
+}
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+declare -a REPORT=()
+FAILED=0
+REPORT_TITLE="lab report"
+record() { REPORT+=("$(printf '%-56s %s' "$1" "$2")"); printf '%-56s %s\n' "$1" "$2" >&2; }
+bad() { record "$1" "FAIL: $2"; FAILED=1; return 1; }
+_report_finish() {
+	local rc=$?
+	[ "$FAILED" = 0 ] || rc=1
+	printf '\n===== %s (%s) =====\n' "$REPORT_TITLE" "$(date -u +%FT%TZ)"
+	printf '%s\n' "${REPORT[@]}"
+	if [ "$rc" -eq 0 ]; then printf 'RESULT: PASS\n'; else printf 'RESULT: FAIL (rc=%s; logs in %s)\n' "$rc" "${OUT:-?}"; fi
+	if [ "${LAB_KEEP:-0}" != 1 ]; then bash "$LAB_DIR/lab.sh" down > /dev/null 2>&1 || true; fi
+	exit "$rc"
+}
+report_init() { REPORT_TITLE=$1; trap _report_finish EXIT; }
+
+lab_start() {
+	local t
+	t=$(now); bash "$LAB_DIR/lab.sh" setup; bash "$LAB_DIR/lab.sh" build > /dev/null
+	record "lab setup + image (cached when unchanged)" "$(elapsed "$t") s"
+	venv_need "$REPO_ROOT/tests/requirements.txt"
+	t=$(now); bash "$LAB_DIR/lab.sh" up; record "boot (or reuse) the pair to SSH" "$(elapsed "$t") s"
+	# The collection as Ansible sees an installed one: a symlink farm onto the work tree.
+	COLL=$RUN/collections
+	mkdir -p "$COLL/ansible_collections/ipsec_offload"
+	ln -sfn "$REPO_ROOT" "$COLL/ansible_collections/ipsec_offload/mlx5"
+	export ANSIBLE_COLLECTIONS_PATH=$COLL ANSIBLE_PIPELINING=1 ANSIBLE_HOST_KEY_CHECKING=False \
+		ANSIBLE_STDOUT_CALLBACK=default ANSIBLE_FORCE_COLOR=0 ANSIBLE_RETRY_FILES_ENABLED=0
+}
+
+on() { local n=$1; shift; ssh -F "$RUN/ssh_config" "lab$n" "$@" < /dev/null; }
+
+# shellcheck disable=SC2016 # awk program
+OWNED_AWK='{for(i=1;i<NF;i++) if($i=="reqid"){r=$(i+1)+0; if(r>=1371537408 && r<=1371602943) c++}} END{print c+0}'
+owned_sas() { on "$1" "ip ${2:+-n $2} xfrm state list nokeys" | awk "$OWNED_AWK"; }
+owned_sps() { on "$1" "ip ${2:+-n $2} xfrm policy list" | awk "$OWNED_AWK"; }
+# packets counted by the owned SAs of labN (in namespace $2): sum of the "lifetime current" lines
+owned_packets() {
+	on "$1" "ip ${2:+-n $2} -s xfrm state list nokeys" | awk '
+		/^src/ {own = 0}
+		{for (i = 1; i < NF; i++) if ($i == "reqid") {r = $(i + 1) + 0; own = (r >= 1371537408 && r <= 1371602943)}}
+		own && /[0-9]+\(bytes\), [0-9]+\(packets\)/ {split($2, a, "("); p += a[1]}
+		END {print p + 0}'
+}
+# owned tc rules: filters whose first action cookie is ours (iproute2 6.15 repeats it on later actions)
+# shellcheck disable=SC2016 # expanded on the VM
+owned_tc() {
+	on "$1" 'for d in link0 vf0_rep; do tc filter show dev $d ingress 2>/dev/null; done' \
+		| awk '/^filter .*handle/ {f = 1} f && /cookie 69706f2d6d6c7835/ {c++; f = 0} END {print c + 0}'
+}
+
+play() {
+	local name=$1 inv=$2 pb=$3 rc=0; shift 3
+	local log="$OUT/$name.log" store=$RUN/keystore.yml
+	[ -z "$inv" ] || store=$RUN/keystore-${inv#lab-}.yml
+	ansible-playbook -i "$RUN/inventory.yml" ${inv:+-i "$REPO_ROOT/inventories/examples/$inv"} \
+		-e "ipsec_keystore_path=$store" "$REPO_ROOT/$pb" "$@" > "$log" 2>&1 || rc=$?
+	awk '/^PLAY RECAP/{r=1; next} r && /changed=/{for(i=1;i<=NF;i++){split($i,a,"="); if(a[1]=="changed")c+=a[2]; if(a[1]=="failed")f+=a[2]}} END{printf "changed=%d failed=%d", c, f}' "$log"
+	if [ "$rc" != 0 ]; then grep -E '^(fatal|failed):' "$log" | cut -c1-400 | head -n 4 >&2; fi
+	return "$rc"
+}
+
+# shellcheck disable=SC2016 # expanded on the VM
+lab_reset() { # lab only: back to the boot state of the VF stand-in and link0
+	local n
+	for n in 1 2; do
+		on "$n" 'ip -n ns0 link show vf0 >/dev/null 2>&1 && ip -n ns0 link set vf0 netns 1
+			ip netns list | grep -qw ns0 && ip netns del ns0
+			ip addr flush dev vf0 scope global; ip link set vf0 down; ip link set vf0_rep down
+			ip link set link0 mtu 1500
+			for d in link0 vf0_rep; do tc qdisc del dev $d ingress 2>/dev/null; done; true' \
+			|| { bad "lab$n reset" "ssh failed"; return 1; }
+	done
+}
