@@ -1,0 +1,241 @@
+# -*- coding: utf-8 -*-
+"""IKE backends: connections from the real example inventories' derivation, the exact config text
+rendered for them, PSK handling (same on both ends, never in the connection files or public view),
+status parsing on real daemon output, and the version/offload support table."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _ike
+from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_ike import ipsec_ike
+
+from harness import fixture
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "filter"))
+from test_ipsec_pairs_inventories import derive_with_store  # noqa: E402  pylint: disable=wrong-import-position
+
+
+@pytest.fixture(scope="module")
+def vxlan():
+    return derive_with_store("lab-vxlan")
+
+
+def test_lab_vxlan_connections(vxlan):
+    c1, = _ike.connections(vxlan, "lab1")
+    c2, = _ike.connections(vxlan, "lab2")
+    assert c1["name"] == c2["name"] == "ipsec_offload_mlx5-lab1-lab2"
+    assert (c1["initiator"], c2["initiator"]) == (True, False)
+    assert (c1["local_addr"], c1["remote_addr"]) == ("192.168.100.1", "192.168.100.2")
+    assert (c2["local_addr"], c2["remote_addr"]) == ("192.168.100.2", "192.168.100.1")
+    assert c1["offload"] == "none" and c1["mode"] == "transport" and c1["key_bits"] == 256
+    # one CHILD_SA per direction of the udp/4789 selector, mirrored on the peer
+    assert [(c["local"], c["proto"], c["lport"], c["remote"], c["rport"], c["name"]) for c in c1["children"]] == [
+        ("192.168.100.1/32", "udp", None, "192.168.100.2/32", 4789, "ipsec_offload_mlx5-lab1-lab2-c1"),
+        ("192.168.100.1/32", "udp", 4789, "192.168.100.2/32", None, "ipsec_offload_mlx5-lab1-lab2-c2"),
+    ]
+    mirror = {(c["remote"], c["rport"], c["local"], c["lport"]) for c in c2["children"]}
+    assert {(c["local"], c["lport"], c["remote"], c["rport"]) for c in c1["children"]} == mirror
+    # the same PSK on both ends, 64 hex characters, derived from (not equal to) the ESP keys
+    assert c1["psk"] == c2["psk"] and len(c1["psk"]) == 64
+    keys = {s["aead"]["key"][2:] for s in vxlan["hosts"]["lab1"]["states"]}
+    assert all(c1["psk"] not in k and k not in c1["psk"] for k in keys)
+
+
+def test_mesh_has_one_connection_per_peer():
+    d = derive_with_store("mesh3")
+    names = [c["name"] for c in _ike.connections(d, "node2")]
+    assert names == ["ipsec_offload_mlx5-node1-node2", "ipsec_offload_mlx5-node2-node3"]
+    assert [c["initiator"] for c in _ike.connections(d, "node2")] == [False, True]
+    psks = {c["name"]: c["psk"] for h in ("node1", "node2", "node3") for c in _ike.connections(d, h)}
+    assert len(set(psks.values())) == 3   # one per pair
+
+
+def test_packet_offload_inventory():
+    d = derive_with_store("vxlan-overlay")
+    c, = _ike.connections(d, "dpu-a")
+    assert c["offload"] == "packet"
+    assert "hw_offload = packet" in _ike.render_swanctl(c)
+    assert "\tnic-offload=packet\n" in _ike.render_libreswan(c)
+
+
+SWANCTL_LAB1 = """\
+# Managed by ipsec_offload.mlx5 (ipsec_backend: strongswan); edits are overwritten.
+connections {
+    ipsec_offload_mlx5-lab1-lab2 {
+        version = 2
+        local_addrs = 192.168.100.1
+        remote_addrs = 192.168.100.2
+        proposals = aes256gcm16-prfsha384-ecp384
+        encap = no
+        mobike = no
+        dpd_delay = 30s
+        local {
+            auth = psk
+            id = 192.168.100.1
+        }
+        remote {
+            auth = psk
+            id = 192.168.100.2
+        }
+        children {
+            ipsec_offload_mlx5-lab1-lab2-c1 {
+                mode = transport
+                local_ts = 192.168.100.1/32[udp]
+                remote_ts = 192.168.100.2/32[udp/4789]
+                esp_proposals = aes256gcm16-esn
+                hw_offload = no
+                ipcomp = no
+                dpd_action = restart
+            }
+            ipsec_offload_mlx5-lab1-lab2-c2 {
+                mode = transport
+                local_ts = 192.168.100.1/32[udp/4789]
+                remote_ts = 192.168.100.2/32[udp]
+                esp_proposals = aes256gcm16-esn
+                hw_offload = no
+                ipcomp = no
+                dpd_action = restart
+            }
+        }
+    }
+}
+"""
+
+LIBRESWAN_LAB2_C1 = """\
+conn ipsec_offload_mlx5-lab1-lab2-c1
+\tleft=192.168.100.2
+\tright=192.168.100.1
+\tauthby=secret
+\tkeyexchange=ikev2
+\ttype=transport
+\tesp=aes_gcm256
+\tesn=yes
+\tcompress=no
+\tencapsulation=no
+\tnic-offload=no
+\tleftprotoport=17/%any
+\trightprotoport=17/4789
+\tauto=add
+"""
+
+
+def test_render_swanctl_exact_and_secret_free(vxlan):
+    c, = _ike.connections(vxlan, "lab1")
+    text = _ike.render_swanctl(c)
+    assert text == SWANCTL_LAB1
+    assert c["psk"] not in text
+    sec = _ike.render_swanctl_secrets(c)
+    assert sec.splitlines()[1:] == [
+        "secrets {", "    ike-ipsec_offload_mlx5-lab1-lab2 {", "        id-local = 192.168.100.1",
+        "        id-remote = 192.168.100.2", '        secret = "%s"' % c["psk"], "    }", "}"]
+
+
+def test_render_libreswan_exact_and_secret_free(vxlan):
+    c, = _ike.connections(vxlan, "lab2")
+    text = _ike.render_libreswan(c)
+    assert LIBRESWAN_LAB2_C1 in text
+    assert text.count("\nconn ") == 2 and "rightprotoport=17/%any" in text
+    assert c["psk"] not in text
+    assert _ike.render_libreswan_secrets(c).splitlines()[1] == '192.168.100.2 192.168.100.1 : PSK "%s"' % c["psk"]
+
+
+def test_tunnel_mode_uses_subnets():
+    conn = {"name": "ipsec_offload_mlx5-a-b", "local_addr": "10.0.0.1", "remote_addr": "10.0.0.2", "initiator": True,
+            "mode": "tunnel", "offload": "crypto", "key_bits": 128, "psk": "x" * 64,
+            "children": [{"name": "ipsec_offload_mlx5-a-b-c1", "local": "192.168.1.0/24", "remote": "192.168.2.0/24",
+                          "proto": None, "lport": None, "rport": None}]}
+    sw = _ike.render_swanctl(conn)
+    assert "local_ts = 192.168.1.0/24\n" in sw and "remote_ts = 192.168.2.0/24\n" in sw
+    assert "esp_proposals = aes128gcm16-esn" in sw and "hw_offload = crypto" in sw and "mode = tunnel" in sw
+    ls = _ike.render_libreswan(conn)
+    assert "\tleftsubnet=192.168.1.0/24\n\trightsubnet=192.168.2.0/24\n" in ls and "\tauto=start\n" in ls
+    assert "protoport" not in ls and "nic-offload=crypto" in ls
+
+
+def test_public_redacts(vxlan):
+    pub = _ike.public(_ike.connections(vxlan, "lab1"))
+    assert pub[0]["psk"] == "<redacted>"
+    assert ipsec_ike(vxlan, "lab1", what="public") == pub
+    assert ipsec_ike(_ike.connections(vxlan, "lab1"), what="redact") == pub
+
+
+def test_psk_override(vxlan):
+    c, = _ike.connections(vxlan, "lab1", {"lab2": {"psk": "Vault-Given-PSK-0123456789"}})
+    assert c["psk"] == "Vault-Given-PSK-0123456789"
+    with pytest.raises(_ike.IkeError, match=r"ipsec_overrides\[lab2\]\.psk") as e:
+        _ike.connections(vxlan, "lab1", {"lab2": {"psk": 'short"; reboot'}})
+    assert "reboot" not in str(e.value)
+
+
+@pytest.mark.parametrize("host,msg", [
+    ("nope", "host nope: not part of any IPsec pair"),
+])
+def test_connection_errors(vxlan, host, msg):
+    with pytest.raises(_ike.IkeError, match=msg):
+        _ike.connections(vxlan, host)
+
+
+def test_bad_host_name_refused():
+    with pytest.raises(_ike.IkeError, match="not usable in an IKE connection name"):
+        _ike.conn_name("lab1", "evil host;reboot")
+
+
+def test_filter_errors_never_echo_input(vxlan):
+    with pytest.raises(AnsibleFilterError, match="lacks hosts/pairs"):
+        ipsec_ike({"secret": "abc"}, "lab1")
+    with pytest.raises(AnsibleFilterError, match="malformed input") as e:
+        ipsec_ike({"name": "x", "psk": "TOPSECRET"}, what="swanctl_secrets")
+    assert "TOPSECRET" not in str(e.value)
+    with pytest.raises(AnsibleFilterError, match="what='bogus'"):
+        ipsec_ike("", what="bogus")
+
+
+def test_parse_swanctl_sas_real_sample():
+    sas = _ike.parse_swanctl_sas(fixture("ike/swanctl-list-sas-sample.txt"))
+    assert sas == [{"name": "lab", "id": 1, "state": "ESTABLISHED", "children": [
+        {"name": "lab", "id": 1, "reqid": 1, "state": "INSTALLED", "mode": "transport",
+         "spi_in": "0xcf62a413", "spi_out": "0xc52f2ad7", "packets_in": 0, "packets_out": 0}]}]
+    assert _ike.parse_swanctl_sas("") == []
+
+
+TRAFFIC = """\
+#3: "ipsec_offload_mlx5-lab1-lab2-c1", type=ESP, add_time=1732456789, inBytes=0, outBytes=1408, maxBytes=2^63B, id='192.168.100.2'
+006 #4: "ipsec_offload_mlx5-lab1-lab2-c2", type=ESP, add_time=1732456790, inBytes=1408, outBytes=0, maxBytes=2^63B, id='192.168.100.2'
+"""
+
+
+def test_parse_trafficstatus():
+    rows = _ike.parse_trafficstatus(TRAFFIC)
+    assert [(r["name"], r["serial"], r["type"], r["inBytes"], r["outBytes"]) for r in rows] == [
+        ("ipsec_offload_mlx5-lab1-lab2-c1", 3, "ESP", 0, 1408),
+        ("ipsec_offload_mlx5-lab1-lab2-c2", 4, "ESP", 1408, 0)]
+
+
+@pytest.mark.parametrize("backend,text,offload,ok,version,packet", [
+    ("strongswan", "strongSwan swanctl 6.0.1\n", "packet", True, "6.0.1", True),
+    ("strongswan", "strongSwan swanctl 5.9.8\n", "packet", False, "5.9.8", False),
+    ("strongswan", "strongSwan swanctl 5.9.8\n", "none", True, "5.9.8", False),
+    ("strongswan", "strongSwan swanctl 5.9.10\n", "packet", True, "5.9.10", True),
+    ("libreswan", "Libreswan 5.2\n", "packet", True, "5.2", True),
+    ("libreswan", "Libreswan 4.11\n", "packet", False, "4.11", False),
+    ("libreswan", "Libreswan 4.11\n", "crypto", True, "4.11", False),
+    ("libreswan", "", "none", False, None, None),
+])
+def test_backend_support(backend, text, offload, ok, version, packet):
+    r = _ike.backend_support(backend, text, offload)
+    assert (r["ok"], r["version"], r["packet_offload"]) == (ok, version, packet)
+    if not ok:
+        assert r["reason"]
+    if version and not ok:
+        assert "ipsec_offload: crypto/none" in r["reason"] and r["packet_min"] in r["reason"]
+
+
+def test_backend_support_refuses_unknown():
+    with pytest.raises(_ike.IkeError, match="ipsec_backend"):
+        _ike.backend_support("racoon", "x", "none")
