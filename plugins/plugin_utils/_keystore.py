@@ -39,11 +39,19 @@ class VaultInfo:
 
 
 def resolve(path, basedir=None):
+    """The key store's absolute path.  A relative path is refused: Ansible would read it against
+    the directory of whichever playbook runs (the top-level site.yml, playbooks/derive.yml,
+    playbooks/rekey.yml live in different directories), so two runs could silently use two
+    different stores - and generate new keys for every pair.  ``basedir`` is only named in the error."""
     if not isinstance(path, str) or not path.strip():
         raise KeyStoreError("ipsec key store: path must be a non-empty string")
     p = os.path.expanduser(path.strip())
     if not os.path.isabs(p):
-        p = os.path.join(basedir or os.getcwd(), p)
+        raise KeyStoreError(
+            "ipsec_keystore_path: %r is a relative path; give an absolute path or one starting with ~/ "
+            "(a relative path would be read against the directory of each playbook%s, so site.yml, "
+            "derive.yml and rekey.yml could use different stores and new keys)"
+            % (path, " (here %s)" % basedir if basedir else ""))
     return os.path.normpath(p)
 
 

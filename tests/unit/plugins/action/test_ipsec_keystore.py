@@ -258,6 +258,9 @@ def test_loose_modes_are_reported(tmp_path):
 def test_relative_path_and_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert _keystore.resolve("~/ks/k.yml") == str(tmp_path / "ks" / "k.yml")
-    assert _keystore.resolve("k.yml", "/play/dir") == "/play/dir/k.yml"
+    with pytest.raises(_keystore.KeyStoreError, match=r"ipsec_keystore_path: 'k.yml' is a relative path.*/play/dir"):
+        _keystore.resolve("k.yml", "/play/dir")
+    with pytest.raises(_keystore.KeyStoreError, match="relative path"):
+        _keystore.resolve("keys/../k.yml")
     with pytest.raises(_keystore.KeyStoreError):
         _keystore.resolve("  ")
