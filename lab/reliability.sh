@@ -29,7 +29,7 @@ source "$LAB_DIR/lib.sh"
 lab_pair reliability 2281 2282 4461
 export LAB_SSH_TIMEOUT=${LAB_SSH_TIMEOUT:-600}
 INV=lab
-STORE=$RUN/keystore-lab.yml
+STORE=$RUN/keys/keystore-lab.yml  # the directory is created by the collection (0700)
 DOC=$REPO_ROOT/docs/reliability.md
 HELPER=$RUN/rel_helper.py
 KEYS=$OUT/keys.hex
@@ -119,12 +119,19 @@ def foreign(text):
         out += ["%s| %s" % (name, " / ".join(x.strip() for x in b)) for b in blocks(s.get(name, "")) if not owned(b)]
     for name, body in s.items():
         if name.startswith("tc "):
+            kept, heads = [], {}
             for b in blocks(body):
-                if b[0].startswith("filter") and "handle" not in b[0]:
-                    continue  # per-pref header line, implied by the filter lines
+                pref = re.search(r"\bpref (\d+)", b[0])
+                pref = pref.group(1) if pref else None
+                if b[0].startswith("filter") and len(b) == 1 and re.search(r"\bchain \d+$", b[0]):
+                    heads[pref] = b  # per-pref header line: kept when a kept filter has this pref
+                    continue
                 if any(("cookie " + COOKIE) in x for x in b):
                     continue
-                out.append("%s| %s" % (name, " / ".join(x.strip() for x in b)))
+                kept.append((pref, b))
+            prefs = {p for p, _ in kept}
+            kept += [(p, b) for p, b in heads.items() if p in prefs]
+            out += ["%s| %s" % (name, " / ".join(x.strip() for x in b)) for _, b in kept]
     return sorted(out)
 
 
@@ -215,6 +222,7 @@ if __name__ == "__main__":
         last_runs(sys.argv[2:])
 PY
 helper() { python3 "$HELPER" "$@"; }
+pl() { local name=$1; shift; play "$name" "$INV" "$@" -e "ipsec_keystore_path=$STORE"; }
 flag() { bad "$@" || true; } # a failed figure; the suite goes on
 
 lab_start
@@ -223,13 +231,13 @@ PB_INV=(-i "$RUN/inventory.yml" -i "$REPO_ROOT/inventories/examples/$INV" -e "ip
 sum_recap() { awk '/^PLAY RECAP/{r=1; next} r && /changed=/{for(i=1;i<=NF;i++){split($i,a,"="); if(a[1]=="changed")c+=a[2]; if(a[1]=="failed")f+=a[2]; if(a[1]=="unreachable")u+=a[2]}} END{printf "changed=%d failed=%d", c, f+u}' "$1"; }
 changed_of() { local x=${1#changed=}; echo "${x%% *}"; }
 # -vvvv runs also keep every module result as JSON (ansible.builtin.tree)
-vplay() { local name=$1; shift; ANSIBLE_CALLBACKS_ENABLED=ansible.builtin.tree ANSIBLE_CALLBACK_TREE_DIR=$OUT/results/$name play "$name" "$INV" "$@" -vvvv; }
+vplay() { local name=$1; shift; ANSIBLE_CALLBACKS_ENABLED=ansible.builtin.tree ANSIBLE_CALLBACK_TREE_DIR=$OUT/results/$name pl "$name" "$@" -vvvv; }
 
 # ---------------------------------------------------------------------------------------------
 # state readers
 # shellcheck disable=SC2016 # expanded on the VM
 DUMP_ALL='echo "#REL states"; ip xfrm state list; echo "#REL policies"; ip xfrm policy list
-for d in link0 vf0_rep; do echo "#REL tc qdisc $d"; tc qdisc show dev $d; echo "#REL tc ingress $d"; tc filter show dev $d ingress; echo "#REL tc egress $d"; tc filter show dev $d egress; done'
+for d in link0 vf0_rep; do echo "#REL tc qdisc $d"; tc qdisc show dev $d; echo "#REL tc ingress $d"; tc filter show dev $d ingress; done'
 host_idents() { on "$1" 'echo "#REL states"; ip xfrm state list nokeys; echo "#REL policies"; ip xfrm policy list' | helper host; }
 foreign_snapshot() { local n; for n in 1 2; do on "$n" "$DUMP_ALL" | helper foreign | sed "s/^/lab$n| /"; done; }
 collect_keys() { # owned keys in the kernels and in the key store -> $KEYS (never printed)
@@ -260,7 +268,7 @@ expect_check() { # expect_check LABEL [sa|sp filter per host: "lab1:sa,sp lab2:s
 	local label=$1 want=${2:-} n r got exp rc=0 kinds
 	EXPECT_N=$((EXPECT_N + 1))
 	local dir=$OUT/render-$EXPECT_N
-	r=$(play "render-$EXPECT_N" "$INV" playbooks/render.yml -e "ipsec_render_dir=$dir") || { flag "$label: render.yml" "$r"; return 1; }
+	r=$(pl "render-$EXPECT_N" playbooks/render.yml -e "ipsec_render_dir=$dir") || { flag "$label: render.yml" "$r"; return 1; }
 	for n in 1 2; do
 		kinds="sa sp"
 		if [ -n "$want" ]; then kinds=$(tr ' ' '\n' <<< "$want" | sed -n "s/^lab$n://p" | tr ',' ' '); fi
@@ -304,19 +312,27 @@ ip xfrm state delete src $A dst $P proto esp spi 0xc0de000$N
 for p in 49001 49002 49003; do tc filter del dev link0 ingress pref $p; done; tc qdisc del dev link0 ingress; true'
 SAMPLER='import os, signal, sys, time
 out, iv = sys.argv[1], float(sys.argv[2])
-seen, n, reads, stop, me = {}, 0, 0, [], str(os.getpid())
+seen, n, reads, stop, me, kthreads = {}, 0, 0, [], str(os.getpid()), set()
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
 while not stop:
-    for p in os.listdir("/proc"):
-        if p.isdigit() and p != me:
+    pids = [p for p in os.listdir("/proc") if p.isdigit() and p != me]
+    kthreads &= set(pids)  # kernel threads (no argv, ever) are not read again while they live
+    for p in pids:
+        if p in kthreads:
+            continue
+        try:
+            fd = os.open("/proc/%s/cmdline" % p, os.O_RDONLY)
             try:
-                with open("/proc/%s/cmdline" % p, "rb") as fh:
-                    c = fh.read()
-            except OSError:
-                continue
-            if c:
-                reads += 1
-                seen[c] = seen.get(c, 0) + 1
+                c = os.read(fd, 65536)
+            finally:
+                os.close(fd)
+        except OSError:
+            continue
+        if c:
+            reads += 1
+            seen[c] = seen.get(c, 0) + 1
+        elif not os.path.exists("/proc/%s/exe" % p):  # a kernel thread (or a zombie)
+            kthreads.add(p)
     n += 1
     time.sleep(iv)
 with open(out + ".tmp", "wb") as fh:
@@ -327,7 +343,7 @@ os.rename(out + ".tmp", out)'
 
 lab_reset
 if [ "$(owned_sas 1)$(owned_sas 2)$(owned_sps 1)$(owned_sps 2)" != 0000 ]; then # a reused pair
-	r=$(play pre-teardown "$INV" playbooks/teardown.yml) || { bad "teardown.yml of a reused pair" "$r"; exit 1; }
+	r=$(pl pre-teardown playbooks/teardown.yml) || { bad "teardown.yml of a reused pair" "$r"; exit 1; }
 	record "reused pair: teardown.yml first" "$r"
 fi
 for n in 1 2; do
@@ -344,7 +360,7 @@ record "argv samplers started on lab1 + lab2" "every 20 ms"
 
 # ---------------------------------------------------------------------------------------------
 # 1. keys: derive, check mode, render
-t=$(now); r=$(play derive "$INV" playbooks/derive.yml) || { bad "derive.yml" "$r"; exit 1; }
+t=$(now); r=$(pl derive playbooks/derive.yml) || { bad "derive.yml" "$r"; exit 1; }
 record "derive.yml (key store)" "$r ($(elapsed "$t") s)"
 mode=$(stat -c %a "$STORE"); dmode=$(stat -c %a "$(dirname "$STORE")")
 record "key store file / directory mode" "$mode / $dmode"
@@ -412,7 +428,7 @@ reconverge() { # reconverge NAME PLAYBOOK [ARGS]
 	r=$(vplay "$name-rerun" "$pb" --diff "$@") || { flag "$name: re-run $pb" "$r"; ok=0; }
 	record "$name: re-run $pb -vvvv --diff (must be changed>0)" "$r"
 	[ "$(changed_of "$r")" -gt 0 ] || { flag "$name: re-run" "changed=0 after an interruption"; ok=0; }
-	r=$(play "$name-idem" "$INV" playbooks/site.yml) || { flag "$name: site.yml after the re-run" "$r"; ok=0; }
+	r=$(pl "$name-idem" playbooks/site.yml) || { flag "$name: site.yml after the re-run" "$r"; ok=0; }
 	record "$name: site.yml after the re-run (must be changed=0)" "$r"
 	[ "$r" = "changed=0 failed=0" ] || { flag "$name: idempotence" "$r"; ok=0; }
 	expect_check "$name" || ok=0
@@ -513,13 +529,13 @@ if expect_check "site + teardown at once" "${want# }"; then :; else CONC_BAD=$((
 foreign_check "concurrent runs" || true
 record "site.yml + teardown.yml at once" "$(elapsed "$t") s"
 # and the host converges from there
-t=$(now); r=$(play final-site "$INV" playbooks/site.yml) || flag "site.yml after the concurrent runs" "$r"
-r2=$(play final-idem "$INV" playbooks/site.yml) || true
+t=$(now); r=$(pl final-site playbooks/site.yml) || flag "site.yml after the concurrent runs" "$r"
+r2=$(pl final-idem playbooks/site.yml) || true
 record "site.yml after the concurrent runs, then again" "$r, then $r2 ($(elapsed "$t") s)"
 [ "$r2" = "changed=0 failed=0" ] || { CONC_BAD=$((CONC_BAD + 1)); flag "converge after the concurrent runs" "$r2"; }
 expect_check "after the concurrent runs" || CONC_BAD=$((CONC_BAD + 1))
 collect_keys
-t=$(now); r=$(play final-teardown "$INV" playbooks/teardown.yml) || flag "final teardown" "$r"
+t=$(now); r=$(pl final-teardown playbooks/teardown.yml) || flag "final teardown" "$r"
 record "teardown.yml (leave the pair clean)" "$r ($(elapsed "$t") s)"
 foreign_check "final teardown" || true
 
