@@ -13,6 +13,7 @@ on any failure undo what this run applied, read again and confirm the host is as
 from __future__ import annotations
 
 import os
+import re
 
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
@@ -29,6 +30,65 @@ def kernel_release():
 def _scrubbed(exc):
     """A ToolError whose texts cannot carry key material (an `ip xfrm state` dump may)."""
     return ToolError(exc.cmd, exc.rc, X.scrub(exc.stdout), X.scrub(exc.stderr), what=exc.what)
+
+
+# --------------------------------------------------------------------------------------------
+# results at scale: Ansible's no_log scrub
+# --------------------------------------------------------------------------------------------
+# AnsibleModule.exit_json/fail_json run remove_values(result + invocation, no_log_values), which
+# compares every string of the result with every secret: strings x keys.  With 20,000 SAs (20,000
+# keys, the params echoed as `invocation`) that is minutes on real hardware.  lean_exit_args()
+# makes it linear without weakening it: the invocation is built here with every string equal to a
+# secret replaced (a set lookup), and when every secret contains a run of 40+ hex digits (all AEAD
+# keys do) and no string of the whole result has such a run, no secret can be in the result, so the
+# scrub has nothing to do and gets an empty secret set.  In any other case nothing is changed and
+# Ansible scrubs as usual.
+NO_LOG_TEXT = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+HEX_RUN_RE = re.compile(r"[0-9a-fA-F]{40,}")
+
+
+def _masked(obj, secrets):
+    if isinstance(obj, str):
+        return NO_LOG_TEXT if obj in secrets else obj
+    if isinstance(obj, dict):
+        return {k: _masked(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_masked(v, secrets) for v in obj]
+    return obj
+
+
+def _strings(obj):
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, str):
+            yield o
+        elif isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack.extend(o)
+
+
+def lean_exit_args(secrets, params, result):
+    """(result to return, secrets Ansible must still scrub): see above.  Pure."""
+    secrets = set(secrets or ())
+    if not secrets:
+        return result, secrets
+    if not all(isinstance(s, str) and HEX_RUN_RE.search(s) for s in secrets):
+        return result, secrets
+    out = dict(result, invocation={"module_args": _masked(params, secrets)})
+    for text in _strings(out):
+        if HEX_RUN_RE.search(text):
+            return result, secrets
+    return out, set()
+
+
+def _exit(module, _failed=False, **result):
+    result, module.no_log_values = lean_exit_args(module.no_log_values, module.params, result)
+    if _failed:
+        module.fail_json(**result)
+    module.exit_json(**result)
 
 
 class _NoNamespace(Exception):
@@ -261,8 +321,8 @@ def _summarise(result):
 def _fail(module, msg, result, **extra):
     result.update(extra)
     result.pop("changed", None)
-    module.fail_json(msg=msg, changed=bool(result.get("_host_changed")),
-                     **{k: v for k, v in result.items() if not k.startswith("_")})
+    _exit(module, _failed=True, msg=msg, changed=bool(result.get("_host_changed")),
+          **{k: v for k, v in result.items() if not k.startswith("_")})
 
 
 def run(module, spec, params):
@@ -288,13 +348,13 @@ def run(module, spec, params):
             spec.check(desired, [], feats)
             ops = [("add", d, None) for d in desired]
             keys = "reveal" if params.get("reveal_keys") else "mask"
-            module.exit_json(changed=False, rendered=_render(kind, ops, feats, keys), features=feats)
+            _exit(module, changed=False, rendered=_render(kind, ops, feats, keys), features=feats)
 
         validated = validate_config(spec, params, state, rng)  # before any command
         host = XfrmHost(module, params.get("namespace"))
         if state == "gathered":
             current = host.read(spec.which)
-            module.exit_json(changed=False, gathered=[kind.public(c) for c in current if kind.owned(c)])
+            _exit(module, changed=False, gathered=[kind.public(c) for c in current if kind.owned(c)])
 
         features = host.features(params.get("features"))
         result["features"] = features
@@ -336,7 +396,7 @@ def run(module, spec, params):
         after = [c for c in before_owned if kind.key(c) not in gone] + p.add + [w for _c, w in p.replace]
         result["after"] = [kind.public(o) for o in after]
         _report(module, spec, result, desired if state != "deleted" else [], current if not ops else None)
-        module.exit_json(**(_summarise(result) if summary else result))
+        _exit(module, **(_summarise(result) if summary else result))
 
     # ---- apply ---------------------------------------------------------------------------
     lines = X.render_ops(kind, ops, features, "plain")
@@ -376,4 +436,4 @@ def run(module, spec, params):
         _fail(module, exc.message, result, **exc.as_result())
     result["after"] = [kind.public(c) for c in after if kind.owned(c)]
     _report(module, spec, result, desired if state != "deleted" else [], after)
-    module.exit_json(**(_summarise(result) if summary else result))
+    _exit(module, **(_summarise(result) if summary else result))
