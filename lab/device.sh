@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Device-layer tests on netdevsim inside a lab VM (the pair of lab/lab.sh; only lab1 is used, lab2
+# idles). The REAL modules run against a real kernel's devlink/sysfs/xfrm through Ansible, and every
+# step is asserted twice: on the module's result and on an independent read of the kernel state
+# (devlink -j, sysfs, ip link / ip xfrm, netdevsim's debugfs table), see lab/device/vars.yml.
+#   setup     modprobe netdevsim (+ esp4, esp4_offload, xfrm_user when missing), echo "1 1" >
+#             /sys/bus/netdevsim/new_device, the device's netdev up (it is the "uplink" below)
+#   sriov     lab/device/sriov.yml   mlx_sriov: 0 -> 2 VFs (check mode first) -> 2 (changed=false, by
+#             handle and by PF netdev) -> 5 refused (max_vfs 4) -> 0
+#   eswitch   lab/device/eswitch.yml mlx_devlink_eswitch: legacy -> switchdev (representors appear)
+#             -> changed=false -> refusals: VF count in switchdev, flow_steering_mode, encap_mode,
+#             VF ipsec_packet (host unchanged) -> legacy (representors gone) -> switchdev +
+#             ipsec_packet from legacy: fails and the mode change is undone
+#   xfrm      lab/device/xfrm.yml    xfrm_offload_state offload crypto on the uplink (ip shows the
+#             kernel's offload line) -> changed=false -> ipsec_offload_info -> eswitch refuses a mode
+#             change while SAs are offloaded -> offload packet refused with the kernel's message,
+#             rolled back -> deleted
+#   teardown  the suite's SAs (if a failed play left any), the netdevsim device, the kernel modules
+#             this run loaded; the host's netdevs and devlink devices must be as before
+# Prints a report with timings; exit status 0 only if every step passed.
+#
+#   bash lab/device.sh                    # LAB_KEEP=1 leaves the pair running
+#
+# Its own lab pair (LAB_RUN=lab/run/device, SSH 2261/2262, link 4441); a running pair with the same
+# settings is reused. netdevsim cannot show packet offload, port-function capabilities,
+# flow_steering_mode, encap/inline modes, PCI VF binding or ESN offload (see lab/README.md).
+set -euo pipefail
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+source "$LAB_DIR/lib.sh"
+lab_pair device 2261 2262 4441
+NSIM_ID=1
+NSIM=/sys/bus/netdevsim/devices/netdevsim$NSIM_ID
+SPIS="192.0.2.2:0x0000d000 192.0.2.1:0x0000d001 192.0.2.3:0x0000d002"   # dst:spi of the suite's SAs (xfrm.yml)
+
+report_init "lab device-layer report (netdevsim)"
+T0=$(now)
+lab_start
+record "lab1 kernel / iproute2" "$(on 1 'uname -r; ip -V' | xargs)"
+
+# ---- setup: netdevsim device, modules (only those missing are loaded and later unloaded)
+# shellcheck disable=SC2016 # expanded on the VM
+SETUP='set -eu
+[ ! -e '$NSIM' ] || { echo "netdevsim'$NSIM_ID' exists already (left by an earlier run?): lab.sh down with LAB_RUN='$RUN', or echo '$NSIM_ID' > /sys/bus/netdevsim/del_device" >&2; exit 3; }
+ls /sys/class/net | xargs > /run/device-suite.netdevs
+devlink dev > /run/device-suite.devlink
+: > /run/device-suite.modules
+for m in netdevsim esp4 esp4_offload xfrm_user; do
+	grep -q "^$m " /proc/modules && continue
+	modprobe "$m"
+	if grep -q "^$m " /proc/modules; then echo "$m" >> /run/device-suite.modules; fi
+done
+echo "'$NSIM_ID' 1" > /sys/bus/netdevsim/new_device
+for i in $(seq 50); do [ -n "$(ls '$NSIM'/net 2>/dev/null)" ] && break; sleep 0.1; done
+up=$(ls '$NSIM'/net)
+ip link set dev "$up" up
+echo "$up"'
+t=$(now)
+if ! UPLINK=$(on 1 "$SETUP"); then bad "setup: netdevsim device" "see above"; exit 1; fi
+record "setup: netdevsim/netdevsim$NSIM_ID, uplink netdev $UPLINK" "modules loaded: $(on 1 'xargs < /run/device-suite.modules') ($(elapsed "$t") s)"
+
+# ---- the three playbooks; each CHECK task is one line of the report
+checks() { # checks LOG: "CHECK name" -> ok|FAIL, from the default callback's output
+	awk '/^TASK \[CHECK / {if (n != "") print n "\tFAIL (not run?)"; n = $0; sub(/^TASK \[CHECK /, "", n); sub(/\] \**$/, "", n); next}
+		n != "" && /^ok: / {print n "\tok"; n = ""; next}
+		n != "" && /^(fatal|failed): / {print n "\tFAIL"; n = ""; next}
+		END {if (n != "") print n "\tFAIL (not finished)"}' "$1"
+}
+for part in sriov eswitch xfrm; do
+	t=$(now)
+	rc=0; r=$(play "device-$part" "" "lab/device/$part.yml" -l lab1 -e "device_id=$NSIM_ID" -e "device_uplink=$UPLINK") || rc=$?
+	n_ok=0 n_bad=0
+	while IFS=$'\t' read -r name verdict; do
+		if [ "$verdict" = ok ]; then record "  $name" "ok"; n_ok=$((n_ok + 1))
+		else bad "  $name" "$verdict"; n_bad=$((n_bad + 1)) || true; fi
+	done < <(checks "$OUT/device-$part.log")
+	if [ "$rc" = 0 ] && [ "$n_bad" = 0 ] && [ "$n_ok" -gt 0 ]; then
+		record "$part: lab/device/$part.yml ($n_ok checks passed)" "$r ($(elapsed "$t") s)"
+	else
+		bad "$part: lab/device/$part.yml" "$r, $n_ok checks passed, $n_bad failed (log $OUT/device-$part.log)" || true
+	fi
+done
+
+# ---- teardown: only what this suite made
+# shellcheck disable=SC2016 # expanded on the VM
+TEARDOWN='set -u
+left=0
+for s in '$SPIS'; do
+	dst=${s%%:*} spi=${s#*:}
+	if ip xfrm state get dst "$dst" proto esp spi "$spi" > /dev/null 2>&1; then
+		ip xfrm state delete dst "$dst" proto esp spi "$spi"; left=$((left + 1))
+	fi
+done
+echo "suite SAs left by the playbooks: $left"
+echo '$NSIM_ID' > /sys/bus/netdevsim/del_device
+for i in $(seq 50); do [ -e '$NSIM' ] || break; sleep 0.1; done
+[ ! -e '$NSIM' ] && echo "device deleted" || echo "DEVICE STILL THERE"
+mods=$(tac /run/device-suite.modules | xargs)
+if [ -n "$mods" ]; then modprobe -r $mods && echo "modules unloaded: $mods" || echo "MODULES NOT UNLOADED: $mods"; fi
+for m in $mods; do grep -q "^$m " /proc/modules && echo "MODULE STILL LOADED: $m"; done
+[ "$(ls /sys/class/net | xargs)" = "$(cat /run/device-suite.netdevs)" ] && echo "netdevs as before" || echo "NETDEVS DIFFER: $(ls /sys/class/net | xargs)"
+devlink dev | cmp -s - /run/device-suite.devlink && echo "devlink devices as before" || echo "DEVLINK DEVICES DIFFER"
+rm -f /run/device-suite.netdevs /run/device-suite.devlink /run/device-suite.modules'
+t=$(now)
+td=$(on 1 "$TEARDOWN" 2>&1) || true
+printf '%s\n' "$td" > "$OUT/teardown.txt"
+sas=$(owned_sas 1)
+record "teardown: SAs, netdevsim device, modules" "owned SAs now $sas ($(elapsed "$t") s)"
+while read -r line; do record "  teardown" "$line"; done <<< "$td"
+if grep -qE 'STILL|DIFFER|NOT UNLOADED' <<< "$td" || ! grep -q 'left by the playbooks: 0' <<< "$td" || [ "$sas" != 0 ]; then
+	bad "teardown: nothing of the suite left" "see $OUT/teardown.txt"
+fi
+record "total" "$(elapsed "$T0") s"
