@@ -670,10 +670,12 @@ def _main(module):
         elif isinstance(exc, _sysfs.SysfsError):
             extra = exc.as_result()
             msg = "%s: %s" % (failed_step, exc)
+        elif isinstance(exc, Refused):
+            # only the port functions of a device whose mode had to change first are checked here
+            msg = "%s (checked after the mode change, once the VF ports existed)" % exc
+            extra["field"] = exc.field
         else:
             msg = "%s: %s" % (failed_step, exc)
-            if isinstance(exc, Refused):
-                extra["field"] = exc.field
         result["rollback"] = rollback
         result["failed_step"] = failed_step
         result["changed"] = bool(ran)

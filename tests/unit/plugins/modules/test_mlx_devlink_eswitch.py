@@ -439,8 +439,13 @@ def test_netdevsim_ipsec_packet_is_a_clear_error_and_mode_is_undone(sysfs):
     res, failed = run_module(mod.main, {"device": NSIM, "mode": "switchdev",
                                         "port_functions": [{"vf": 0, "ipsec_packet": True}]}, host)
     assert failed and res["field"] == "port_functions[0].ipsec_packet"
-    assert "port netdevsim/netdevsim1/128 (vf 0, eth1) does not report ipsec_packet" in res["msg"]
-    assert "netdevsim never does" in res["msg"]
+    # the message leads with the field and the port (not with the port listing that preceded the check)
+    assert res["msg"].startswith("port_functions[0].ipsec_packet: port netdevsim/netdevsim1/128 (vf 0, eth1) "
+                                 "does not report ipsec_packet")
+    assert "netdevsim never does" in res["msg"] and "omit ipsec_packet" in res["msg"]
+    assert res["msg"].endswith("(checked after the mode change, once the VF ports existed) -- every step done "
+                               "was undone")
+    assert res["failed_step"] == "devlink -j port show (ports after the mode change)"
     # the kernel was never asked (no bare 'Operation not supported'), and the mode went back
     assert not [c for c in host.commands() if c[1:3] == ["port", "function"]]
     assert res["rollback"] == ["devlink dev eswitch set netdevsim/netdevsim1 mode legacy: ok"]
