@@ -15,6 +15,8 @@
 #                                  # prints "changed=N failed=N"; returns ansible's status
 #   owned_sas N [NS] ; owned_sps N [NS] ; owned_packets N [NS] ; owned_tc N
 #   lab_reset                      # VF stand-in back to its boot state, link0 MTU 1500, no ingress qdisc
+#   verify_table LOG               # the verify role's table (one line per owned SA and host) from a
+#                                  # verify.yml log, one line each
 # Owned = reqid in 0x51c00000-0x51c0ffff (1371537408-1371602943); tc rules whose first action cookie
 # starts with 69706f2d6d6c7835 ("ipo-mlx5").
 LAB_DIR=${LAB_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
@@ -105,4 +107,11 @@ lab_reset() { # lab only: back to the boot state of the VF stand-in and link0
 			for d in link0 vf0_rep; do tc qdisc del dev $d ingress 2>/dev/null; done; true' \
 			|| { bad "lab$n reset" "ssh failed"; return 1; }
 	done
+}
+
+# The lines of the verify role's "Report (one table ...)" message in a verify.yml log (debug output:
+# one JSON string per line), unquoted.
+verify_table() {
+	awk '/^TASK \[.*verify : Report/ {r = 1; next} r && /^ *\]/ {exit} r && /^ *"/ && !/"msg": \[/ {
+		sub(/^ *"/, ""); sub(/",?$/, ""); print}' "$1"
 }
