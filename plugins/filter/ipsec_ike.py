@@ -16,7 +16,8 @@ description:
   - C(public) - the same without the PSK; C(redact) - a list of connections (O(_input)) without their PSK.
   - C(swanctl), C(swanctl_secrets), C(libreswan), C(libreswan_secrets) - the text of the files the
     collection owns for one connection (O(_input) is then a connection, not the derivation).
-  - C(swanctl_sas), C(trafficstatus) - parse C(swanctl --list-sas) / C(ipsec trafficstatus) text
+  - C(swanctl_sas), C(trafficstatus), C(showstates) - parse C(swanctl --list-sas) / C(ipsec trafficstatus) /
+    C(ipsec whack --showstates) text
     (O(_input) is the text).
   - C(support) - O(_input) is the backend's version text; whether it can do O(offload).
 positional: _input, host
@@ -31,7 +32,7 @@ options:
   what:
     description: The operation.
     type: str
-    choices: [connections, public, redact, swanctl, swanctl_secrets, libreswan, libreswan_secrets, swanctl_sas, trafficstatus, support]
+    choices: [connections, public, redact, swanctl, swanctl_secrets, libreswan, libreswan_secrets, swanctl_sas, trafficstatus, showstates, support]
     default: connections
   overrides:
     description: The host's C(ipsec_overrides) (per peer C(psk)).
@@ -77,6 +78,8 @@ def ipsec_ike(data, host=None, what="connections", overrides=None, offload="none
             return getattr(_ike, "render_" + what)(data)
         if what == "swanctl_sas":
             return _ike.parse_swanctl_sas(data)
+        if what == "showstates":
+            return _ike.parse_showstates(data)
         if what == "trafficstatus":
             return _ike.parse_trafficstatus(data)
         if what == "support":
@@ -87,7 +90,7 @@ def ipsec_ike(data, host=None, what="connections", overrides=None, offload="none
         # never echo the input: it may hold a PSK
         raise AnsibleFilterError("ipsec_ike(%s): malformed input (%s)" % (what, type(e).__name__)) from None
     raise AnsibleFilterError("ipsec_ike: what=%r is not one of connections, public, redact, swanctl, swanctl_secrets, "
-                             "libreswan, libreswan_secrets, swanctl_sas, trafficstatus, support" % (what,))
+                             "libreswan, libreswan_secrets, swanctl_sas, trafficstatus, showstates, support" % (what,))
 
 
 class FilterModule:

@@ -327,6 +327,30 @@ def parse_trafficstatus(text):
     return out
 
 
+_SHOW_LINE = re.compile(r'^(?:\d+\s+)?#(?P<serial>\d+): "(?P<name>[^"]+)"(?:\[\d+\])?(?P<rest>.*)$')
+_SHOW_ESP = re.compile(r"\besp\.(?P<spi>[0-9a-f]+)@(?P<addr>[0-9A-Fa-f.:]+)")
+
+
+def parse_showstates(text):
+    """`ipsec whack --showstates` (libreswan) -> [{name, serial, spi_out, spi_in}], one per CHILD_SA
+    state that lists its ESP SPIs (``esp.<spi>@<addr>``: first the peer's = outbound, then ours =
+    inbound); the newest state (highest serial) per conn."""
+    best = {}
+    for line in (text or "").splitlines():
+        m = _SHOW_LINE.match(line.strip())
+        if not m:
+            continue
+        esp = _SHOW_ESP.findall(m["rest"])
+        if len(esp) < 2:
+            continue
+        serial = int(m["serial"])
+        if m["name"] in best and best[m["name"]]["serial"] > serial:
+            continue
+        best[m["name"]] = {"name": m["name"], "serial": serial,
+                           "spi_out": "0x%08x" % int(esp[0][0], 16), "spi_in": "0x%08x" % int(esp[1][0], 16)}
+    return [best[k] for k in sorted(best)]
+
+
 _VERSION = re.compile(r"(?:strongSwan|Libreswan)[^0-9]*(\d+(?:\.\d+)+)", re.IGNORECASE)
 
 

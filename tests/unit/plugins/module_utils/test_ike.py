@@ -239,3 +239,25 @@ def test_backend_support(backend, text, offload, ok, version, packet):
 def test_backend_support_refuses_unknown():
     with pytest.raises(_ike.IkeError, match="ipsec_backend"):
         _ike.backend_support("racoon", "x", "none")
+
+
+# `ipsec whack --showstates` lines in libreswan's format (older releases prefix "000 "; 5.x does not);
+# the layout (#serial: "conn" esp.<peer spi>@<peer> esp.<our spi>@<us> ...) as published in public
+# libreswan status dumps; addresses and SPIs are the lab's.
+SHOWSTATES = """\
+#1: "ipsec_offload_mlx5-lab1-lab2-c1":500 ESTABLISHED_IKE_SA (established IKE SA); REKEY in 27456s; newest; idle;
+#2: "ipsec_offload_mlx5-lab1-lab2-c1":500 ESTABLISHED_CHILD_SA (established Child SA); REKEY in 27499s; IKE SA #1; idle;
+#2: "ipsec_offload_mlx5-lab1-lab2-c1" esp.248d1071@192.168.100.2 esp.4e68b7a9@192.168.100.1 Traffic: ESPin=0B ESPout=0B ESPmax=2^63B
+000 #5: "ipsec_offload_mlx5-lab1-lab2-c2" esp.b81df6e@192.168.100.2 esp.8fd9bdcd@192.168.100.1 Traffic: ESPin=128B ESPout=0B ESPmax=2^63B
+000 #3: "ipsec_offload_mlx5-lab1-lab2-c2" esp.a3a6c6eb@192.168.100.2 esp.1fd9bdcd@192.168.100.1 Traffic: ESPin=0B ESPout=0B ESPmax=2^63B
+#9: "other" esp.11111111@10.0.0.1 esp.22222222@10.0.0.2 Traffic: ESPin=0B
+"""
+
+
+def test_parse_showstates_newest_child_per_conn():
+    assert _ike.parse_showstates(SHOWSTATES) == [
+        {"name": "ipsec_offload_mlx5-lab1-lab2-c1", "serial": 2, "spi_out": "0x248d1071", "spi_in": "0x4e68b7a9"},
+        {"name": "ipsec_offload_mlx5-lab1-lab2-c2", "serial": 5, "spi_out": "0x0b81df6e", "spi_in": "0x8fd9bdcd"},
+        {"name": "other", "serial": 9, "spi_out": "0x11111111", "spi_in": "0x22222222"},
+    ]
+    assert ipsec_ike(SHOWSTATES, what="showstates")[0]["spi_in"] == "0x4e68b7a9"

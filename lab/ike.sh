@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The IKE backends (ipsec_backend: strongswan, libreswan) end to end on an own lab pair, with the
+# VXLAN overlay topology (inventories/examples/lab-vxlan + -e ipsec_backend=...), offload none:
+#   derive -> a foreign SA on lab1 (reqid 7, not ours, not the daemon's) -> site.yml --check --diff
+#   (nothing written) -> converge -> IKE SAs established on both peers (the daemon's own status) ->
+#   second run changed=0 -> overlay ping with a capture on lab1's link0 (only ESP) and the kernel
+#   counters of the daemon's SAs rising on both peers -> verify.yml -> teardown.yml -> no connection,
+#   no file, no SA of ours left, the foreign SA byte-for-byte intact.
+# strongSwan runs on the default image; libreswan needs the image variant (LAB_VARIANT=libreswan:
+# lab/packages.txt), so the pair is brought down and booted again from it (same ports).
+#
+#   bash lab/ike.sh                   # both; BACKENDS="libreswan" for one; LAB_KEEP=1 keeps the VMs
+#
+# Own pair: LAB_RUN=lab/run/ike, SSH 2301/2302, link 4481. Exit status 0 only if every step passed.
+set -euo pipefail
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+source "$LAB_DIR/lib.sh"
+lab_pair ike 2301 2302 4481
+BACKENDS=${BACKENDS:-strongswan libreswan}
+for _b in $BACKENDS; do
+	case $_b in strongswan | libreswan) ;; *) die "BACKENDS: unknown backend '$_b' (strongswan, libreswan)" ;; esac
+done
+INV=lab-vxlan
+FOREIGN_SPI=0x0f0e0d01
+# shellcheck disable=SC2016 # expanded on the VM
+FOREIGN_ADD='ip xfrm state add src 192.168.100.1 dst 192.168.100.2 proto esp spi '$FOREIGN_SPI' reqid 7 mode transport aead "rfc4106(gcm(aes))" 0x0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f2021222324 128'
+
+report_init "lab IKE backends report"
+T0=$(now)
+
+# the daemon's SAs between the pair's addresses: every SA but ours (owned reqid range) and the foreign one
+# shellcheck disable=SC2016 # awk program
+IKE_AWK='/^src/ {take = 0; if (($2 == "192.168.100.1" && $4 == "192.168.100.2") || ($2 == "192.168.100.2" && $4 == "192.168.100.1")) take = 1}
+	{for (i = 1; i < NF; i++) {
+		if ($i == "spi" && $(i + 1) == "'$FOREIGN_SPI'") take = 0
+		if ($i == "reqid") {r = $(i + 1) + 0; if (r >= 1371537408 && r <= 1371602943) take = 0; else if (take) n++}
+	}}
+	take && /[0-9]+\(bytes\), [0-9]+\(packets\)/ {split($2, a, "("); p += a[1]}
+	END {print (MODE == "count" ? n + 0 : p + 0)}'
+ike_sas() { on "$1" 'ip -s xfrm state list nokeys' | awk -v MODE=count "$IKE_AWK"; }
+ike_packets() { on "$1" 'ip -s xfrm state list nokeys' | awk -v MODE=packets "$IKE_AWK"; }
+# established connections / installed CHILD_SAs of the collection, from the daemon itself
+ike_status() {
+	if [ "$2" = strongswan ]; then
+		on "$1" 'swanctl --list-sas 2>/dev/null' | awk '/^ipsec_offload_mlx5-.*ESTABLISHED/ {i++} /^ +ipsec_offload_mlx5-.*INSTALLED/ {c++} END {printf "%d IKE / %d CHILD", i, c}'
+	else
+		on "$1" 'ipsec trafficstatus 2>/dev/null' | awk '/"ipsec_offload_mlx5-/ {c++} END {printf "%d CHILD", c}'
+	fi
+}
+ike_files() { on "$1" 'ls /etc/swanctl/conf.d/ipsec_offload_mlx5-* /etc/ipsec.d/ipsec_offload_mlx5-* 2>/dev/null | wc -l'; }
+ike_modes() { on "$1" 'stat -c %a /etc/swanctl/conf.d/ipsec_offload_mlx5-* /etc/ipsec.d/ipsec_offload_mlx5-* 2>/dev/null | sort -u | xargs'; }
+foreign() { on 1 "ip xfrm state get src 192.168.100.1 dst 192.168.100.2 proto esp spi $FOREIGN_SPI 2>/dev/null | grep -v -E 'lastused|add [0-9]'" || true; }
+
+backend() { # backend NAME: the whole cycle on a pair booted from the image that carries NAME
+	local be=$1 t r b1 b2 a1 a2 wire esp clear T f0 f1
+	T=$(now)
+	if [ "$be" = libreswan ]; then export LAB_VARIANT=libreswan; else unset LAB_VARIANT; fi
+	# the other backend's image may still run on this pair: boot the right one
+	if [ -f "$RUN/vm1.pid" ]; then bash "$LAB_DIR/lab.sh" down > /dev/null 2>&1 || true; fi
+	lab_start
+	record "$be: image" "$(basename "$(bash "$LAB_DIR/build.sh" dir)")"
+	t=$(now)
+	r=$(play "$be-prepare" "" lab/prepare.yml) || { bad "$be: lab/prepare.yml" "$r"; return 1; }
+	record "$be: lab/prepare.yml (modules, OVS)" "$r ($(elapsed "$t") s)"
+	lab_reset || return 1
+	on 1 "ip xfrm state list | grep -q 'spi $FOREIGN_SPI' || $FOREIGN_ADD" || { bad "$be: foreign SA" "could not add it on lab1"; return 1; }
+	f0=$(foreign); [ -n "$f0" ] || { bad "$be: foreign SA" "not readable"; return 1; }
+	record "$be: foreign SA on lab1 (spi $FOREIGN_SPI reqid 7)" "added"
+	local E=(-e "ipsec_backend=$be")
+	t=$(now); r=$(play "$be-derive" "$INV" playbooks/derive.yml "${E[@]}") || { bad "$be: derive.yml" "$r"; return 1; }
+	record "$be: derive.yml (pairs, keys -> per-pair PSK)" "$r ($(elapsed "$t") s)"
+	t=$(now); r=$(play "$be-check" "$INV" playbooks/site.yml "${E[@]}" --check --diff) || { bad "$be: site.yml --check --diff (fresh pair)" "$r (log $OUT/$be-check.log)"; return 1; }
+	[ "$(ike_files 1)$(ike_files 2)" = 00 ] || { bad "$be: check mode wrote files" "see $OUT/$be-check.log"; return 1; }
+	record "$be: site.yml --check --diff (fresh pair: nothing written)" "$r ($(elapsed "$t") s)"
+	if grep -qiE '"?psk"?: *"[0-9a-f]{64}"|secret = "[0-9a-f]{64}"|PSK "[0-9a-f]{64}"' "$OUT/$be-check.log"; then
+		bad "$be: a PSK in the check-mode output" "$OUT/$be-check.log"; return 1; fi
+	t=$(now); r=$(play "$be-converge" "$INV" playbooks/site.yml "${E[@]}") || { bad "$be: site.yml converge" "$r (log $OUT/$be-converge.log)"; return 1; }
+	record "$be: site.yml converge" "$r ($(elapsed "$t") s)"
+	local s1 s2
+	s1=$(ike_status 1 "$be"); s2=$(ike_status 2 "$be")
+	record "$be: daemon status lab1 / lab2" "$s1 / $s2"
+	case "$be:$s1:$s2" in
+		"strongswan:1 IKE / 2 CHILD:1 IKE / 2 CHILD" | "libreswan:2 CHILD:2 CHILD") ;;
+		*) bad "$be: IKE SAs established on both peers" "want 2 CHILD_SAs (strongswan: 1 IKE) on each"; return 1 ;;
+	esac
+	record "$be: daemon SAs in the kernel lab1 / lab2; files; modes" "$(ike_sas 1) / $(ike_sas 2); $(ike_files 1)+$(ike_files 2); $(ike_modes 1)"
+	[ "$(ike_modes 1)" = 600 ] || { bad "$be: file modes" "want 600"; return 1; }
+	[ "$(owned_sas 1)$(owned_sas 2)" = 00 ] || { bad "$be: static SAs" "the iproute2 path ran too"; return 1; }
+	t=$(now); r=$(play "$be-idempotence" "$INV" playbooks/site.yml "${E[@]}") || { bad "$be: site.yml second run" "$r"; return 1; }
+	[ "$r" = "changed=0 failed=0" ] || { bad "$be: site.yml second run (must be changed=0)" "$r (log $OUT/$be-idempotence.log)"; return 1; }
+	record "$be: site.yml second run (must be changed=0)" "$r ($(elapsed "$t") s)"
+
+	b1=$(ike_packets 1); b2=$(ike_packets 2)
+	wire=$(on 1 'timeout 15 tcpdump -l -n -i link0 -c 8 ip and not udp port 500 and not udp port 4500 2>/dev/null & sleep 1; ping -c 4 -i 0.3 -W 2 10.10.0.2 >/dev/null || echo PINGFAIL; wait')
+	printf '%s\n' "$wire" > "$OUT/$be-wire.txt"
+	a1=$(ike_packets 1); a2=$(ike_packets 2)
+	esp=$(grep -c 'ESP(spi=' <<< "$wire" || true)
+	clear=$(grep -E '^[0-9]{2}:[0-9]{2}:' <<< "$wire" | grep -vc 'ESP(spi=' || true)
+	record "$be: lab1 link0 capture (4 overlay pings; IKE ports excluded)" "$esp ESP, $clear other IPv4 packets$(grep -q PINGFAIL <<< "$wire" && echo ', PING FAILED')"
+	{ [ "$esp" -ge 4 ] && [ "$clear" = 0 ] && ! grep -q PINGFAIL <<< "$wire"; } || { bad "$be: only ESP on the wire" "see $OUT/$be-wire.txt"; return 1; }
+	record "$be: daemon SA packets lab1 / lab2" "$b1 -> $a1 / $b2 -> $a2"
+	if [ "$a1" -lt $((b1 + 8)) ] || [ "$a2" -lt $((b2 + 8)) ]; then
+		bad "$be: SA counters rise on both peers" "by >= 8 (4 pings each way)"; return 1
+	fi
+
+	t=$(now)
+	r=$(play "$be-verify" "$INV" playbooks/verify.yml "${E[@]}" -e verify_count=10) || true
+	grep -E 'IKE |CHILD_SA' "$OUT/$be-verify.log" | grep -vE '^(TASK|ok:|skipping)' | sed 's/^ *//; s/^"msg": //; s/^"//; s/",\{0,1\}$//' | sort -u | head -12 > "$OUT/$be-verify-summary.txt" || true
+	while read -r line; do record "  $be verify" "${line:0:110}"; done < "$OUT/$be-verify-summary.txt"
+	case $r in *failed=0) record "$be: verify.yml (10 pings each way)" "$r ($(elapsed "$t") s)" ;;
+		*) bad "$be: verify.yml" "$r (log $OUT/$be-verify.log)"; return 1 ;; esac
+
+	t=$(now); r=$(play "$be-teardown" "$INV" playbooks/teardown.yml "${E[@]}") || { bad "$be: teardown.yml" "$r (log $OUT/$be-teardown.log)"; return 1; }
+	record "$be: teardown.yml" "$r ($(elapsed "$t") s)"
+	local left=0 n
+	for n in 1 2; do
+		local st sas files
+		st=$(ike_status "$n" "$be"); sas=$(ike_sas "$n"); files=$(ike_files "$n")
+		record "$be: lab$n after teardown: daemon status; daemon SAs; files" "$st; $sas; $files"
+		case "$st" in "0 IKE / 0 CHILD" | "0 CHILD") ;; *) left=1 ;; esac
+		[ "$sas$files" = 00 ] || left=1
+	done
+	[ "$left" = 0 ] || { bad "$be: teardown left connections, SAs or files" "see above"; return 1; }
+	f1=$(foreign)
+	[ "$f0" = "$f1" ] || { bad "$be: foreign SA intact" "changed or gone: '$f1'"; return 1; }
+	record "$be: foreign SA after teardown" "intact"
+	on 1 "ip xfrm state delete src 192.168.100.1 dst 192.168.100.2 proto esp spi $FOREIGN_SPI" || true
+	lab_reset || return 1
+	record "$be: total" "$(elapsed "$T") s"
+}
+
+for be in $BACKENDS; do
+	if ! backend "$be"; then
+		play "$be-teardown-after-failure" "$INV" playbooks/teardown.yml -e "ipsec_backend=$be" > /dev/null 2>&1 || true
+	fi
+done
+record "total" "$(elapsed "$T0") s"
