@@ -20,26 +20,30 @@
 # over SSH on each host.  Results: bench/results/ (bench.csv, bench.md, bench.png, raw.jsonl)
 # and the tables in docs/benchmark.md are regenerated from them (bench/report.py).
 #
-# Knobs: BENCH_SIZES ("100 1000 10000"), BENCH_QUICK=1, BENCH_LOOP_PAIRS (10), BENCH_PEROBJ_MAX
-# (10000: per-object runs for N up to this), BENCH_TOPOLOGIES ("vxlan roce"; "" skips),
-# BENCH_PROFILE_N (profile the module runs at this N with cProfile; default: the largest N),
+# Knobs: BENCH_SIZES ("100 1000 10000"), BENCH_QUICK=1, BENCH_LOOP_PAIRS (5), BENCH_PEROBJ_MAX
+# (100: per-object runs for N up to this, extrapolated per object above), BENCH_ANSIBLE_MAX (10000:
+# ansible-playbook runs for N up to this), BENCH_TOPOLOGIES ("vxlan roce"; "" skips),
+# BENCH_PROFILE_N (1000: cProfile the state module's no-op and apply at this N),
 # BENCH_RESULTS (bench/results), LAB_KEEP=1. Own pair: LAB_RUN=lab/run/bench, SSH 2291/2292, link 4471.
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LAB_DIR=$(cd "$BENCH_DIR/../lab" && pwd)
-# shellcheck source=../lab/lib.sh
+# shellcheck source-path=SCRIPTDIR source=../lab/lib.sh
 source "$LAB_DIR/lib.sh"
 lab_pair bench 2291 2292 4471
 export LAB_MEM=${LAB_MEM:-2048} LAB_SSH_TIMEOUT=${LAB_SSH_TIMEOUT:-600}
 
 SIZES=${BENCH_SIZES:-100 1000 10000}
 [ "${BENCH_QUICK:-0}" = 1 ] && SIZES=${BENCH_SIZES:-100 1000}
-LOOP_PAIRS=${BENCH_LOOP_PAIRS:-10}
-PEROBJ_MAX=${BENCH_PEROBJ_MAX:-10000}
+LOOP_PAIRS=${BENCH_LOOP_PAIRS:-5}
+PEROBJ_MAX=${BENCH_PEROBJ_MAX:-100}
+ANSIBLE_MAX=${BENCH_ANSIBLE_MAX:-10000}
 TOPOS=${BENCH_TOPOLOGIES-vxlan roce}
-PROFILE_N=${BENCH_PROFILE_N:-${SIZES##* }}
+PROFILE_N=${BENCH_PROFILE_N:-1000}
 RESULTS=${BENCH_RESULTS:-$BENCH_DIR/results}
-for n in $SIZES $LOOP_PAIRS; do [[ $n =~ ^[1-9][0-9]*$ ]] && [ "$n" -le 30000 ] || die "bad size '$n' (1..30000 pairs)"; done
+for n in $SIZES $LOOP_PAIRS; do
+	if ! [[ $n =~ ^[1-9][0-9]*$ ]] || [ "$n" -gt 28000 ]; then die "bad size '$n' (1..28000 pairs: the owned reqid range)"; fi
+done
 for t in $TOPOS; do case $t in vxlan | roce) ;; *) die "BENCH_TOPOLOGIES: unknown topology '$t'" ;; esac; done
 
 report_init "benchmark report"
@@ -142,7 +146,9 @@ one_size() {
 	fi
 	on 1 "ip netns del $ns"
 
+	results || return 1
 	# ansible-playbook, one task per module
+	if [ "$n" -gt "$ANSIBLE_MAX" ]; then record "N=$n: all methods (no ansible-playbook: BENCH_ANSIBLE_MAX)" "$(elapsed "$t") s"; return 0; fi
 	ns=bench_ansible; on 1 "ip netns add $ns"
 	ansible_task "$n" apply state merged $ns && ansible_task "$n" apply policy merged $ns || return 1
 	expect_counts $ns $((2 * n)) $((2 * n)) "N=$n ansible apply" || return 1
@@ -169,7 +175,21 @@ loop_run() {
 	record "Ansible loop, $n pairs ($((4 * n)) module runs)" "$secs s"
 }
 
-for n in $SIZES; do one_size "$n" || exit 1; done
+# ---- results (written after every step, so an interrupted run leaves what it measured) ----
+BVENV=$LAB_DIR/run/venv-bench # matplotlib, apart from the project venv
+# shellcheck disable=SC2034 # VENV is read by venv_need
+( VENV=$BVENV; venv_need "$BENCH_DIR/requirements.txt" > /dev/null )
+MACHINE="$(nproc) cores $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo) (load at start $(cut -d' ' -f1-3 /proc/loadavg)); lab VM: QEMU TCG 1 vCPU ${LAB_MEM} MiB, $(on 1 'uname -r; ip -V' | xargs)"
+results() {
+	mkdir -p "$RESULTS"
+	cp "$RAW" "$RESULTS/raw.jsonl"
+	local f
+	for f in "$OUT"/profile-*.txt; do [ -f "$f" ] && cp "$f" "$RESULTS/"; done
+	"$BVENV/bin/python" "$BENCH_DIR/report.py" "$RESULTS" --machine "$MACHINE" \
+		--loop-pairs "$LOOP_PAIRS" --docs "$REPO_ROOT/docs/benchmark.md" > "$OUT/report.txt" \
+		|| { bad "report" "see $OUT/report.txt"; return 1; }
+}
+
 loop_run || exit 1
 
 # ---- site.yml per topology against the vendor's sequence -----------------------------------
@@ -199,17 +219,12 @@ if [ -n "$TOPOS" ]; then
 			|| { bad "$topo: undo the vendor script" "see $OUT/$topo-vendor.log"; exit 1; }
 		lab_reset || exit 1
 	done
+	results || exit 1
 fi
 
-# ---- results -------------------------------------------------------------------------------
-MACHINE="$(nproc) cores $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), load $(cut -d' ' -f1-3 /proc/loadavg); lab VM: QEMU TCG 1 vCPU ${LAB_MEM} MiB, $(on 1 'uname -r; ip -V' | xargs)"
-BVENV=$LAB_DIR/run/venv-bench # matplotlib, apart from the project venv
-( VENV=$BVENV; venv_need "$BENCH_DIR/requirements.txt" > /dev/null )
-mkdir -p "$RESULTS"
-cp "$RAW" "$RESULTS/raw.jsonl"
-for f in "$OUT"/profile-*.txt; do [ -f "$f" ] && cp "$f" "$RESULTS/"; done
-"$BVENV/bin/python" "$BENCH_DIR/report.py" "$RESULTS" --machine "$MACHINE" \
-	--loop-pairs "$LOOP_PAIRS" --docs "$REPO_ROOT/docs/benchmark.md" > "$OUT/report.txt" \
-	|| { bad "report" "see $OUT/report.txt"; exit 1; }
-while read -r line; do record "  $line" ""; done < "$OUT/report.txt"
+# largest last: an interrupted run keeps everything before it
+for n in $SIZES; do one_size "$n" || exit 1; results || exit 1; done
+record "results" "$RESULTS (bench.csv, bench.md, bench.png), docs/benchmark.md"
+record "targets" "$(tail -n 1 "$OUT/report.txt")"
+cat "$OUT/report.txt" >&2
 record "total" "$(elapsed "$T0") s"

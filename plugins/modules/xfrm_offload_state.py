@@ -279,6 +279,10 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_run
 
 
+class StateModule(_xfrm_run.LeanConfigLog, AnsibleModule):
+    """Logs config as its length: Ansible's log scrub is keys x list size (see LeanConfigLog)."""
+
+
 class StateSpec(_xfrm_run.Spec):
     which = "state"
     kind = X.SAKind()
@@ -338,7 +342,7 @@ def argument_spec():
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(argument_spec(), **_lock.ARGSPEC), supports_check_mode=True)
+    module = StateModule(argument_spec=dict(argument_spec(), **_lock.ARGSPEC), supports_check_mode=True)
     with _lock.host_lock(module):
         _xfrm_run.run(module, StateSpec(), module.params)
 

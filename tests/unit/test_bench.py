@@ -115,6 +115,16 @@ def test_rows_sum_module_parts_ratio_rate_rss_and_loop_extrapolation():
     assert [r["n_pairs"] for r in rs if r["method"] == "floor"] == [1000, 1000, 10000, 10000]
 
 
+def test_rows_perobj_extrapolated_above_the_measured_size():
+    raw = [_raw(100, "apply", "floor", 1.0), _raw(100, "apply", "perobj", 40.0),
+           _raw(1000, "apply", "floor", 8.0), _raw(1000, "deleted", "floor", 4.0)]
+    rs = report.rows(raw, 10)
+    assert report._get(rs, 100, "apply", "perobj")["note"] == ""
+    big = report._get(rs, 1000, "apply", "perobj")
+    assert (big["seconds"], big["ratio_to_floor"], big["note"]) == (400.0, 50.0, "extrapolated from 100 pairs")
+    assert report._get(rs, 1000, "deleted", "perobj") is None  # nothing measured to extrapolate from
+
+
 def test_targets_values_and_verdicts():
     tg = {name: (v, lim, ok) for name, v, lim, ok in report.targets(report.rows(RAW, 10))}
     assert tg["apply / floor at N=10000 (module)"] == (2.0, 1.5, False)
@@ -129,7 +139,7 @@ def test_markdown_table_and_topologies():
     rs = report.rows(RAW, 10)
     md = report.markdown(rs, report.targets(rs), report.topologies(RAW), "m", "d", 10)
     assert md.startswith("Run: d. Machine: m.\n")
-    assert "| 1000 | 4000 | apply | collection, module on the host (no SSH) | 2.50 | 1.25 | 1600 | 20.0 |" in md
+    assert "| 1000 | 4000 | apply | collection, module on the host (no SSH) | 2.50 | 1.25 | 1600 | 20.0 |  |" in md
     assert "| growth 1k -> 10k, module apply | 16.0 | 12.0 | **no** |" in md
     assert "| vxlan | 60.0 | 6.00 | 10.0 |" in md
 

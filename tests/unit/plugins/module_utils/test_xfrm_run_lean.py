@@ -51,3 +51,18 @@ def test_lean_exit_args_param_holding_a_key_inside_text_falls_back():
 def test_lean_exit_args_does_not_change_params():
     R.lean_exit_args({KEY1, KEY2}, PARAMS, CLEAN)
     assert PARAMS["config"][0]["aead"]["key"] == KEY1
+
+
+def test_state_module_logs_config_as_its_length_and_no_key(monkeypatch):
+    """Ansible logs the invocation scrubbed keys x text; the state module logs config as '<N objects>'."""
+    from ansible.module_utils import basic
+    from ansible_collections.ipsec_offload.mlx5.plugins.modules import xfrm_offload_state as M
+    from harness import patch_module_args
+    logged = []
+    monkeypatch.setattr(basic.AnsibleModule, "log", lambda self, msg, log_args=None: logged.append(msg))
+    cfg = [{"dst": "192.0.2.%d" % i, "spi": 0x1000 + i, "aead": {"key": "0x%072x" % (i + 1)}} for i in range(1, 4)]
+    with patch_module_args({"config": cfg, "state": "deleted", "namespace": "ns9"}):
+        module = M.StateModule(argument_spec=M.argument_spec(), supports_check_mode=True)
+    assert len(logged) == 1 and "config=<3 objects>" in logged[0] and "namespace=ns9" in logged[0]
+    assert "%070x" % 2 not in logged[0]
+    assert module.params["config"][0]["aead"]["key"] == "0x%072x" % 2  # params restored
