@@ -171,4 +171,3 @@ def describe(links):
     """Diff text: one line per link."""
     return "".join("%s port %s netdev %s state %s\n" % (lk["name"], lk["port"], lk["netdev"] or "-", lk["state"])
                    for lk in sorted(links, key=lambda lk: lk["name"]))
-

@@ -27,6 +27,7 @@ description:
 author: ipsec_offload.mlx5 contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ipsec_offload.mlx5.common
+  - ipsec_offload.mlx5.lock
 options:
   config:
     description: Netdevs to bind an RDMA link to (or to read).
@@ -111,7 +112,7 @@ links:
       description: The RDMA device bound to the netdev after the run (owned or not), or null.
       type: str
     owned:
-      description: Whether O(links[].device) is the configured, owned one.
+      description: Whether RV(links[].device) is the configured, owned one.
       type: bool
     action:
       description: C(add), C(delete) or null.
@@ -163,6 +164,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _lock
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _rdma
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
@@ -235,9 +237,15 @@ def main():
             state=dict(type="str", choices=["present", "absent", "gathered"], default="present"),
             address=dict(type="str"),
             namespace=dict(type="str"),
+            **_lock.ARGSPEC
         ),
         supports_check_mode=True,
     )
+    with _lock.host_lock(module):
+        _main(module)
+
+
+def _main(module):
     p = module.params
     try:
         namespace = V.netns("namespace", p["namespace"])
