@@ -140,3 +140,19 @@ def test_bad_input_touches_nothing(sysfs, args, field):
     res, failed = run_module(mod.main, args, host)
     assert failed and res["field"] == field
     assert host.commands() == []
+
+
+def test_gathered_without_rdma_tool_reports_no_device(sysfs):
+    host = FakeHost()
+    res, failed = run_module(mod.main, {"config": [{"netdev": "link0"}], "state": "gathered"}, host,
+                             bins=["ip", "ibv_rc_pingpong"])
+    assert not failed, res
+    assert host.commands() == []
+    assert (res["links"][0]["device"], res["ibv_rc_pingpong"]) == (None, True)
+
+
+def test_present_without_rdma_tool_fails(sysfs):
+    host = FakeHost()
+    res, failed = run_module(mod.main, {"config": [{"netdev": "link0"}]}, host, bins=["ip"])
+    assert failed and "rdma" in res["msg"]
+    assert host.commands() == []
