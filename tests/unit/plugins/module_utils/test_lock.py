@@ -240,3 +240,21 @@ def test_lock_is_released_after_the_module_run(tmp_path, monkeypatch):
     assert os.path.exists(path)  # the lock was taken ...
     fd = _lock.acquire(path, 0, "after")  # ... and released when the run ended
     os.close(fd)
+
+
+def test_holder_that_is_not_one_of_ours_is_named_by_its_command(tmp_path):
+    """flock(1) holding the file: the stale record of an earlier module run must not be shown."""
+    path = str(tmp_path / "l")
+    with open(path, "w") as fh:
+        fh.write("ipsec_offload.mlx5.xfrm_offload_policy pid 1 since 2026-01-01T00:00:00Z\n")
+    p = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                          "fd = os.open(sys.argv[1], os.O_RDWR)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+                          "print('held', flush=True)\ntime.sleep(30)", path], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    try:
+        with pytest.raises(_lock.LockTimeout) as err:
+            _lock.acquire(path, 0, "me")
+        assert err.value.holder == {"pid": p.pid, "text": "command " + os.path.basename(sys.executable)[:15]}
+        assert "xfrm_offload_policy" not in str(err.value)
+    finally:
+        stop(p)
