@@ -151,7 +151,7 @@ def test_two_processes_serialise(tmp_path):
             "t0 = time.time(); time.sleep(0.4); t1 = time.time()\n"
             "open(sys.argv[2], 'a').write('%f %f\\n' % (t0, t1))\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    procs = [subprocess.Popen([sys.executable, "-c", prog, path, log], env=env) for _ in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", prog, path, log], env=env) for dummy in range(3)]
     assert [q.wait() for q in procs] == [0, 0, 0]
     with open(log) as fh:
         spans = sorted(tuple(map(float, line.split())) for line in fh)
@@ -177,7 +177,7 @@ MODULES = [
     (mlx_sriov.main, dict(pf="p0", num_vfs=2)),
     (ovs_vxlan_bridge.main, dict(bridge="br-ovs", state="absent")),
 ]
-IDS = [m.__module__.rsplit(".", 1)[-1] for m, _ in MODULES]
+IDS = [m.__module__.rsplit(".", 1)[-1] for m, dummy in MODULES]
 
 
 @pytest.mark.parametrize("main,args", MODULES, ids=IDS)
