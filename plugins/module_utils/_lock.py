@@ -101,11 +101,11 @@ def describe_holder(fd, path):
     # the record is the last run of ours that held the lock; it names the holder only when its PID is
     # the holder's (another program may flock the file too): otherwise name the holder's command
     pid = holder["pid"]
-    if pid is None or " pid %d " % pid in " %s " % record:
+    if pid is None or (" pid %s " % pid) in (" %s " % record):
         holder["text"] = record
     else:
         try:
-            with open("/proc/%d/comm" % pid, "rb") as fh:
+            with open("/proc/%s/comm" % pid, "rb") as fh:
                 holder["text"] = "command " + holder_text(fh.read(64))
         except OSError:
             pass
