@@ -224,6 +224,14 @@ PY
 helper() { python3 "$HELPER" "$@"; }
 pl() { local name=$1; shift; play "$name" "$INV" "$@" -e "ipsec_keystore_path=$STORE"; }
 flag() { bad "$@" || true; } # a failed figure; the suite goes on
+# REL_STAGES: which optional stages run (default all); the key search, the foreign checks, the
+# held-lock refusal and teardown.yml always run
+STAGES_ALL="conv-sigkill conv-sshclient tc rekey-sigint rekey-sshd conc-site-site conc-site-teardown"
+REL_STAGES=${REL_STAGES:-all}
+[ "$REL_STAGES" = all ] && REL_STAGES=$STAGES_ALL
+for s_ in $REL_STAGES; do [[ " $STAGES_ALL " == *" $s_ "* ]] || die "REL_STAGES: unknown stage '$s_' ($STAGES_ALL)"; done
+STAGES_RUN=""
+stage() { [[ " $REL_STAGES " == *" $1 "* ]] || return 1; STAGES_RUN="$STAGES_RUN $1"; }
 
 lab_start
 export ANSIBLE_TIMEOUT=60
@@ -398,7 +406,7 @@ interrupt() {
 	INT_TRIED=$((INT_TRIED + 1))
 	setsid ansible-playbook "${PB_INV[@]}" "$REPO_ROOT/$pb" "$@" > "$log" 2>&1 &
 	pid=$!
-	for ((i = 0; i < 2400; i++)); do
+	for ((i = 0; i < 12000; i++)); do
 		if grep -qF "TASK [$when" "$log"; then hit=1; break; fi
 		kill -0 "$pid" 2> /dev/null || break
 		sleep 0.1
@@ -417,7 +425,7 @@ interrupt() {
 			sshd-*) what=$(on "${how#sshd-}" "$KILL_SSHD" || true); what="lab${how#sshd-}: $what" ;;
 		esac
 	fi
-	for ((i = 0; i < 3000; i++)); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done
+	for ((i = 0; i < 12000; i++)); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done
 	kill -KILL -- "-$pid" 2> /dev/null || true
 	wait "$pid" || rc=$?
 	AFTER_INT=$(host_idents 1; host_idents 2)
@@ -445,39 +453,64 @@ reconverge() { # reconverge NAME PLAYBOOK [ARGS]
 	return 0
 }
 
-# converge, SIGKILL while the policies go in (SAs are there, policies not yet)
-interrupt converge-sigkill SIGKILL 0 "ipsec_offload.mlx5.ipsec : IPsec policies" playbooks/site.yml --diff -vvvv \
-	|| record "converge-sigkill" "(the run ended before the kill landed)"
-reconverge converge-sigkill playbooks/site.yml
+need_converged() { # a stage that needs the converged pair (when an earlier stage was not run)
+	local r
+	[ "$(owned_sas 1)$(owned_sas 2)" != 00 ] && return 0
+	r=$(pl converge playbooks/site.yml) || flag "site.yml (converge for the next stage)" "$r"
+	record "site.yml (converge for the next stage)" "$r"
+}
+need_empty() {
+	local r
+	[ "$(owned_sas 1)$(owned_sas 2)$(owned_sps 1)$(owned_sps 2)" = 0000 ] && return 0
+	r=$(pl teardown-for-next playbooks/teardown.yml) || flag "teardown.yml (for the next stage)" "$r"
+	record "teardown.yml (for the next stage)" "$r"
+}
 
-# a stray owned SA (reqid in our range, no longer derived) must go (state overridden), foreign ones stay;
-# converge interrupted by killing the controller's ssh client during the SA task
-# shellcheck disable=SC2016 # expanded on the VM
-on 1 'ip xfrm state add src 192.168.100.1 dst 192.168.100.2 proto esp spi 0x51c0dead reqid 0x51c0fffe mode transport aead "rfc4106(gcm(aes))" 0x$(head -c 20 /dev/urandom | od -An -tx1 | tr -d " \n") 128'
-record "stray owned SA planted on lab1 (spi 0x51c0dead, reqid 0x51c0fffe)" "$(owned_sas 1) owned SAs on lab1"
-interrupt converge-sshclient ssh-client 0 "ipsec_offload.mlx5.ipsec : IPsec states (SAs)" playbooks/site.yml --diff -vvvv \
-	|| record "converge-sshclient" "(the run ended before the kill landed)"
-reconverge converge-sshclient playbooks/site.yml
-on 1 'ip xfrm state list nokeys spi 0x51c0dead' | grep -q . && flag "stray owned SA" "still on lab1 after overridden"
+if stage conv-sigkill; then
+	# a stray owned SA (reqid in our range, not derived) must go: the ipsec role converges with state overridden
+	# shellcheck disable=SC2016 # expanded on the VM
+	on 1 'ip xfrm state add src 192.168.100.1 dst 192.168.100.2 proto esp spi 0x51c0dead reqid 0x51c0fffe mode transport aead "rfc4106(gcm(aes))" 0x$(head -c 20 /dev/urandom | od -An -tx1 | tr -d " \n") 128'
+	record "stray owned SA planted on lab1 (spi 0x51c0dead, reqid 0x51c0fffe)" "$(owned_sas 1) owned SAs on lab1"
+	# converge, SIGKILL while the policies go in (SAs are there, policies not yet)
+	interrupt converge-sigkill SIGKILL 0 "ipsec_offload.mlx5.ipsec : IPsec policies" playbooks/site.yml --diff -vvvv \
+		|| record "converge-sigkill" "(the run ended before the kill landed)"
+	reconverge converge-sigkill playbooks/site.yml
+	on 1 'ip xfrm state list nokeys spi 0x51c0dead' | grep -q . && flag "stray owned SA" "still on lab1 after overridden"
+fi
 
-# tc_flower_vlan overridden and deleted (no owned rule) next to the foreign tc rules
-for st in overridden deleted; do
-	ansible -i "$RUN/inventory.yml" lab -m ipsec_offload.mlx5.tc_flower_vlan -a "{\"config\": [], \"state\": \"$st\", \"devices\": [\"link0\"]}" > "$OUT/tc-$st.log" 2>&1 \
-		|| flag "tc_flower_vlan state=$st" "see $OUT/tc-$st.log"
-	foreign_check "tc_flower_vlan-$st" || true
-done
+if stage conv-sshclient; then
+	# converge interrupted by killing the controller's ssh client during the SA task
+	interrupt converge-sshclient ssh-client 0 "ipsec_offload.mlx5.ipsec : IPsec states (SAs)" playbooks/site.yml --diff -vvvv \
+		|| record "converge-sshclient" "(the run ended before the kill landed)"
+	reconverge converge-sshclient playbooks/site.yml
+fi
 
-# rekey: SIGINT when phase 2 starts; the in-progress rotation in check mode; re-run continues it
-interrupt rekey-sigint SIGINT 0 "New outbound SAs (merged)" playbooks/rekey.yml --diff -vvvv || record "rekey-sigint" "(the run ended before the kill landed)"
-collect_keys
-t=$(now); r=$(vplay rekey-check playbooks/rekey.yml --check --diff) || flag "rekey.yml --check --diff -vvvv (rotation in progress)" "$r"
-record "rekey.yml --check --diff -vvvv (rotation in progress)" "$r ($(elapsed "$t") s)"
-reconverge rekey-sigint playbooks/rekey.yml
-# rekey: the VM's sshd session of lab2 killed while the old outbound SAs are deleted
-interrupt rekey-sshd sshd-2 0 "Old outbound SAs (deleted, identity only)" playbooks/rekey.yml -e '{"rekey_pairs": "all"}' --diff -vvvv \
-	|| record "rekey-sshd" "(the run ended before the kill landed)"
-collect_keys
-reconverge rekey-sshd playbooks/rekey.yml
+if stage tc; then
+	# tc_flower_vlan overridden and deleted (no owned rule) next to the foreign tc rules
+	for st in overridden deleted; do
+		ansible -i "$RUN/inventory.yml" lab -m ipsec_offload.mlx5.tc_flower_vlan -a "{\"config\": [], \"state\": \"$st\", \"devices\": [\"link0\"]}" > "$OUT/tc-$st.log" 2>&1 \
+			|| flag "tc_flower_vlan state=$st" "see $OUT/tc-$st.log"
+		foreign_check "tc_flower_vlan-$st" || true
+	done
+fi
+
+if stage rekey-sigint; then
+	need_converged
+	# rekey: SIGINT when phase 2 starts; the in-progress rotation in check mode; re-run continues it
+	interrupt rekey-sigint SIGINT 0 "New outbound SAs (merged)" playbooks/rekey.yml --diff -vvvv || record "rekey-sigint" "(the run ended before the kill landed)"
+	collect_keys
+	t=$(now); r=$(vplay rekey-check playbooks/rekey.yml --check --diff) || flag "rekey.yml --check --diff -vvvv (rotation in progress)" "$r"
+	record "rekey.yml --check --diff -vvvv (rotation in progress)" "$r ($(elapsed "$t") s)"
+	reconverge rekey-sigint playbooks/rekey.yml
+fi
+if stage rekey-sshd; then
+	need_converged
+	# rekey: the VM's sshd session of lab2 killed while the old outbound SAs are deleted
+	interrupt rekey-sshd sshd-2 0 "Old outbound SAs (deleted, identity only)" playbooks/rekey.yml -e '{"rekey_pairs": "all"}' --diff -vvvv \
+		|| record "rekey-sshd" "(the run ended before the kill landed)"
+	collect_keys
+	reconverge rekey-sshd playbooks/rekey.yml
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 6. the lock: refusal while held, then concurrent runs
@@ -509,30 +542,35 @@ together() { # together NAME PB1 PB2 [delay]: both at once, timestamped logs; se
 	record "$name: $(basename "$pb1") + $(basename "$pb2") at once" "rc $rc1/$rc2, $(sum_recap "$OUT/$name-a.log") / $(sum_recap "$OUT/$name-b.log")"
 	[ "$rc1$rc2" = 00 ]
 }
-t=$(now)
-together conc-site-site playbooks/site.yml playbooks/site.yml || { CONC_BAD=$((CONC_BAD + 1)); flag "two site.yml at once" "a run failed"; }
-if expect_check "two site.yml at once"; then :; else CONC_BAD=$((CONC_BAD + 1)); fi
-record "two site.yml at once" "$(elapsed "$t") s"
-t=$(now)
-together conc-site-teardown playbooks/site.yml playbooks/teardown.yml 5 || { CONC_BAD=$((CONC_BAD + 1)); flag "site.yml + teardown.yml at once" "a run failed"; }
-# what the last module run per host implies: SAs from the later of "IPsec states (SAs)" (site) and
-# "Remove owned IPsec states" (teardown), SPs likewise
-helper last "$OUT/conc-site-teardown-a.tlog=site" "$OUT/conc-site-teardown-b.tlog=teardown" > "$OUT/conc-last.txt"
-want=""
-for n in 1 2; do
-	k=""
-	sa_site=$(awk -F'|' -v h="lab$n" '$1 == h && $2 == "IPsec states (SAs)" {print $4}' "$OUT/conc-last.txt")
-	sa_td=$(awk -F'|' -v h="lab$n" '$1 == h && $2 == "Remove owned IPsec states" {print $4}' "$OUT/conc-last.txt")
-	sp_site=$(awk -F'|' -v h="lab$n" '$1 == h && $2 == "IPsec policies" {print $4}' "$OUT/conc-last.txt")
-	sp_td=$(awk -F'|' -v h="lab$n" '$1 == h && $2 == "Remove owned IPsec policies" {print $4}' "$OUT/conc-last.txt")
-	[[ "$sa_site" > "$sa_td" ]] && k="sa"
-	[[ "$sp_site" > "$sp_td" ]] && k="${k:+$k,}sp"
-	want="$want lab$n:$k"
-	record "site + teardown: lab$n last SA / SP task" "$([[ "$sa_site" > "$sa_td" ]] && echo site || echo teardown) / $([[ "$sp_site" > "$sp_td" ]] && echo site || echo teardown) (${k:-nothing expected})"
-done
-if expect_check "site + teardown at once" "${want# }"; then :; else CONC_BAD=$((CONC_BAD + 1)); fi
-foreign_check "concurrent runs" || true
-record "site.yml + teardown.yml at once" "$(elapsed "$t") s"
+if stage conc-site-site; then
+	t=$(now)
+	together conc-site-site playbooks/site.yml playbooks/site.yml || { CONC_BAD=$((CONC_BAD + 1)); flag "two site.yml at once" "a run failed"; }
+	if expect_check "two site.yml at once"; then :; else CONC_BAD=$((CONC_BAD + 1)); fi
+	record "two site.yml at once" "$(elapsed "$t") s"
+fi
+if stage conc-site-teardown; then
+	need_empty
+	t=$(now)
+	together conc-site-teardown playbooks/site.yml playbooks/teardown.yml 5 || { CONC_BAD=$((CONC_BAD + 1)); flag "site.yml + teardown.yml at once" "a run failed"; }
+	# what the last module run per host implies: SAs from the later of "IPsec states (SAs)" (site) and
+	# "Remove owned IPsec states" (teardown), SPs likewise
+	helper last "$OUT/conc-site-teardown-a.tlog=site" "$OUT/conc-site-teardown-b.tlog=teardown" > "$OUT/conc-last.txt"
+	want=""
+	for n in 1 2; do
+		k=""
+		sa_site=$(awk -F'|' -v h="lab$n" '$1 == h && $2 == "IPsec states (SAs)" {print $4}' "$OUT/conc-last.txt")
+		sa_td=$(awk -F'|' -v h="lab$n" '$1 == h && $2 == "Remove owned IPsec states" {print $4}' "$OUT/conc-last.txt")
+		sp_site=$(awk -F'|' -v h="lab$n" '$1 == h && $2 == "IPsec policies" {print $4}' "$OUT/conc-last.txt")
+		sp_td=$(awk -F'|' -v h="lab$n" '$1 == h && $2 == "Remove owned IPsec policies" {print $4}' "$OUT/conc-last.txt")
+		[[ "$sa_site" > "$sa_td" ]] && k="sa"
+		[[ "$sp_site" > "$sp_td" ]] && k="${k:+$k,}sp"
+		want="$want lab$n:$k"
+		record "site + teardown: lab$n last SA / SP task" "$([[ "$sa_site" > "$sa_td" ]] && echo site || echo teardown) / $([[ "$sp_site" > "$sp_td" ]] && echo site || echo teardown) (${k:-nothing expected})"
+	done
+	if expect_check "site + teardown at once" "${want# }"; then :; else CONC_BAD=$((CONC_BAD + 1)); fi
+	foreign_check "concurrent runs" || true
+	record "site.yml + teardown.yml at once" "$(elapsed "$t") s"
+fi
 collect_keys
 
 # ---------------------------------------------------------------------------------------------
@@ -547,7 +585,7 @@ for n in 1 2; do
 	SAMPLES=$((SAMPLES + $(awk 'NR == 1 {print $2}' "$OUT/argv-lab$n.txt")))
 done
 NKEYS=$(wc -l < "$KEYS")
-[ "$NKEYS" -ge 6 ] || flag "keys collected" "only $NKEYS (expected both directions of 3 generations)"
+[ "$NKEYS" -ge 2 ] || flag "keys collected" "only $NKEYS (expected both directions of every generation)"
 # on the VMs: every file under /root /tmp /var/tmp /run /var/log /etc, patterns on stdin (never in argv)
 VMHITS=0
 for n in 1 2; do
@@ -603,7 +641,10 @@ if [ "${REL_WRITE_DOC:-1}" = 1 ]; then
 
 Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $TOTAL s (incl. boot), result $RESULT.
 Machine: $HOSTINFO.
-Reproduce: \`bash lab/reliability.sh\` (own VM pair, SSH 2281/2282; LAB_KEEP=1 keeps it).
+Reproduce: \`REL_STAGES="${REL_STAGES}" bash lab/reliability.sh\` (own VM pair, SSH 2281/2282; LAB_KEEP=1 keeps it;
+without REL_STAGES every stage runs).
+Stages run:${STAGES_RUN:- none} (all: $STAGES_ALL); always: foreign state, held-lock refusal,
+teardown.yml, key search.
 
 $FIG
 
