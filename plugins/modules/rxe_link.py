@@ -118,7 +118,7 @@ links:
       description: C(add), C(delete) or null.
       type: str
     state:
-      description: Port state (C(ACTIVE), C(DOWN)) of O(links[].device).
+      description: Port state (C(ACTIVE), C(DOWN)) of RV(links[].device).
       type: str
     gid_index:
       description: Index of the RoCE v2 IPv4-mapped GID (null if there is none).
