@@ -56,10 +56,14 @@ backend() { # backend NAME: the whole cycle on a pair booted from the image that
 	local be=$1 t r b1 b2 a1 a2 wire esp clear T f0 f1
 	T=$(now)
 	if [ "$be" = libreswan ]; then export LAB_VARIANT=libreswan; else unset LAB_VARIANT; fi
-	# the other backend's image may still run on this pair: boot the right one
-	if [ -f "$RUN/vm1.pid" ]; then bash "$LAB_DIR/lab.sh" down > /dev/null 2>&1 || true; fi
+	# the other backend's image may still run on this pair (LAB_KEEP=1): boot the right one
+	local img; img=$(bash "$LAB_DIR/build.sh" dir)
+	if [ -f "$RUN/vm1.pid" ] && [ "$(cat "$RUN/ike-image" 2>/dev/null)" != "$img" ]; then
+		bash "$LAB_DIR/lab.sh" down > /dev/null 2>&1 || true
+	fi
 	lab_start
-	record "$be: image" "$(basename "$(bash "$LAB_DIR/build.sh" dir)")"
+	echo "$img" > "$RUN/ike-image"
+	record "$be: image" "$(basename "$img")"
 	t=$(now)
 	r=$(play "$be-prepare" "" lab/prepare.yml) || { bad "$be: lab/prepare.yml" "$r"; return 1; }
 	record "$be: lab/prepare.yml (modules, OVS)" "$r ($(elapsed "$t") s)"
