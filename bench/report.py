@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright (c) ipsec_offload.mlx5 contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -180,14 +179,15 @@ def chart(rs, path, title):
         for m in METHODS:
             pts = [(r["objects"], r["seconds"]) for r in rs if r["phase"] == phase and r["method"] == m]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[m], label=METHOD_TEXT[m].split(" (")[0])
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[m], label=METHOD_TEXT[m].split(" (", maxsplit=1)[0])
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("objects (SAs + policies)")
         ax.set_ylabel("wall time, s")
         ax.set_title({"apply": "apply (all new)", "noop": "no-op re-run", "deleted": "deleted (all)"}[phase])
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7, loc="upper left")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7, loc="upper left")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
