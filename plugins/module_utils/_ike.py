@@ -374,15 +374,15 @@ def backend_support(backend, version_text, offload):
            "packet_min": ".".join(map(str, PACKET_MIN[backend])), "packet_offload": None, "ok": True, "reason": ""}
     if ver is None:
         res["ok"] = False
-        res["reason"] = ("%s is not installed or did not report its version (%s); install it (Debian: %s)"
-                         % (backend, (version_text or "no output").strip().splitlines()[0][:120] if (version_text or "").strip() else "no output",
-                            "strongswan-swanctl strongswan-charon" if backend == "strongswan" else "libreswan"))
+        seen = (version_text or "").strip()
+        seen = seen.splitlines()[0][:120] if seen else "no output"
+        pkgs = "strongswan-swanctl strongswan-charon" if backend == "strongswan" else "libreswan"
+        res["reason"] = "%s is not installed or did not report its version (%s); install it (Debian: %s)" % (backend, seen, pkgs)
         return res
     res["packet_offload"] = ver >= PACKET_MIN[backend]
     if offload == "packet" and not res["packet_offload"]:
         res["ok"] = False
+        option = "hw_offload = packet" if backend == "strongswan" else "nic-offload=packet"
         res["reason"] = ("%s %s cannot request IPsec packet offload (%s needs >= %s); upgrade it, or set "
-                         "ipsec_offload: crypto/none" % (backend, res["version"],
-                                                        "hw_offload = packet" if backend == "strongswan" else "nic-offload=packet",
-                                                        res["packet_min"]))
+                         "ipsec_offload: crypto/none" % (backend, res["version"], option, res["packet_min"]))
     return res
