@@ -14,6 +14,8 @@ description:
     CHILD_SA per traffic-selector pair of the derived policies and a per-pair PSK (HMAC-SHA256 of the
     pair's two ESP keys, or C(ipsec_overrides[peer].psk)). Carries the PSK - use with no_log.
   - C(public) - the same without the PSK; C(redact) - a list of connections (O(_input)) without their PSK.
+  - C(libreswan_children) - a list of connections (O(_input)) as libreswan runs them - CHILD_SAs that differ
+    only in their ports merged into one with any port (one CHILD_SA per address and protocol pair).
   - C(swanctl), C(swanctl_secrets), C(libreswan), C(libreswan_secrets) - the text of the files the
     collection owns for one connection (O(_input) is then a connection, not the derivation).
   - C(swanctl_sas), C(trafficstatus), C(showstates) - parse C(swanctl --list-sas) / C(ipsec trafficstatus) /
@@ -32,7 +34,7 @@ options:
   what:
     description: The operation.
     type: str
-    choices: [connections, public, redact, swanctl, swanctl_secrets, libreswan, libreswan_secrets, swanctl_sas, trafficstatus, showstates, support]
+    choices: [connections, public, redact, libreswan_children, swanctl, swanctl_secrets, libreswan, libreswan_secrets, swanctl_sas, trafficstatus, showstates, support]
     default: connections
   overrides:
     description: The host's C(ipsec_overrides) (per peer C(psk)).
@@ -72,6 +74,8 @@ def ipsec_ike(data, host=None, what="connections", overrides=None, offload="none
             return _ike.connections(data, host, overrides)
         if what == "public":
             return _ike.public(_ike.connections(data, host, overrides))
+        if what == "libreswan_children":
+            return _ike.libreswan_children(data)
         if what == "redact":
             return _ike.public(data)
         if what in ("swanctl", "swanctl_secrets", "libreswan", "libreswan_secrets"):
@@ -89,7 +93,7 @@ def ipsec_ike(data, host=None, what="connections", overrides=None, offload="none
     except (KeyError, TypeError, ValueError) as e:
         # never echo the input: it may hold a PSK
         raise AnsibleFilterError("ipsec_ike(%s): malformed input (%s)" % (what, type(e).__name__)) from None
-    raise AnsibleFilterError("ipsec_ike: what=%r is not one of connections, public, redact, swanctl, swanctl_secrets, "
+    raise AnsibleFilterError("ipsec_ike: what=%r is not one of connections, public, redact, libreswan_children, swanctl, swanctl_secrets, "
                              "libreswan, libreswan_secrets, swanctl_sas, trafficstatus, showstates, support" % (what,))
 
 

@@ -263,6 +263,30 @@ def render_libreswan(conn):
     return "\n".join(lines)
 
 
+def libreswan_children(conns):
+    """The connections as libreswan runs them: CHILD_SAs that differ only in their ports are merged
+    into one with any port on both sides (``17/%any``).
+
+    Seen in the lab (libreswan 5.2): the second CHILD_SA between the same two hosts, negotiated with
+    CREATE_CHILD_SA over the shared IKE SA, got no answer from the responder (initiator: "EXPECTATION
+    FAILED ... routing: unhandled INITIATED, UNROUTED, TEMPLATE"). One CHILD_SA per address/protocol
+    pair avoids that; it protects the protocol between the two addresses on all ports (wider than the
+    iproute2/strongSwan selectors, never narrower)."""
+    out = []
+    for conn in conns:
+        merged = []
+        for c in conn["children"]:
+            same = next((m for m in merged if (m["local"], m["remote"], m["proto"]) == (c["local"], c["remote"], c["proto"])), None)
+            if same is None:
+                merged.append(dict(c))
+            elif (same["lport"], same["rport"]) != (c["lport"], c["rport"]):
+                same["lport"] = same["rport"] = None
+        new = dict(conn)
+        new["children"] = merged
+        out.append(new)
+    return out
+
+
 def _host(addr):
     ip = ipaddress.ip_address(addr)
     return "%s/%d" % (ip, ip.max_prefixlen)

@@ -261,3 +261,14 @@ def test_parse_showstates_newest_child_per_conn():
         {"name": "other", "serial": 9, "spi_out": "0x11111111", "spi_in": "0x22222222"},
     ]
     assert ipsec_ike(SHOWSTATES, what="showstates")[0]["spi_in"] == "0x4e68b7a9"
+
+
+def test_libreswan_children_merge_port_directions(vxlan):
+    conns = _ike.connections(vxlan, "lab1")
+    ls, = _ike.libreswan_children(conns)
+    assert [(c["name"], c["local"], c["remote"], c["proto"], c["lport"], c["rport"]) for c in ls["children"]] == [
+        ("ipsec_offload_mlx5-lab1-lab2-c1", "192.168.100.1/32", "192.168.100.2/32", "udp", None, None)]
+    text = _ike.render_libreswan(ls)
+    assert text.count("\nconn ") == 1 and "\tleftprotoport=17/%any\n\trightprotoport=17/%any\n" in text
+    assert len(conns[0]["children"]) == 2   # the input is not modified; strongSwan keeps both
+    assert ipsec_ike(conns, what="libreswan_children") == [ls]
