@@ -84,7 +84,7 @@ def rows(raw, loop_pairs):
                     secs, rss, note = a["seconds"], a["rss"], a.get("note", "")
                 out.append({"n_pairs": n, "objects": objs, "phase": phase, "method": m, "seconds": round(secs, 3),
                             "ratio_to_floor": round(secs / floor["seconds"], 2) if floor and floor["seconds"] else None,
-                            "objects_per_s": round(objs / secs, 1) if secs else None,
+                            "objects_per_s": round(objs / secs, 3) if secs else None,
                             "peak_rss_mib": round(rss / 1024.0, 1) if rss else None, "note": note})
     return out
 
