@@ -256,7 +256,11 @@ def render_libreswan(conn):
         ]
         if conn["mode"] == "tunnel" or c["local"] != _host(conn["local_addr"]) or c["remote"] != _host(conn["remote_addr"]):
             lines += ["\tleftsubnet=%s" % c["local"], "\trightsubnet=%s" % c["remote"]]
-        lp, rp = _protoport(c["proto"], c["lport"]), _protoport(c["proto"], c["rport"])
+        if c["lport"] is None and c["rport"] is None:
+            # libreswan refuses "%any" ports on both sides: the protocol alone means any port
+            lp = rp = None if c["proto"] is None else str(PROTO_NUM[c["proto"]])
+        else:
+            lp, rp = _protoport(c["proto"], c["lport"]), _protoport(c["proto"], c["rport"])
         if lp:
             lines += ["\tleftprotoport=%s" % lp, "\trightprotoport=%s" % rp]
         lines += ["\tauto=%s" % ("start" if conn["initiator"] else "add"), ""]
