@@ -10,20 +10,23 @@
 # i.e. software ESP on the real trixie kernel. Exit status 0 only if every step passed.
 set -euo pipefail
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=../scripts/common.sh
-source "$LAB_DIR/../scripts/common.sh"
+# shellcheck source=lib.sh
+source "$LAB_DIR/lib.sh"    # now, elapsed, on, owned_sas/sps/packets, verify_table (the rest is the demo's own)
 RUN=${LAB_RUN:-$LAB_DIR/run}
 OUT=$RUN/demo
 mkdir -p "$OUT"
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 declare -a REPORT=()
 record() { REPORT+=("$(printf '%-44s %s' "$1" "$2")"); }
 finish() {
 	local rc=$?
 	printf '\n===== lab demo report =====\n'
 	printf '%s\n' "${REPORT[@]}"
+	if [ "${#PEERS[@]}" -gt 0 ]; then
+		printf '\nper peer (owned = reqid 0x51c00000-0x51c0ffff; packets = sum over the owned SAs, before -> after verify.yml + the wire check):\n'
+		printf '%-6s %6s %6s %9s %9s %7s %6s %8s %10s %s\n' peer SAs SPs before after delta need 'ESP seen' 'left after' pass
+		printf '%s\n' "${PEERS[@]}"
+	fi
 	if [ "$rc" -eq 0 ]; then printf 'RESULT: PASS\n'; else printf 'RESULT: FAIL (rc=%s; logs in %s)\n' "$rc" "$OUT"; fi
 	if [ "${LAB_KEEP:-0}" != 1 ]; then bash "$LAB_DIR/lab.sh" down >/dev/null 2>&1 || true; fi
 	exit "$rc"
@@ -43,11 +46,6 @@ export ANSIBLE_COLLECTIONS_PATH=$COLL ANSIBLE_PIPELINING=1 ANSIBLE_HOST_KEY_CHEC
 	ANSIBLE_STDOUT_CALLBACK=default ANSIBLE_FORCE_COLOR=0 ANSIBLE_RETRY_FILES_ENABLED=0
 INV=(-i "$RUN/inventory.yml" -i "$REPO_ROOT/inventories/examples/lab")
 EXTRA=(-e "ipsec_keystore_path=$RUN/keystore.yml")
-on() { local n=$1; shift; ssh -F "$RUN/ssh_config" "lab$n" "$@"; }
-# SAs whose reqid lies in the collection's owned range 0x51c00000-0x51c0ffff, on labN
-owned_sas() {
-	on "$1" 'ip xfrm state list nokeys' | awk '{for(i=1;i<NF;i++) if($i=="reqid"){r=$(i+1)+0; if(r>=1371537408 && r<=1371602943) c++}} END{print c+0}'
-}
 play() { # play NAME PLAYBOOK [args...]: run, keep the log, return the recap's changed/failed sums
 	local name=$1 pb=$2; shift 2
 	local log="$OUT/$name.log"
@@ -73,24 +71,33 @@ case "$r" in *failed=0) ;; *) die "converge failed: $r" ;; esac
 t=$(now); r=$(play idempotence site.yml); record "site.yml second run (must be changed=0)" "$r ($(elapsed "$t") s)"
 [ "$r" = "changed=0 failed=0" ] || die "second run was not idempotent: $r"
 
+declare -a PEERS=() SAS=() SPS=() ALL=() BEFORE=() AFTER=() ESP=()
 for n in 1 2; do
-	record "lab$n owned SAs / all SAs / all policies" "$(owned_sas "$n") / $(on "$n" 'ip xfrm state list nokeys | grep -c "^src"') / $(on "$n" 'ip xfrm policy list | grep -c "^src"')"
+	SAS[n]=$(owned_sas "$n"); SPS[n]=$(owned_sps "$n"); BEFORE[n]=$(owned_packets "$n")
+	ALL[n]="$(on "$n" 'ip xfrm state list nokeys | grep -c "^src"') SAs / $(on "$n" 'ip xfrm policy list | grep -c "^src"') policies"
 done
 t=$(now); r=$(play verify playbooks/verify.yml -e verify_count=10); record "verify.yml (10 pings each way)" "$r ($(elapsed "$t") s)"
-grep -E '"delta"|packets transmitted|owned SAs all carried' "$OUT/verify.log" | sed 's/^ *//' | head -20 > "$OUT/verify-summary.txt" || true
-while read -r line; do record "  verify" "$line"; done < "$OUT/verify-summary.txt"
+verify_table "$OUT/verify.log" > "$OUT/verify-summary.txt" || true
 for n in 1 2; do
 	# shellcheck disable=SC2016 # $((...)) is expanded on the VM
 	on "$n" 'tcpdump -c 4 -n -i link0 esp 2>/dev/null & sleep 0.5; ping -c 3 -i 0.2 -W 2 192.168.100.$((3 - '"$n"')) >/dev/null; wait' > "$OUT/lab$n-wire.txt" 2>&1 || true
-	record "lab$n wire (tcpdump esp, 4 packets)" "$(grep -c ESP "$OUT/lab$n-wire.txt") ESP packets seen"
+	ESP[n]=$(grep -c ESP "$OUT/lab$n-wire.txt" || true)
 done
+for n in 1 2; do AFTER[n]=$(owned_packets "$n"); done
+record "verify table (per SA)" "$OUT/verify-summary.txt"
 
 t=$(now); r=$(play teardown playbooks/teardown.yml); record "teardown.yml" "$r ($(elapsed "$t") s)"
+# One row per peer. need: verify.yml sends 10 pings each way (request + reply through the owned SAs
+# of both peers: 40 packets) and the wire check 3 pings each way (12): >= 52 more packets.
+fail=0
 for n in 1 2; do
 	left=$(owned_sas "$n")
-	record "lab$n owned SAs left after teardown" "$left"
-	[ "$left" = 0 ] || die "teardown left owned SAs on lab$n"
+	delta=$((AFTER[n] - BEFORE[n])) verdict=PASS
+	{ [ "${SAS[n]}" -ge 2 ] && [ "${SPS[n]}" -ge 2 ] && [ "$delta" -ge 52 ] && [ "${ESP[n]}" -ge 4 ] && [ "$left" = 0 ]; } || { verdict=FAIL; fail=1; }
+	PEERS+=("$(printf '%-6s %6s %6s %9s %9s %7s %6s %8s %10s %s' "lab$n" "${SAS[n]}" "${SPS[n]}" "${BEFORE[n]}" "${AFTER[n]}" "$delta" 52 "${ESP[n]}" "$left" "$verdict")")
+	record "lab$n all SAs / policies when converged" "${ALL[n]}"
 done
+[ "$fail" = 0 ] || die "a peer failed (see the per-peer table)"
 foreign_after=$(on 1 'ip xfrm state list nokeys src 192.168.100.1 dst 192.168.100.99; ip xfrm policy list dst 192.168.100.99/32' | grep -v -e lastused -e 'add ' -e 'use ')
 [ "$foreign_before" = "$foreign_after" ] || die "the foreign SA/policy on lab1 changed"
 record "foreign SA + policy on lab1" "intact"
