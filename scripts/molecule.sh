@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run the molecule scenarios of the collection.
 #
-#   scripts/molecule.sh                 # molecule test -s default: the QEMU lab pair, end to end
+#   scripts/molecule.sh                 # molecule test -s default: the QEMU lab pair, end to end,
+#                                       # once per topology: lab-vxlan, then lab-roce
 #   scripts/molecule.sh converge        # any molecule subcommand, scenario default
+#   MOLECULE_LAB_INVENTORIES="lab" scripts/molecule.sh   # the plain pair only (inventories/examples/lab)
 #   MOLECULE_SCENARIO=lab_dpu scripts/molecule.sh test   # real DPU hosts: see molecule/lab_dpu/README.md
 #
 # Installs molecule + pytest-testinfra (tests/requirements-molecule.txt) into their own venv
@@ -39,29 +41,44 @@ mkdir -p .cache/molecule-collections/ansible_collections/ipsec_offload
 ln -sfn "$REPO_ROOT" .cache/molecule-collections/ansible_collections/ipsec_offload/mlx5
 LOG_DIR=${MOLECULE_LOG_DIR:-$REPO_ROOT/lab/run/molecule-logs}
 mkdir -p "$LOG_DIR"
-log_file="$LOG_DIR/molecule-$SCENARIO-$ACTION-$(date -u +%Y%m%dT%H%M%SZ).log"
-log "molecule $ACTION -s $SCENARIO $* (log: $log_file)"
-t0=$(date +%s)
-set +e
-# Each output line is prefixed with the seconds since the start: the phase timings below are read
-# from molecule's "[<scenario> > <action>] Executing" lines ("<scenario> ➜ <action>: Executing" in colour).
-ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1 molecule "$ACTION" -s "$SCENARIO" "$@" 2>&1 \
-	| while IFS= read -r line; do printf '[%5ds] %s\n' "$(($(date +%s) - t0))" "$line"; done | tee "$log_file"
-rc=${PIPESTATUS[0]}
-set -e
-total=$(($(date +%s) - t0))
-printf '\n===== molecule %s -s %s: phase wall times =====\n' "$ACTION" "$SCENARIO"
-awk '
-	{ gsub(/\033\[[0-9;]*m/, "") }
-	match($0, /^\[ *[0-9]+s\]/) { t = substr($0, 2, RLENGTH - 3) + 0 }
-	/ > [a-z_]+\] Executing *$/ || / ➜ [a-z_]+: Executing *$/ {
-		if (name != "") printf "%-14s %5d s\n", name, t - start
-		s = $0; sub(/.*( > | ➜ )/, "", s); sub(/[]:].*/, "", s); name = s; start = t
-	}
-	END { if (name != "") printf "%-14s %5d s\n", name, t - start }
-' "$log_file"
-printf '%-14s %5d s\n' total "$total"
-if [ "$rc" -ne 0 ]; then
-	die "molecule $ACTION -s $SCENARIO failed (rc=$rc); full log: $log_file"
+run_one() { # run_one LABEL [args...]: one molecule run; its log, phase times; dies on failure
+	local label=$1; shift
+	local log_file t0 rc total
+	log_file="$LOG_DIR/molecule-$SCENARIO-$label-$ACTION-$(date -u +%Y%m%dT%H%M%SZ).log"
+	log "molecule $ACTION -s $SCENARIO ($label) $* (log: $log_file)"
+	t0=$(date +%s)
+	set +e
+	# Each output line is prefixed with the seconds since the start: the phase timings below are read
+	# from molecule's "[<scenario> > <action>] Executing" lines ("<scenario> ➜ <action>: Executing" in colour).
+	ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1 molecule "$ACTION" -s "$SCENARIO" "$@" 2>&1 \
+		| while IFS= read -r line; do printf '[%5ds] %s\n' "$(($(date +%s) - t0))" "$line"; done | tee "$log_file"
+	rc=${PIPESTATUS[0]}
+	set -e
+	total=$(($(date +%s) - t0))
+	printf '\n===== molecule %s -s %s (%s): phase wall times =====\n' "$ACTION" "$SCENARIO" "$label"
+	awk '
+		{ gsub(/\033\[[0-9;]*m/, "") }
+		match($0, /^\[ *[0-9]+s\]/) { t = substr($0, 2, RLENGTH - 3) + 0 }
+		/ > [a-z_]+\] Executing *$/ || / ➜ [a-z_]+: Executing *$/ {
+			if (name != "") printf "%-14s %5d s\n", name, t - start
+			s = $0; sub(/.*( > | ➜ )/, "", s); sub(/[]:].*/, "", s); name = s; start = t
+		}
+		END { if (name != "") printf "%-14s %5d s\n", name, t - start }
+	' "$log_file"
+	printf '%-14s %5d s\n' total "$total"
+	if [ "$rc" -ne 0 ]; then
+		die "molecule $ACTION -s $SCENARIO ($label) failed (rc=$rc); full log: $log_file"
+	fi
+	log "molecule $ACTION -s $SCENARIO ($label) passed in ${total}s (log: $log_file)"
+}
+
+if [ "$SCENARIO" = default ]; then
+	# one run per example inventory (topology): each boots and destroys its own pair (molecule test)
+	for inv in ${MOLECULE_LAB_INVENTORIES:-lab-vxlan lab-roce}; do
+		[ -d "$REPO_ROOT/inventories/examples/$inv" ] || die "MOLECULE_LAB_INVENTORIES: no inventories/examples/$inv"
+		export MOLECULE_LAB_INVENTORY=$inv
+		run_one "$inv" "$@"
+	done
+else
+	run_one "$SCENARIO" "$@"
 fi
-log "molecule $ACTION -s $SCENARIO passed in ${total}s (log: $log_file)"

@@ -4,7 +4,8 @@ Run by molecule's testinfra verifier, which passes --ansible-inventory=<molecule
 directory>; that directory holds the lab's generated inventory (create.yml links it there).
 The phase (converged | torn_down) comes from the file prepare.yml / side_effect.yml write
 (MOLECULE_VERIFY_PHASE overrides it); the tests of the other phase are deselected, and a run that
-selects no test fails.
+selects no test fails.  Tests marked `topology(...)` run only for the scenario inventory's
+ipsec_topology (MOLECULE_LAB_INVENTORY: lab, lab-vxlan, lab-roce).
 """
 from __future__ import annotations
 
@@ -36,17 +37,27 @@ def _phase() -> str:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "phase(name): run only in this verify phase (converged, torn_down)")
+    config.addinivalue_line("markers", "topology(name, ...): run only when the scenario's inventory "
+                            "(MOLECULE_LAB_INVENTORY) has one of these ipsec_topology values")
+    # the SAs live in the inventory's ipsec_namespace (ns0 for RoCE over VF): dumps read there
+    netns = xfrm_view.lab_inventory()["netns"]
+    if netns:
+        os.environ.setdefault("IPSEC_VERIFY_NETNS", netns)
 
 
 def pytest_collection_modifyitems(config, items):
     phase = _phase()
+    topology = xfrm_view.lab_inventory()["topology"]
     keep, drop = [], []
     for item in items:
         mark = item.get_closest_marker("phase")
-        (keep if mark is None or mark.args[0] == phase else drop).append(item)
+        topo = item.get_closest_marker("topology")
+        wanted = (mark is None or mark.args[0] == phase) and (topo is None or topology in topo.args)
+        (keep if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
     items[:] = keep
     if not keep:
         raise pytest.UsageError("no test for verify phase %r" % phase)
-    print("verify phase: %s (%d tests; %d of the other phase deselected)" % (phase, len(keep), len(drop)))
+    print("verify phase: %s, topology %s (%d tests; %d of another phase or topology deselected)"
+          % (phase, topology, len(keep), len(drop)))

@@ -2,6 +2,7 @@
 traffic across the pair is encrypted and counted by both peers' SAs, foreign objects are intact."""
 from __future__ import annotations
 
+import os
 import shlex
 
 import pytest
@@ -69,26 +70,52 @@ def test_every_owned_policy_has_its_sa_on_the_host(dumps, rng):
                     assert (t["src"], t["dst"], t["reqid"]) in sa_keys, "%s: policy %s has no SA" % (host, pol["sel"])
 
 
+def _traffic_plan(pair, a, b, target_sa_dst):
+    """How to send traffic from host a to host b on this scenario's topology: (ping prefix, target,
+    capture device, tcpdump filter, what to expect).  Read from the same inventory as converge."""
+    inv = xfrm_view.lab_inventory()
+    hv = {**inv["vars"], **(inv["hosts"].get(b) or {})}
+    if inv["topology"] == "vxlan_overlay":
+        # VF -> representor -> OVS -> vxlan1 -> udp/4789 -> ESP on the PF (link0) towards the peer's
+        # tunnel endpoint; the overlay ping is invisible on the wire
+        return ("", hv["vxlan_overlay_vf_address"].split("/")[0], inv["vars"]["ipsec_dev"],
+                "host %s" % hv["ipsec_local_ip"], "vxlan")
+    if inv["topology"] == "roce_vf":
+        # ns0: VF -> representor ingress tc (push cvlan 5, vlan 10, mirred) -> PF (link0): QinQ + ESP
+        return ("ip netns exec %s " % shlex.quote(inv["netns"]), hv["ipsec_local_ip"], inv["vars"]["roce_vf_pf"],
+                "", "qinq")
+    dev = pair[a].check_output("ip -o route get %s | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'", target_sa_dst).strip()
+    assert dev, "no route from %s to %s" % (a, target_sa_dst)
+    return ("", target_sa_dst, dev, "host %s" % target_sa_dst, "plain")
+
+
 def test_traffic_is_esp_and_counted_by_both_peers(pair, dumps, salt, rng):
-    """Ping A -> B; on A's wire only ESP leaves towards B; all four SA counters rise by >= PINGS."""
+    """Ping A -> B along the topology's path (plain: the peer; vxlan: the peer's overlay address
+    through OVS; roce: from the VF's namespace through the QinQ tc rules); on A's wire only ESP
+    leaves (roce: every ESP frame double-tagged, vlan 10 + cvlan 5; vxlan: no cleartext VXLAN);
+    every owned SA of the pair on both peers counts >= PINGS more packets."""
     a, b, aa, ba = _addrs(dumps)
-    target = sorted(x[1] for x in xfrm_view.sas_between(dumps[a], aa, ba, rng))[0]
+    netns = os.environ.get("IPSEC_VERIFY_NETNS", "")
+    target_sa_dst = sorted(x[1] for x in xfrm_view.sas_between(dumps[a], aa, ba, rng))[0]
+    prefix, target, dev, flt, kind = _traffic_plan(pair, a, b, target_sa_dst)
     before = {n: xfrm_view.counters(d, rng) for n, d in dumps.items()}
-    dev = pair[a].check_output("ip -o route get %s | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'", target).strip()
-    assert dev, "no route from %s to %s" % (a, target)
     cap = "/tmp/molecule-verify.pcap"
     run = (
-        "rm -f {cap}; timeout 60 tcpdump -n -U -i {dev} -Q out -w {cap} host {t} >/dev/null 2>&1 & tp=$!; sleep 2; "
-        "ping -n -q -c {n} -i 0.2 -W 2 {t}; rc=$?; sleep 1; kill -INT $tp; wait $tp; "
-        "tcpdump -n -r {cap} 2>/dev/null; rm -f {cap}; exit $rc"
-    ).format(cap=cap, dev=shlex.quote(dev), t=shlex.quote(target), n=PINGS)
+        "rm -f {cap}; timeout 60 tcpdump -n -U -i {dev} -Q out -w {cap} {flt} >/dev/null 2>&1 & tp=$!; sleep 2; "
+        "{prefix}ping -n -q -c {n} -i 0.2 -W 2 {t}; rc=$?; sleep 1; kill -INT $tp; wait $tp; "
+        "tcpdump -e -n -r {cap} 2>/dev/null; rm -f {cap}; exit $rc"
+    ).format(cap=cap, dev=shlex.quote(dev), flt=flt, prefix=prefix, t=shlex.quote(target), n=PINGS)
     out = pair[a].run(run)
     assert out.rc == 0, "ping %s from %s failed (rc %s): %s %s" % (target, a, out.rc, out.stdout[-500:], out.stderr)
-    wire = xfrm_view.count_capture(out.stdout)
-    print("%s wire towards %s: %s" % (a, target, wire))
+    wire = xfrm_view.count_frames(out.stdout)
+    print("%s %s wire (%s) towards %s: %s" % (a, kind, dev, target, wire))
     assert wire["esp"] >= PINGS, "fewer ESP packets on %s's wire than pings: %s" % (dev, wire)
     assert wire["icmp"] == 0, "cleartext ICMP left %s towards %s: %s" % (a, target, wire)
-    after = {n: xfrm_view.counters(xfrm_view.dump(h, salt), rng) for n, h in pair.items()}
+    if kind == "vxlan":
+        assert wire["vxlan"] == 0, "cleartext VXLAN left %s: %s" % (a, wire)
+    if kind == "qinq":
+        assert wire["esp_qinq"] == wire["esp"], "ESP frames without both QinQ tags on %s: %s" % (dev, wire)
+    after = {n: xfrm_view.counters(xfrm_view.dump(h, salt, netns), rng) for n, h in pair.items()}
     rows = []
     for host in (a, b):
         for key, pk in sorted(after[host].items()):

@@ -108,3 +108,27 @@ def nic_packet_deltas(before: dict, after: dict) -> dict:
                 rise = int(new) - int((before or {}).get(name, 0))
                 out[d] = rise if out[d] is None else max(out[d], rise)
     return out
+
+
+def lab_inventory() -> dict:
+    """The example inventory the scenario converged with (MOLECULE_LAB_INVENTORY, default "lab"):
+    its topology, the SAs' namespace and per-host variables, read from the same hosts.yml that
+    molecule.yml passes to ansible-playbook."""
+    name = os.environ.get("MOLECULE_LAB_INVENTORY", "").strip() or "lab"
+    path = project_dir() / "inventories" / "examples" / name / "hosts.yml"
+    with open(path, encoding="utf-8") as f:
+        group = yaml.safe_load(f)["all"]["children"]["ipsec_lab"]
+    gvars = group.get("vars") or {}
+    return {"name": name, "topology": gvars.get("ipsec_topology", "none"),
+            "netns": gvars.get("ipsec_namespace", "") or "", "vars": gvars, "hosts": group["hosts"]}
+
+
+def count_frames(text: str) -> dict:
+    """Count what `tcpdump -e -n -r` printed: ESP frames, of those the ones with both QinQ tags
+    (outer vlan 10, inner vlan 5 as the RoCE inventories set), cleartext ICMP and cleartext VXLAN."""
+    lines = [ln for ln in text.splitlines() if re.match(r"^\d{2}:\d{2}:", ln)]
+    esp = [ln for ln in lines if re.search(r"\bESP\(spi=", ln)]
+    return {"frames": len(lines), "esp": len(esp),
+            "esp_qinq": sum(1 for ln in esp if re.search(r"vlan 10, .*vlan 5, ", ln)),
+            "icmp": sum(1 for ln in lines if re.search(r"\bICMP\b", ln)),
+            "vxlan": sum(1 for ln in lines if re.search(r"\bVXLAN\b|\.4789[: ]", ln) and "ESP" not in ln)}
