@@ -212,16 +212,21 @@ def test_image_dir_is_under_the_cache_and_named_by_the_key(labcopy, tmp_path):
 def test_build_sh_rejects_unknown_subcommands(labcopy):
     r = run(["bash", str(labcopy / "build.sh"), "frobnicate"])
     assert r.returncode != 0
-    assert "usage: build.sh [build|key|dir]" in r.stderr
+    assert "usage: build.sh [build|key|dir|packages [main|build]]" in r.stderr
 
 
 def test_package_list_splits_image_and_build_only_packages():
     """packages.txt: what the image keeps vs what is purged after building netdevsim."""
-    script = f'source <(sed -n "/^packages()/,/^}}/p" {BUILD_SH}); LAB_DIR={LAB}; packages main; echo --; packages build'
+    # the default image variant (strongswan); LAB_VARIANT=libreswan swaps the '@strongswan' lines for '@libreswan'
+    script = (f'source <(sed -n "/^packages()/,/^}}/p" {BUILD_SH}); LAB_DIR={LAB}; VARIANT=strongswan; packages main; echo --; '
+              f'packages build; echo --; VARIANT=libreswan packages main')
     r = run(["bash", "-c", script])
     assert r.returncode == 0, r.stderr
-    main, build = r.stdout.split("--\n")
-    main, build = main.split(), build.split()
+    main, build, libre = r.stdout.split("--\n")
+    main, build, libre = main.split(), build.split(), libre.split()
+    assert "libreswan" not in main and "libreswan" in libre
+    assert not {"strongswan-swanctl", "strongswan-charon"} & set(libre)
+    assert set(main) - {"strongswan-swanctl", "strongswan-charon"} == set(libre) - {"libreswan"}
     for pkg in ("linux-image-amd64", "iproute2", "openvswitch-switch", "python3", "openssh-server",
                 "ethtool", "tcpdump", "iputils-ping", "kmod", "strongswan-swanctl", "strongswan-charon",
                 "rdma-core", "ibverbs-utils", "ibverbs-providers", "perftest"):
