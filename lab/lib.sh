@@ -48,7 +48,13 @@ _report_finish() {
 	if [ "${LAB_KEEP:-0}" != 1 ]; then bash "$LAB_DIR/lab.sh" down > /dev/null 2>&1 || true; fi
 	exit "$rc"
 }
-report_init() { REPORT_TITLE=$1; trap _report_finish EXIT; }
+report_init() {
+	REPORT_TITLE=$1
+	trap _report_finish EXIT
+	# a run stopped by a signal never reports PASS (the EXIT trap would see the status of the last command)
+	trap 'record "interrupted" "SIGTERM"; FAILED=1; exit 143' TERM
+	trap 'record "interrupted" "SIGINT"; FAILED=1; exit 130' INT
+}
 
 lab_start() {
 	local t
