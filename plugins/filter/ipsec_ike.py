@@ -34,7 +34,8 @@ options:
   what:
     description: The operation.
     type: str
-    choices: [connections, public, redact, libreswan_children, swanctl, swanctl_secrets, libreswan, libreswan_secrets, swanctl_sas, trafficstatus, showstates, support]
+    choices: [connections, public, redact, libreswan_children, swanctl, swanctl_secrets, libreswan, libreswan_secrets,
+              swanctl_sas, trafficstatus, showstates, support]
     default: connections
   overrides:
     description: The host's C(ipsec_overrides) (per peer C(psk)).
