@@ -16,7 +16,9 @@ import sys
 
 import yaml
 
-from test_rekey_playbook import DERIVE, FAKE_IP, ROOT, assert_no_keys, run, simulated, store_keys, write_inventory  # noqa: F401
+from test_rekey_playbook import DERIVE, FAKE_IP, ROOT, assert_no_keys, run, store_keys, write_inventory
+# the simulated fixture is used by name as a test argument
+from test_rekey_playbook import simulated  # noqa: F401  # pylint: disable=unused-import
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
 PLAYS = ("IPsec states and policies", "Topology after IPsec")
