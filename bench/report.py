@@ -216,7 +216,8 @@ def main():
     md = markdown(rs, tg, topologies(raw), a.machine, a.date, a.loop_pairs)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["date", "machine", "n_pairs", "objects", "phase", "method", "seconds",
-                                        "ratio_to_floor", "objects_per_s", "peak_rss_mib", "note"])
+                                        "ratio_to_floor", "objects_per_s", "peak_rss_mib", "note"],
+                       lineterminator="\n")  # csv's default is \r\n (ansible-test line-endings)
     w.writeheader()
     for r in rs:
         w.writerow(dict(r, date=a.date, machine=a.machine))
