@@ -2,9 +2,11 @@
 # The main job, on the built-in lab: set everything up, boot the two-VM pair, converge the
 # collection's site.yml on it (derive -> preflight -> IPsec states/policies), prove idempotence
 # (second run changed=0), send traffic and compare per-SA counters on both peers (verify.yml),
-# tear down (owned objects only, a foreign SA planted beforehand must survive), and print a report.
+# tear down (owned objects only, a foreign SA planted beforehand must survive), and print a report
+# with one row per peer; then both vendor topologies on the same pair (lab/topologies.sh).
 #
-#   bash lab/demo.sh            # LAB_KEEP=1 keeps the VMs running afterwards
+#   bash lab/demo.sh            # LAB_KEEP=1 keeps the VMs running afterwards;
+#                               # DEMO_TOPOLOGIES="" skips the topologies, "vxlan"/"roce" runs one
 #
 # The lab has no mlx5 NIC: the lab inventory (inventories/examples/lab) sets ipsec_offload: none,
 # i.e. software ESP on the real trixie kernel. Exit status 0 only if every step passed.
@@ -102,4 +104,16 @@ foreign_after=$(on 1 'ip xfrm state list nokeys src 192.168.100.1 dst 192.168.10
 [ "$foreign_before" = "$foreign_after" ] || die "the foreign SA/policy on lab1 changed"
 record "foreign SA + policy on lab1" "intact"
 on 1 'ip xfrm policy delete src 192.168.100.1/32 dst 192.168.100.99/32 dir out; ip xfrm state delete src 192.168.100.1 dst 192.168.100.99 proto esp spi 0x7777' || true
+
+# Then both vendor topologies on the same pair: lab/topologies.sh (VXLAN overlay + OVS; RoCE over
+# VF + QinQ tc + RoCE v2 through ESP) prints its own report above this one. DEMO_TOPOLOGIES=""
+# skips it; "vxlan" or "roce" runs one.
+DEMO_TOPOLOGIES=${DEMO_TOPOLOGIES-vxlan roce}
+if [ -n "$DEMO_TOPOLOGIES" ]; then
+	t=$(now)
+	LAB_RUN=$RUN LAB_SSH_PORT1=${LAB_SSH_PORT1:-2231} LAB_SSH_PORT2=${LAB_SSH_PORT2:-2232} \
+		LAB_LINK_PORT=${LAB_LINK_PORT:-4411} LAB_KEEP=1 TOPOLOGIES=$DEMO_TOPOLOGIES \
+		bash "$LAB_DIR/topologies.sh" || die "lab/topologies.sh failed (its report is above)"
+	record "topologies: $DEMO_TOPOLOGIES (lab/topologies.sh)" "PASS, report above ($(elapsed "$t") s)"
+fi
 record "total" "$(elapsed "$T0") s"
