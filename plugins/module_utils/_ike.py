@@ -29,9 +29,9 @@ IKE_BACKENDS = ("strongswan", "libreswan")
 OFFLOADS = ("none", "crypto", "packet")
 # Minimum versions for packet offload (checked against public sources, see docs/ike.md):
 #   strongSwan: hw_offload=packet merged 2023-02-17 (branch hw-packet-offload, "kernel 6.2"), first
-#   release 5.9.10; libreswan: nic-offload=packet from 4.12 (with the kernel series "Extend packet
-#   offload to fully support libreswan", Linux 6.4).
-PACKET_MIN = {"strongswan": (5, 9, 10), "libreswan": (4, 12)}
+#   release 5.9.10; libreswan: nic-offload=packet from 5.0 (commit 8e77c72cd4 of 2023-08-05, first
+#   in tag v5.0rc1; CHANGES v5.0 "HW packet offload support"; kernel side: Linux 6.4).
+PACKET_MIN = {"strongswan": (5, 9, 10), "libreswan": (5, 0)}
 _PSK_LABEL = b"ipsec_offload.mlx5 IKE PSK v1 "
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _PSK_RE = re.compile(r"^[A-Za-z0-9+/=_.:-]{16,256}$")

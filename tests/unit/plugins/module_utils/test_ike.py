@@ -225,6 +225,9 @@ def test_parse_trafficstatus():
     ("libreswan", "Libreswan 5.2\n", "packet", True, "5.2", True),
     ("libreswan", "Libreswan 4.11\n", "packet", False, "4.11", False),
     ("libreswan", "Libreswan 4.11\n", "crypto", True, "4.11", False),
+    # nic-offload=packet came with libreswan 5.0 (CHANGES: "HW packet offload support"); 4.15 has none
+    ("libreswan", "Libreswan 4.15\n", "packet", False, "4.15", False),
+    ("libreswan", "Libreswan 5.0\n", "packet", True, "5.0", True),
     ("libreswan", "", "none", False, None, None),
 ])
 def test_backend_support(backend, text, offload, ok, version, packet):
