@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The IKE backends (ipsec_backend: strongswan, libreswan) end to end on an own lab pair, with the
 # VXLAN overlay topology (inventories/examples/lab-vxlan + -e ipsec_backend=...), offload none:
-#   derive -> a foreign SA on lab1 (reqid 7, not ours, not the daemon's) -> site.yml --check --diff
+#   derive -> a foreign SA on lab1 (reqid 7, not ours, not the daemon's) -> [libreswan: site.yml
+#   refused in its preflight while pluto is stopped, since pluto flushes every xfrm SA when it starts;
+#   pluto started by hand, the foreign SA added again] -> site.yml --check --diff
 #   (nothing written) -> converge -> IKE SAs established on both peers (the daemon's own status) ->
 #   second run changed=0 -> overlay ping with a capture on lab1's link0 (only ESP) and the kernel
 #   counters of the daemon's SAs rising on both peers -> verify.yml -> teardown.yml -> no connection,
@@ -74,6 +76,27 @@ backend() { # backend NAME: the whole cycle on a pair booted from the image that
 	local E=(-e "ipsec_backend=$be")
 	t=$(now); r=$(play "$be-derive" "$INV" playbooks/derive.yml "${E[@]}") || { bad "$be: derive.yml" "$r"; return 1; }
 	record "$be: derive.yml (pairs, keys -> per-pair PSK)" "$r ($(elapsed "$t") s)"
+	if [ "$be" = libreswan ]; then
+		# pluto flushes every xfrm SA and policy when it starts: with pluto stopped and the foreign
+		# SA installed, site.yml must refuse in its preflight, before any change, and say so
+		on 1 'ipsec whack --status > /dev/null 2>&1' && { bad "$be: pluto" "already running on a fresh pair"; return 1; }
+		t=$(now); r=$(play "$be-refused" "$INV" playbooks/site.yml "${E[@]}") \
+			&& { bad "$be: site.yml with pluto stopped + a foreign SA" "not refused: $r"; return 1; }
+		grep -q 'starting it flushes every' "$OUT/$be-refused.log" || { bad "$be: refusal message" "see $OUT/$be-refused.log"; return 1; }
+		on 1 'ipsec whack --status > /dev/null 2>&1' && { bad "$be: refusal" "pluto was started"; return 1; }
+		if [ "$(foreign)" != "$f0" ] || [ "$(ike_files 1)$(ike_files 2)" != 00 ]; then bad "$be: refusal" "the host changed"; return 1; fi
+		record "$be: site.yml, pluto stopped + foreign SA on lab1" "refused in the preflight (pluto would flush it), host unchanged ($(elapsed "$t") s)"
+		# what the message tells the operator: start pluto (its flush takes the foreign SA), then let
+		# the other tool put its SA back, then converge; from here on the foreign SA must survive
+		# shellcheck disable=SC2016 # expanded on the VM
+		for n in 1 2; do on "$n" 'mkdir -p /run/pluto; ipsec checknss > /dev/null 2>&1; setsid -f ipsec pluto --config /etc/ipsec.conf < /dev/null > /dev/null 2>&1
+			for i in $(seq 60); do ipsec whack --status > /dev/null 2>&1 && exit 0; sleep 1; done; exit 1' \
+			|| { bad "$be: start pluto by hand on lab$n" "no answer in 60 s"; return 1; }; done
+		[ -z "$(foreign)" ] || { bad "$be: pluto start" "did not flush the foreign SA (the guard's premise)"; return 1; }
+		on 1 "$FOREIGN_ADD" || { bad "$be: foreign SA" "could not add it again"; return 1; }
+		f0=$(foreign)
+		record "$be: pluto started by hand (flushed the foreign SA), SA re-added" "as the refusal says"
+	fi
 	t=$(now); r=$(play "$be-check" "$INV" playbooks/site.yml "${E[@]}" --check --diff) || { bad "$be: site.yml --check --diff (fresh pair)" "$r (log $OUT/$be-check.log)"; return 1; }
 	[ "$(ike_files 1)$(ike_files 2)" = 00 ] || { bad "$be: check mode wrote files" "see $OUT/$be-check.log"; return 1; }
 	record "$be: site.yml --check --diff (fresh pair: nothing written)" "$r ($(elapsed "$t") s)"
