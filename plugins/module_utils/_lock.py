@@ -164,7 +164,26 @@ def host_lock(module, path=None):
     except OSError as exc:
         module.fail_json(msg="cannot take the host lock %s: %s (the modules run as root: use become)"
                          % (path, exc.strerror or exc))
+    # The lock is released before the result is written, not after: when exit_json/fail_json run,
+    # the host is in its final state, and writing the result can block for as long as nobody
+    # reads it (a controller interrupted behind a multiplexed SSH connection leaves the module
+    # stuck in write(2) on its stdout), which must not keep every later run off the host.
+    held = [fd]
+
+    def release():
+        if held:
+            os.close(held.pop())
+
+    def releasing(method):
+        def call(*args, **kwargs):
+            release()
+            return method(*args, **kwargs)
+        return call
+
+    saved = module.exit_json, module.fail_json
+    module.exit_json, module.fail_json = releasing(saved[0]), releasing(saved[1])
     try:
         yield fd
     finally:
-        os.close(fd)
+        release()
+        module.exit_json, module.fail_json = saved

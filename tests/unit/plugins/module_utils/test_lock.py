@@ -258,3 +258,79 @@ def test_holder_that_is_not_one_of_ours_is_named_by_its_command(tmp_path):
         assert "xfrm_offload_policy" not in str(err.value)
     finally:
         stop(p)
+
+
+class _Exiting(object):
+    """A module stand-in whose exit_json/fail_json probe the lock the way the next run would."""
+
+    def __init__(self, path):
+        self.check_mode = False
+        self.params = dict(state="merged", lock_timeout=0)
+        self.path = path
+        self.seen = []
+
+    def _probe(self, kind, kw):
+        try:
+            fd = _lock.acquire(self.path, 0, "next run")
+        except _lock.LockTimeout:
+            self.seen.append((kind, "held"))
+        else:
+            os.close(fd)
+            self.seen.append((kind, "free"))
+        return kw
+
+    def exit_json(self, **kw):
+        return self._probe("exit", kw)
+
+    def fail_json(self, **kw):
+        return self._probe("fail", kw)
+
+
+@pytest.mark.parametrize("kind", ["exit", "fail"])
+def test_lock_is_released_before_the_result_is_written(kind, tmp_path, monkeypatch):
+    """Writing the result can block (a controller interrupted behind a multiplexed SSH connection
+    stops reading it): by then the host is final, so the lock must already be free."""
+    path = str(tmp_path / "host.lock")
+    monkeypatch.setattr(_lock, "LOCK_PATH", path)
+    m = _Exiting(path)
+    cls_exit, cls_fail = m.exit_json, m.fail_json
+    with _lock.host_lock(m) as fd:
+        assert fd is not None
+        with pytest.raises(_lock.LockTimeout):  # held during the work
+            _lock.acquire(path, 0, "during")
+        getattr(m, kind + "_json")(msg="done")
+    assert m.seen == [(kind, "free")]
+    # the module's methods are its own again afterwards
+    assert m.exit_json == cls_exit and m.fail_json == cls_fail
+
+
+def test_lock_released_while_a_real_result_write_blocks(tmp_path):
+    """A real process: the module's stdout is a pipe nobody reads and its result is larger than the
+    pipe buffer, so exit_json blocks in write(2); another process must still get the lock."""
+    path = str(tmp_path / "host.lock")
+    prog = r"""
+import json, os, sys
+sys.path[:0] = [p for p in sys.argv[2:]]
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _lock
+class M(object):
+    check_mode = False
+    params = dict(state="merged", lock_timeout=0)
+    def exit_json(self, **kw):
+        os.write(2, b"writing\n")
+        sys.stdout.write(json.dumps(kw)); sys.stdout.flush()
+    fail_json = exit_json
+m = M()
+with _lock.host_lock(m, path=sys.argv[1]):
+    m.exit_json(result="x" * (1 << 20))
+"""
+    p = subprocess.Popen([sys.executable, "-c", prog, path] + sys.path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        assert p.stderr.readline().strip() == b"writing"
+        time.sleep(0.2)
+        assert p.poll() is None  # still blocked writing its result
+        fd = _lock.acquire(path, 5, "next run")
+        os.close(fd)
+    finally:
+        p.kill()
+        p.wait()
