@@ -51,6 +51,8 @@ _report_finish() {
 report_init() {
 	REPORT_TITLE=$1
 	trap _report_finish EXIT
+	# set -e stops a suite at a failed command: say which (the report alone would only say FAIL)
+	trap 'record "stopped by a failed command" "line $LINENO: $BASH_COMMAND (exit $?)"; FAILED=1' ERR
 	# a run stopped by a signal never reports PASS (the EXIT trap would see the status of the last command)
 	trap 'record "interrupted" "SIGTERM"; FAILED=1; exit 143' TERM
 	trap 'record "interrupted" "SIGINT"; FAILED=1; exit 130' INT
