@@ -2,7 +2,7 @@
 image (the first run also builds it, ~1-4 min). They use a private LAB_RUN and free ports, so a
 lab a developer keeps running in lab/run is left alone; the image cache (lab/cache) is shared.
 
-    IPSEC_LAB=1 /opt/ipsec-venv/bin/python -m pytest -q tests/lab/test_lab_vms.py
+    IPSEC_LAB=1 .venv/bin/python -m pytest -q tests/lab/test_lab_vms.py
 """
 from __future__ import annotations
 

@@ -128,8 +128,8 @@ The lab half (a kernel with ESP, real traffic) is the last section, written by `
 Reproduce (from the repository root, with the project venv):
 
 ```
-/opt/ipsec-venv/bin/python tests/unit/reliability/figures.py --write   # runs the suite, rewrites this page
-/opt/ipsec-venv/bin/python -m pytest -q -p no:cacheprovider tests/unit/reliability   # the suite alone
+.venv/bin/python tests/unit/reliability/figures.py --write   # runs the suite, rewrites this page (.venv: made by scripts/test.sh)
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/unit/reliability   # the suite alone
 ```
 
 Run: {date} UTC, {elapsed:.1f} s, pytest: {tail} (exit {rc}); outcomes {outcomes}.
