@@ -148,7 +148,7 @@ class XfrmSim:
 
     def _policy(self, verb, t):
         sp = {"src": None, "dst": None, "proto": None, "sport": None, "dport": None, "dir": None, "action": "allow",
-              "priority": 0, "tmpl": None, "offload": None}
+              "priority": 0, "tmpl": None, "offload": None, "mark": None}
         i = 0
         while i < len(t):
             w = t[i]
@@ -160,6 +160,9 @@ class XfrmSim:
                 i += 2
             elif w == "ptype":
                 i += 2
+            elif w == "mark" and sp["tmpl"] is None:
+                sp["mark"] = (int(t[i + 1], 0), int(t[i + 3], 0) if t[i + 2:i + 3] == ["mask"] else 0xFFFFFFFF)
+                i += 4 if t[i + 2:i + 3] == ["mask"] else 2
             elif w == "offload":
                 dev = t[i + 3]
                 if dev not in self.links:
@@ -179,7 +182,8 @@ class XfrmSim:
                 i += 2
             else:
                 return 255, "", "Error: unknown token %s\n" % w
-        k = (sp["src"], sp["dst"], sp["proto"], sp["sport"], sp["dport"], sp["dir"])
+        # the kernel's identity: selector, dir and the mark (value and mask compared exactly)
+        k = (sp["src"], sp["dst"], sp["proto"], sp["sport"], sp["dport"], sp["dir"], sp["mark"] or (0, 0))
         if verb == "delete":
             if k not in self.policies:
                 return 2, "", "RTNETLINK answers: No such file or directory\n"
@@ -240,6 +244,9 @@ class XfrmSim:
             out.append(line + "\n")
             out.append("\tdir %s %spriority %d ptype main \n" % (
                 sp["dir"], "action block " if sp["action"] == "block" else "", sp["priority"]))
+            if sp.get("mark") and sp["mark"] != (0, 0):
+                # iproute2 prints it with %#x: 0 as "0", others as 0x...
+                out.append("\tmark %s/%s \n" % tuple("0" if v == 0 else "0x%x" % v for v in sp["mark"]))
             t = sp["tmpl"]
             if t:
                 out.append("\ttmpl src %s dst %s\n\t\tproto esp reqid %d mode %s\n"
