@@ -63,7 +63,7 @@ def test_merged_idempotent_update_and_check_mode():
     h = host(sim)
     res, failed = run_module(M.main, dict(config=[out_sp(priority=10)]), h, check_mode=True)
     assert not failed and res["changed"] and batches(h) == []
-    assert sim.policies[("192.0.2.1/32", "192.0.2.2/32", None, None, None, "out")]["priority"] == 0
+    assert sim.policies[("192.0.2.1/32", "192.0.2.2/32", None, None, None, "out", (0, 0))]["priority"] == 0
 
     h = host(sim)
     res, failed = run_module(M.main, dict(config=[out_sp(priority=10)]), h)
