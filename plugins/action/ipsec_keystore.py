@@ -12,6 +12,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _keystore
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _lifecycle
 
 
 def _vault_secrets(loader):
@@ -21,7 +22,8 @@ def _vault_secrets(loader):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("path", "pairs", "reqid_range", "rotate", "rotation_stage"))
+    _VALID_ARGS = frozenset(("path", "pairs", "reqid_range", "rotate", "rotation_stage", "key_derivation",
+                             "present", "seen", "unmanaged", "retire_hosts"))
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
@@ -39,9 +41,19 @@ class ActionModule(ActionBase):
         rrange = args.get("reqid_range")
         rotate = args.get("rotate")
         stage = args.get("rotation_stage")
-        if rotate is not None and stage is not None:
-            raise AnsibleActionFail("ipsec_keystore: rotate (start or continue rotations) and rotation_stage "
-                                    "(advance the rotations in progress) are mutually exclusive")
+        key_mode = args.get("key_derivation") or "keystore"
+        present = args.get("present")
+        retire = args.get("retire_hosts")
+        if key_mode not in _pairs.KEY_DERIVATIONS:
+            raise AnsibleActionFail("ipsec_keystore: key_derivation (ipsec_key_derivation) must be one of %s, got %r"
+                                    % (", ".join(_pairs.KEY_DERIVATIONS), key_mode))
+        if sum(x is not None for x in (rotate, stage, present, retire)) > 1:
+            raise AnsibleActionFail("ipsec_keystore: rotate (start or continue rotations), rotation_stage "
+                                    "(advance the rotations in progress), present (the SA lifecycle check of "
+                                    "site.yml) and retire_hosts (teardown.yml) are mutually exclusive")
+        if present is not None and (not isinstance(present, Mapping) or "seen" not in args):
+            raise AnsibleActionFail("ipsec_keystore: present must map each host read to its owned SAs "
+                                    "(xfrm_offload_state gathered), with seen = the hosts read")
         if isinstance(pairs, Mapping):
             if rrange is None:
                 rrange = pairs.get("reqid_range")
@@ -59,13 +71,24 @@ class ActionModule(ActionBase):
                 entries = _pairs.parse_store(doc)
                 links = _pairs.links_from_summary(pairs)
                 _pairs.allocate(links, rrange, _pairs.pins_of(entries))
-                _pairs.attach_keys(links, entries, require=False)
-                new_entries, report = _pairs.update_store(entries, links)
+                if key_mode == "keystore":
+                    _pairs.attach_keys(links, entries, require=False)
+                new_entries, report = _pairs.update_store(entries, links, key_mode=key_mode)
                 rot = {"started": [], "continuing": [], "advanced": [], "finished": []}
+                life = {"rotated": {}, "held": {}, "fresh": [], "planned": {}}
+                retired = []
                 if rotate is not None:
                     chosen = _pairs.select_pairs(None if rotate == "all" else rotate, [lk.name for lk in links])
-                    new_entries, r = _pairs.start_rotation(new_entries, links, chosen)
+                    new_entries, r = _pairs.start_rotation(new_entries, links, chosen, key_mode=key_mode)
                     rot.update(r)
+                if present is not None:
+                    new_entries, life = _lifecycle.assess(
+                        new_entries, links, {p["name"]: (p["src"], p["dst"]) for p in pairs},
+                        _lifecycle.present_from_gathered(present), [str(h) for h in args.get("seen") or []],
+                        unmanaged=args.get("unmanaged") or (), key_mode=key_mode)
+                if retire is not None:
+                    new_entries, retired = _lifecycle.retire_hosts(new_entries, links, [str(h) for h in retire],
+                                                                   key_mode=key_mode)
                 if stage is not None:
                     # check mode wrote none of the stages before: let it report the whole walk
                     new_entries, r = _pairs.advance_rotation(new_entries, stage, strict=not self._task.check_mode)
@@ -95,6 +118,16 @@ class ActionModule(ActionBase):
             "rotation_advanced": rot["advanced"],
             "rotation_finished": rot["finished"],
             "rotations": _pairs.rotations_of(new_entries),
+            "renewed": report["renewed"],
+            "key_derivation": key_mode,
+            # the SA lifecycle (present=): directions rotated after a loss, held (refused), and what
+            # the derivation needs (no key in it)
+            "rotated": life["rotated"],
+            "held": {k: v["reason"] for k, v in life["held"].items()},
+            "retired": retired,
+            "lifecycle": {"held": life["held"], "fresh": life["fresh"],
+                          "planned": life["planned"] if self._task.check_mode else {},
+                          "check_mode": bool(self._task.check_mode)},
         })
         if self._task.diff and changed:
             result["diff"] = {
@@ -107,11 +140,14 @@ class ActionModule(ActionBase):
 
 def _describe(entry):
     text = "key %s, spi %s, reqid %s" % (
-        "<redacted>" if entry.get("key") else "(from inventory)",
+        "<redacted>" if entry.get("key") else "(from inventory or hkdf)",
         "0x%08x" % entry["spi"] if entry.get("spi") is not None else "-",
         "0x%08x" % entry["reqid"] if entry.get("reqid") is not None else "-")
     if (entry.get("generation") or 1) > 1:
         text += ", generation %d" % entry["generation"]
+    text += ", installed" if entry.get("installed", True) else ", not installed yet"
+    if entry.get("retired"):
+        text += ", %d retired instance(s)" % len(entry["retired"])
     if entry.get("previous") and entry.get("stage"):
         text += ", rotation %s from generation %d (spi 0x%08x, key <redacted>)" % (
             entry["stage"], entry["previous"]["generation"], entry["previous"]["spi"])

@@ -54,6 +54,24 @@ options:
   keystore:
     description: The key store as the P(ipsec_offload.mlx5.ipsec_keystore#lookup) lookup returns it.
     type: dict
+  key_derivation:
+    description:
+      - C(keystore) - keys come from the key store (or C(ipsec_overrides)).
+      - C(hkdf) - every key is HKDF-SHA256(O(master_secret), sender, receiver, SPI, generation); the key
+        store then holds no key (SPIs, reqids, generations only). Hand-given keys are refused.
+    type: str
+    choices: [keystore, hkdf]
+    default: keystore
+  master_secret:
+    description: The one secret of O(key_derivation=hkdf) (at least 32 bytes; keep it in ansible-vault).
+    type: str
+  lifecycle:
+    description:
+      - The C(lifecycle) result of the M(ipsec_offload.mlx5.ipsec_keystore) action run with C(present)
+        (site.yml) - directions held because their SA was lost while a peer was out of reach (each end
+        keeps only what it still has), directions installed for the first time (RV(_value.heal)), and in
+        check mode the planned new generations (shown with throw-away keys).
+    type: dict
   keys:
     description:
       - C(required) - every SA must get a key (from the inventory or the key store).
@@ -131,6 +149,12 @@ _value:
     rotations:
       description: C(a->b) to stage for every unfinished rotation. Absent with O(keys=none).
       type: dict
+    heal:
+      description:
+        - Per host, C(add_in) - the inbound SAs of the directions that get a new SA instance in this run
+          (new pairs, directions rotated after a lost SA), which site.yml adds on the receivers before any
+          sender adds its outbound SA. Absent with O(keys=none).
+      type: dict
 """
 
 from ansible.errors import AnsibleFilterError
@@ -138,11 +162,20 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
 
 
-def ipsec_pairs(hostvars, groups=None, hosts=None, meshes=None, reqid_range=None, keystore=None, keys="required"):
+def ipsec_pairs(hostvars, groups=None, hosts=None, meshes=None, reqid_range=None, keystore=None, keys="required",
+                key_derivation="keystore", master_secret=None, lifecycle=None):
     try:
+        if key_derivation not in _pairs.KEY_DERIVATIONS:
+            raise _pairs.DeriveError(["ipsec_key_derivation: must be one of %s, got %r"
+                                      % (", ".join(_pairs.KEY_DERIVATIONS), key_derivation)])
+        if key_derivation == "hkdf" and keys != "none" and master_secret is None:
+            raise _pairs.DeriveError(["ipsec_master_secret: ipsec_key_derivation is hkdf, so every key is derived "
+                                      "from this secret: set it (from ansible-vault, at least 32 bytes)"])
         store = _pairs.parse_store(keystore) if keystore is not None else None
         return _pairs.derive(hostvars, hosts=hosts, groups=groups, meshes=meshes,
-                             reqid_range=reqid_range, store=store, keys=keys)
+                             reqid_range=reqid_range, store=store, keys=keys,
+                             master_secret=master_secret if key_derivation == "hkdf" and keys != "none" else None,
+                             lifecycle=lifecycle)
     except _pairs.DeriveError as e:
         raise AnsibleFilterError("ipsec_pairs: %s" % e) from None
 

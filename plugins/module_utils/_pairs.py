@@ -26,6 +26,8 @@ Inventory model (per host variables, all optional unless said):
   ipsec_owned_reqid_range  [lo, hi] reqids to allocate from (default DEFAULT_REQID_RANGE, the range
                       the xfrm modules own; same variable as the ipsec role's; hosts must agree)
   ipsec_overrides     {peer: {spi, reqid, key}} hand-given values for the SA this host -> peer
+  ipsec_fail_closed   true (default) | false: guard policies (action block, never offloaded) that
+                      drop the protected traffic while an SA or its policy is missing
 
 Allocation.  Every directed pair A->B gets one SA.  Its SPI is unique among the SAs whose
 destination is B; its reqid is unique among all SAs of A and of B.  Values come, in this order,
@@ -38,6 +40,7 @@ records (pins) every allocation, which closes that gap too.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import re
 import secrets as _secrets
@@ -50,7 +53,10 @@ ICV_BITS = 128
 REPLAY_WINDOW = 64
 KEY_BITS = (128, 256)
 SALT_BYTES = 4
-STORE_VERSION = 1
+STORE_VERSION = 2
+STORE_VERSIONS_READ = (1, 2)   # version 1: written before the SA lifecycle (every entry counts as installed)
+MASTER_SECRET_MIN_BYTES = 32
+KEY_DERIVATIONS = ("keystore", "hkdf")
 OFFLOAD_TYPES = ("packet", "crypto", "none")
 MODES = ("transport", "tunnel")
 _PROTOS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "ipv6-icmp": 58, "gre": 47, "esp": 50}
@@ -134,6 +140,42 @@ def generate_key(bits, token_bytes=_secrets.token_bytes):
     return token_bytes(bits // 8 + SALT_BYTES).hex()
 
 
+def key_fingerprint(hexkey):
+    """A short, one-way fingerprint of a key||salt (sha256, 16 hex digits) for the key store's
+    record of retired keys: enough to recognise a key that comes back, useless to recover it."""
+    return hashlib.sha256(bytes.fromhex(hexkey)).hexdigest()[:16]
+
+
+def check_master_secret(value, where="ipsec_master_secret"):
+    """The HKDF master secret as bytes (UTF-8 of the string); refuse anything shorter than 32 bytes."""
+    if not isinstance(value, str) or not value:
+        raise DeriveError(["%s: must be a non-empty string (give it from a vault variable)" % where])
+    raw = value.encode("utf-8")
+    if len(raw) < MASTER_SECRET_MIN_BYTES:
+        raise DeriveError(["%s: is %d bytes long; it must be at least %d bytes (e.g. 64 hex digits from "
+                           "`openssl rand -hex 32`, kept in ansible-vault)" % (where, len(raw), MASTER_SECRET_MIN_BYTES)])
+    return raw
+
+
+def hkdf_sha256(ikm, info, length, salt=b""):
+    """RFC 5869 HKDF with SHA-256 (extract, then expand) -> ``length`` bytes."""
+    prk = hmac.new(salt or b"\0" * 32, ikm, hashlib.sha256).digest()
+    out, block, i = b"", b"", 0
+    while len(out) < length:
+        i += 1
+        block = hmac.new(prk, block + info + bytes([i]), hashlib.sha256).digest()
+        out += block
+    return out[:length]
+
+
+def derive_key(master, src, dst, spi, generation, bits):
+    """The key||salt (hex) of one SA instance in hkdf mode: HKDF-SHA256(master secret, info =
+    sender, receiver, SPI, generation).  A new SPI or generation gives an unrelated key; nothing
+    depends on boot ids or on the host's state."""
+    info = ("ipsec_offload.mlx5 sa-key v1\0%s\0%s\0%08x\0%d" % (src, dst, spi, generation)).encode("utf-8")
+    return hkdf_sha256(master, info, bits // 8 + SALT_BYTES).hex()
+
+
 def _seq(value):
     return isinstance(value, (list, tuple))
 
@@ -154,7 +196,7 @@ def _names(value):
 
 class HostSpec:
     __slots__ = ("name", "ip", "dev", "offload", "mode", "selectors", "networks", "fwd",
-                 "key_bits", "priority", "namespace", "overrides", "peers")
+                 "key_bits", "priority", "namespace", "overrides", "peers", "fail_closed")
 
     def __init__(self, name):
         self.name = name
@@ -170,6 +212,7 @@ class HostSpec:
         self.namespace = None
         self.overrides = {}
         self.peers = []
+        self.fail_closed = True
 
 
 def _has_ipsec_vars(hv):
@@ -276,6 +319,12 @@ def _read_host(name, hv, problems):
                     spec.networks.append(ipaddress.ip_network(str(n).strip(), strict=False))
                 except ValueError:
                     problems.append("%s: %r is not an IPv4/IPv6 prefix" % (_where(name, "ipsec_networks[%d]" % i), str(n)))
+
+    fc = hv.get("ipsec_fail_closed", True)
+    if isinstance(fc, bool):
+        spec.fail_closed = fc
+    else:
+        problems.append("%s: must be true or false" % _where(name, "ipsec_fail_closed"))
 
     fwd = hv.get("ipsec_fwd_policy")
     if fwd is None:
@@ -620,6 +669,8 @@ def allocate(links, reqid_range=DEFAULT_REQID_RANGE, pins=None):
     for (psrc, pdst), pin in sorted(pins.items()):
         if pin.get("previous_spi") is not None:
             prev_used.setdefault(pdst, {})[pin["previous_spi"]] = "%s->%s" % (psrc, pdst)
+        for v in pin.get("retired_spis") or ():
+            prev_used.setdefault(pdst, {}).setdefault(v, "%s->%s" % (psrc, pdst))
     for dst, taken in prev_used.items():
         for v, name in taken.items():
             spi_used.setdefault(dst, {})[v] = Link(*name.split("->", 1))
@@ -628,8 +679,9 @@ def allocate(links, reqid_range=DEFAULT_REQID_RANGE, pins=None):
         if lk.spi_override is not None:
             other = spi_used.get(lk.dst, {}).get(lk.spi_override)
             if lk.spi_override in prev_used.get(lk.dst, {}):
-                problems.append("%s: SPI 0x%x for %s is still used by the previous generation of %s (a key "
-                                "rotation is in progress: finish it with playbooks/rekey.yml first)"
+                problems.append("%s: SPI 0x%x for %s is used by an earlier generation of %s (a rotation in "
+                                "progress, or a retired SA instance: a lost SA's SPI never comes back); choose "
+                                "another SPI"
                                 % (_where(lk.src, "ipsec_overrides[%s].spi" % lk.dst), lk.spi_override, lk.name,
                                    prev_used[lk.dst][lk.spi_override]))
             elif other is not None:
@@ -687,8 +739,9 @@ def allocate(links, reqid_range=DEFAULT_REQID_RANGE, pins=None):
 # ----------------------------------------------------------------------------------------------
 # keys
 
-def attach_keys(links, store=None, require=True):
-    """Give each link its key: the hand-given one, else the key store's.  Refuse shared keys.
+def attach_keys(links, store=None, require=True, master=None):
+    """Give each link its key: the hand-given one, else the key store's (or, with ``master`` - the
+    hkdf mode's secret as bytes - the key derived from it).  Refuse shared keys.
 
     store: {(src, dst): {"key": hex, ...}} (see parse_store).  With require=False a link may stay
     without a key (key_source "missing"), e.g. before the key store action has created it.
@@ -696,6 +749,23 @@ def attach_keys(links, store=None, require=True):
     store = store or {}
     problems = []
     for lk in links:
+        if master is not None:
+            if lk.key_override is not None or lk.key_source == "inventory":
+                problems.append("%s: ipsec_key_derivation is hkdf: every key is derived from ipsec_master_secret, "
+                                "so %s cannot also have a hand-given key (the two key sources cannot mix for one "
+                                "pair); remove the key from ipsec_overrides"
+                                % (_where(lk.src, "ipsec_overrides[%s].key" % lk.dst), lk.name))
+                continue
+            entry = store.get((lk.src, lk.dst)) or {}
+            lk.generation = entry.get("generation") or 1
+            lk.key = derive_key(master, lk.src, lk.dst, lk.spi, lk.generation, lk.key_bits)
+            lk.key_source = "hkdf"
+            prev = entry.get("previous")
+            if prev and entry.get("stage") and lk.spi == entry.get("spi"):
+                lk.prev_spi = prev["spi"]
+                lk.prev_key = derive_key(master, lk.src, lk.dst, prev["spi"], prev["generation"], lk.key_bits)
+                lk.stage = entry["stage"]
+            continue
         if lk.key_override is None and lk.key_source == "inventory":
             continue   # rebuilt from a pairs summary: the inventory holds the key, not us
         if lk.key_override is not None:
@@ -704,6 +774,12 @@ def attach_keys(links, store=None, require=True):
                 lk.key_source = "inventory"
             except ValueError as e:
                 problems.append("%s: %s" % (_where(lk.src, "ipsec_overrides[%s].key" % lk.dst), e))
+                continue
+            entry = store.get((lk.src, lk.dst))
+            if entry and key_fingerprint(lk.key) in {r.get("fp") for r in entry.get("retired") or []}:
+                problems.append("%s: this key served an SA instance of %s that is gone (lost or torn down); a "
+                                "key serves one SA instance only: give a new key and a new SPI"
+                                % (_where(lk.src, "ipsec_overrides[%s].key" % lk.dst), lk.name))
             continue
         entry = store.get((lk.src, lk.dst))
         if entry and entry.get("key") is not None:
@@ -857,22 +933,49 @@ def generations_present(link, direction):
     return {"inbound": ["previous"], "outbound": ["previous", "current"], "retire": ["current"]}[link.stage]
 
 
-def host_objects(specs, links):
-    """{host: {"namespace", "peers", "states", "policies"}} for every participating host.
+def host_objects(specs, links, held=None):
+    """{host: {"namespace", "peers", "states", "policies", "guards"}} for every participating host.
 
     A pair in rotation contributes the SAs of generations_present(); policies do not change
     (they select the SA by reqid, which both generations share).
+    ``held``: {pair name: {"out": [generations], "in": [generations]}} for pairs whose SA was lost
+    while the peer could not be reached (see plugin_utils._lifecycle): each end keeps only the
+    SAs it still has, nothing is added, so a lost SA is never re-created with its old key.
+    Policies and guards are emitted for every pair: they hold no key and make the protected
+    traffic fail closed.  ``guards`` (also appended to ``policies``): per SA policy two block
+    policies that survive a link down or a lost SA (module_utils._guard), for hosts with
+    ipsec_fail_closed (default true).
     """
+    from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _guard
+
+    held = held or {}
     hosts = {}
     for h in sorted(specs):
-        hosts[h] = {"namespace": specs[h].namespace, "peers": [], "states": [], "policies": []}
+        hosts[h] = {"namespace": specs[h].namespace, "peers": [], "states": [], "policies": [], "guards": []}
     for lk in sorted(links, key=lambda x: (x.src, x.dst)):
         for host, direction in ((lk.src, "out"), (lk.dst, "in")):
-            for gen in generations_present(lk, direction):
+            gens = held[lk.name][direction] if lk.name in held else generations_present(lk, direction)
+            for gen in gens:
                 hosts[host]["states"].append(sa_object(lk, specs, direction, previous=gen == "previous"))
             hosts[host]["policies"].extend(policy_objects(lk, specs, direction))
         hosts[lk.src]["peers"].append(lk.dst)
+    for h, obj in hosts.items():
+        if specs[h].fail_closed:
+            obj["guards"] = _guard.guards_for(obj["policies"])
+            obj["policies"] = obj["policies"] + obj["guards"]
     return hosts
+
+
+def heal_steps(specs, links, fresh):
+    """Per host, the inbound SAs of the directions that get a new SA instance in this run
+    (``fresh``: pair names - a new pair, or a direction rotated after a loss): the receivers add
+    them before any sender adds its outbound SA (site.yml's heal phase), as rekey.yml does."""
+    steps = {h: {"add_in": []} for h in sorted(specs)}
+    fresh = set(fresh or ())
+    for lk in sorted(links, key=lambda x: (x.src, x.dst)):
+        if lk.name in fresh:
+            steps[lk.dst]["add_in"].append(sa_object(lk, specs, "in"))
+    return steps
 
 
 def rekey_steps(specs, links):
@@ -923,15 +1026,22 @@ STORE_HEADER = (
 
 
 def parse_store(doc):
-    """Parsed YAML -> {(src, dst): {"key": hex|None, "spi": int|None, "reqid": int|None}}."""
+    """Parsed YAML -> {(src, dst): entry}.
+
+    entry: {"key": hex|None, "spi": int|None, "reqid": int|None, "generation": int,
+    "installed": bool, "retired": [{"generation", "spi", "fp"}], and during a rotation "previous"
+    {key, spi, generation} and "stage"}.  ``installed``: the current generation's key was handed
+    to a host (it may have been installed): it is never installed again once its SA is lost.
+    Version 1 stores (before the SA lifecycle) are read with every entry counted as installed.
+    """
     if doc is None or (isinstance(doc, Mapping) and not doc):
         return {}
     if not isinstance(doc, Mapping):
         raise DeriveError(["key store: not a mapping (expected keys ipsec_offload_keystore and pairs)"])
     version = doc.get("ipsec_offload_keystore")
-    if version != STORE_VERSION:
-        raise DeriveError(["key store: ipsec_offload_keystore is %r; this collection reads version %d"
-                           % (version, STORE_VERSION)])
+    if version not in STORE_VERSIONS_READ:
+        raise DeriveError(["key store: ipsec_offload_keystore is %r; this collection reads versions %s"
+                           % (version, ", ".join(str(v) for v in STORE_VERSIONS_READ))])
     pairs = doc.get("pairs") or {}
     if not isinstance(pairs, Mapping):
         raise DeriveError(["key store: pairs must be a mapping src -> dst -> entry"])
@@ -946,7 +1056,7 @@ def parse_store(doc):
             if not isinstance(entry, Mapping):
                 problems.append("key store entry %s: must be a mapping with key, spi, reqid" % name)
                 continue
-            item = {"key": None, "spi": None, "reqid": None}
+            item = {"key": None, "spi": None, "reqid": None, "generation": 1, "installed": True, "retired": []}
             if entry.get("key") is not None:
                 try:
                     item["key"] = _key_hex(entry["key"])
@@ -958,11 +1068,71 @@ def parse_store(doc):
                         item[f] = _int(entry[f], lo, hi)
                     except ValueError as e:
                         problems.append("key store entry %s: %s %s" % (name, f, e))
+            inst = entry.get("installed", True)
+            if not isinstance(inst, bool):
+                problems.append("key store entry %s: installed must be true or false" % name)
+            else:
+                item["installed"] = inst
             _parse_rotation(name, entry, item, problems)
+            _parse_retired(name, entry, item, problems)
             out[(str(src), str(dst))] = item
     if problems:
         raise DeriveError(problems)
     return out
+
+
+def _parse_retired(name, entry, item, problems):
+    """retired: [{generation, spi, fp}] - the SA instances of this direction that are gone for good
+    (lost, torn down, rotated out).  Their SPIs and keys are never handed out again.  Refuses a
+    store where the generation goes backwards or a retired key or SPI is back in use."""
+    raw = entry.get("retired")
+    if raw is None:
+        raw = []
+    if not _seq(raw):
+        problems.append("key store entry %s: retired must be a list of {generation, spi, fp}" % name)
+        return
+    ok = True
+    for i, r in enumerate(raw):
+        if not isinstance(r, Mapping):
+            problems.append("key store entry %s: retired[%d] must be a mapping {generation, spi, fp}" % (name, i))
+            ok = False
+            continue
+        rec = {"fp": None}
+        try:
+            rec["generation"] = _int(r.get("generation"), 1, 0xFFFFFFFF)
+            rec["spi"] = _int(r.get("spi"), SPI_RANGE[0], SPI_RANGE[1])
+        except (ValueError, TypeError) as e:
+            problems.append("key store entry %s: retired[%d]: %s" % (name, i, e))
+            ok = False
+            continue
+        fp = r.get("fp")
+        if fp is not None:
+            if not isinstance(fp, str) or not re.match(r"\A[0-9a-f]{16}\Z", fp):
+                problems.append("key store entry %s: retired[%d].fp must be 16 lower-case hex digits" % (name, i))
+                ok = False
+                continue
+            rec["fp"] = fp
+        item["retired"].append(rec)
+    if not ok or not item["retired"]:
+        return
+    last = max(r["generation"] for r in item["retired"])
+    live = [("current", item.get("generation") or 1, item.get("spi"), item.get("key"))]
+    if item.get("previous"):
+        p = item["previous"]
+        live.append(("previous", p["generation"], p["spi"], p["key"]))
+    for what, gen, spi, key in live:
+        if gen <= last:
+            problems.append("key store entry %s: the %s generation %d is not newer than retired generation %d "
+                            "(a generation going backwards: the store was edited or an old copy restored); "
+                            "restore the store written last, or delete this entry so that the pair rotates"
+                            % (name, what, gen, last))
+        if spi is not None and spi in {r["spi"] for r in item["retired"]}:
+            problems.append("key store entry %s: the %s SPI 0x%08x belongs to a retired SA instance; a lost SA "
+                            "never comes back: delete this entry so that the pair rotates" % (name, what, spi))
+        if key is not None and key_fingerprint(key) in {r["fp"] for r in item["retired"]}:
+            problems.append("key store entry %s: the %s key belongs to a retired SA instance (a used key marked "
+                            "unused); a key serves one SA instance only: delete this entry so that the pair "
+                            "rotates" % (name, what))
 
 
 def _parse_rotation(name, entry, item, problems):
@@ -979,14 +1149,16 @@ def _parse_rotation(name, entry, item, problems):
     if stage not in ROTATION_STAGES:
         problems.append("key store entry %s: rotation must be one of %s (with previous)" % (name, ", ".join(ROTATION_STAGES)))
         return
-    if not isinstance(prev, Mapping) or prev.get("key") is None or prev.get("spi") is None:
-        problems.append("key store entry %s: a rotation needs previous: {key, spi, generation}" % name)
+    if not isinstance(prev, Mapping) or prev.get("spi") is None or (prev.get("key") is None) != (item["key"] is None):
+        problems.append("key store entry %s: a rotation needs previous: {key, spi, generation} (no key in "
+                        "both, in hkdf mode)" % name)
         return
-    p = {}
-    try:
-        p["key"] = _key_hex(prev["key"])
-    except ValueError as e:
-        problems.append("key store entry %s: previous key %s" % (name, e))
+    p = {"key": None}
+    if prev.get("key") is not None:
+        try:
+            p["key"] = _key_hex(prev["key"])
+        except ValueError as e:
+            problems.append("key store entry %s: previous key %s" % (name, e))
     try:
         p["spi"] = _int(prev["spi"], SPI_RANGE[0], SPI_RANGE[1])
     except ValueError as e:
@@ -996,6 +1168,10 @@ def _parse_rotation(name, entry, item, problems):
     except ValueError as e:
         problems.append("key store entry %s: previous generation %s" % (name, e))
     if len(p) == 3:
+        if p["generation"] >= (item.get("generation") or 1):
+            problems.append("key store entry %s: the previous generation %d is not older than the current one %d "
+                            "(a generation going backwards)" % (name, p["generation"], item.get("generation") or 1))
+            return
         if p["spi"] == item.get("spi"):
             problems.append("key store entry %s: previous spi equals the current one (a rotation needs a new SPI)" % name)
             return
@@ -1017,31 +1193,114 @@ def store_document(entries):
             item["reqid"] = "0x%08x" % e["reqid"]
         if (e.get("generation") or 1) > 1:
             item["generation"] = e["generation"]
+        item["installed"] = bool(e.get("installed", True))
         if e.get("previous") and e.get("stage"):
             p = e["previous"]
-            item["previous"] = {"key": "0x" + p["key"], "spi": "0x%08x" % p["spi"], "generation": p["generation"]}
+            item["previous"] = {"spi": "0x%08x" % p["spi"], "generation": p["generation"]}
+            if p.get("key") is not None:
+                item["previous"]["key"] = "0x" + p["key"]
             item["rotation"] = e["stage"]
+        if e.get("retired"):
+            item["retired"] = [{"generation": r["generation"], "spi": "0x%08x" % r["spi"], **({"fp": r["fp"]} if r.get("fp") else {})}
+                               for r in sorted(e["retired"], key=lambda r: r["generation"])]
         pairs.setdefault(src, {})[dst] = item
     return {"ipsec_offload_keystore": STORE_VERSION, "pairs": pairs}
 
 
-def update_store(entries, links, new_key=generate_key):
+def retire(entry):
+    """Move the entry's live SA instances (current, and previous during a rotation) to its retired
+    list: their SPIs and keys are never handed out again.  Mutates ``entry``."""
+    gone = []
+    if entry.get("previous"):
+        p = entry["previous"]
+        gone.append((p["generation"], p["spi"], p.get("key")))
+    if entry.get("spi") is not None:
+        gone.append((entry.get("generation") or 1, entry["spi"], entry.get("key")))
+    known = {(r["generation"], r["spi"]) for r in entry.get("retired") or []}
+    entry["retired"] = list(entry.get("retired") or [])
+    for gen, spi, key in gone:
+        if (gen, spi) not in known:
+            entry["retired"].append({"generation": gen, "spi": spi, "fp": key_fingerprint(key) if key else None})
+    entry.pop("previous", None)
+    entry.pop("stage", None)
+
+
+def retired_spis(entries, dst):
+    """Every SPI towards ``dst`` that the store knows: current, previous and retired ones."""
+    used = set()
+    for (s, d), e in entries.items():
+        if d != dst:
+            continue
+        if e.get("spi") is not None:
+            used.add(e["spi"])
+        if e.get("previous"):
+            used.add(e["previous"]["spi"])
+        used.update(r["spi"] for r in e.get("retired") or [])
+    return used
+
+
+def random_spi(taken, token_bytes=_secrets.token_bytes):
+    """A random SPI in SPI_RANGE not in ``taken`` (new generations: never a number used before)."""
+    for dummy in range(1000):
+        v = int.from_bytes(token_bytes(4), "big")
+        if SPI_RANGE[0] <= v <= SPI_RANGE[1] and v not in taken:
+            return v
+    raise DeriveError(["no free SPI found (random source broken?)"])
+
+
+def new_generation(entry, lk, entries, key_mode="keystore", new_key=generate_key, taken=(), spi=None):
+    """Retire the entry's SA instances and give it the next generation: a new SPI (random, never
+    used towards lk.dst, not in ``taken``) and a new key (keystore mode; hkdf keys follow from the
+    SPI and generation), not yet installed.  Mutates ``entry``; returns it."""
+    gen = max([entry.get("generation") or 1] + [r["generation"] for r in entry.get("retired") or []]
+              + ([entry["previous"]["generation"]] if entry.get("previous") else []))
+    retire(entry)
+    if spi is None:
+        spi = random_spi(retired_spis(entries, lk.dst) | set(taken))
+    entry["spi"] = spi
+    entry["generation"] = gen + 1
+    entry["installed"] = False
+    if key_mode == "keystore" and lk.key_source != "inventory":
+        fps = {r.get("fp") for r in entry["retired"]}
+        key = new_key(lk.key_bits)
+        while key_fingerprint(key) in fps:   # only a broken random source repeats a key
+            key = new_key(lk.key_bits)
+        entry["key"] = key
+    else:
+        entry["key"] = None
+    return entry
+
+
+def update_store(entries, links, new_key=generate_key, key_mode="keystore"):
     """Entries for the key store after this run: keys for links that need one, pins for all.
 
     Returns (new_entries, report) where report = {"created": [names], "pinned": [names],
-    "repinned": [names]}.  Entries of pairs no longer in the inventory are kept (a host may be
-    out of the inventory for a while; deleting keys is an explicit act).  Links whose key comes
-    from the inventory get no stored key.
+    "repinned": [names], "renewed": [names]}.  Entries of pairs no longer in the inventory are kept
+    (a host may be out of the inventory for a while; deleting keys is an explicit act).  Links
+    whose key comes from the inventory get no stored key, nor do any in hkdf mode.  A new entry is
+    not installed yet.  An installed entry whose SPI must change (its pin collides now) is never
+    given the new SPI with its old key: it moves to a new generation (new key), the old one retired.
     """
     out = {k: dict(v) for k, v in entries.items()}
-    report = {"created": [], "pinned": [], "repinned": []}
+    report = {"created": [], "pinned": [], "repinned": [], "renewed": []}
     for lk in sorted(links, key=lambda x: (x.src, x.dst)):
         k = (lk.src, lk.dst)
-        e = out.setdefault(k, {"key": None, "spi": None, "reqid": None})
-        if lk.key_source != "inventory" and e.get("key") is None:
+        fresh = k not in out
+        e = out.setdefault(k, {"key": None, "spi": None, "reqid": None, "generation": 1, "installed": False,
+                               "retired": []})
+        if key_mode == "hkdf":
+            e["key"] = None
+        elif lk.key_source != "inventory" and e.get("key") is None:
             e["key"] = new_key(lk.key_bits)
+            if not fresh:
+                e["installed"] = False    # a new key is a new SA instance
             report["created"].append(lk.name)
         if (e.get("spi"), e.get("reqid")) != (lk.spi, lk.reqid):
+            if e.get("spi") is not None and e["spi"] != lk.spi and e.get("installed") and not e.get("stage"):
+                e["reqid"] = lk.reqid
+                new_generation(e, lk, out, key_mode, new_key, spi=lk.spi)
+                report["renewed"].append(lk.name)
+                continue
             report["repinned" if e.get("spi") is not None or e.get("reqid") is not None else "pinned"].append(lk.name)
             e["spi"], e["reqid"] = lk.spi, lk.reqid
     return out, report
@@ -1053,6 +1312,8 @@ def pins_of(entries):
         out[k] = {"spi": v.get("spi"), "reqid": v.get("reqid")}
         if v.get("previous") and v.get("stage"):
             out[k]["previous_spi"] = v["previous"]["spi"]
+        if v.get("retired"):
+            out[k]["retired_spis"] = [r["spi"] for r in v["retired"]]
     return out
 
 
@@ -1116,6 +1377,7 @@ def _rotation_spi(entries, links, lk, generation):
                 used.add(e["spi"])
             if e.get("previous"):
                 used.add(e["previous"]["spi"])
+            used.update(r["spi"] for r in e.get("retired") or [])
     used |= {x.spi for x in links if x.dst == lk.dst and x.spi is not None}
     for v, dummy in _hash_candidates("spi-generation-%d" % generation, lk.src, lk.dst, SPI_RANGE[0], SPI_RANGE[1]):
         if v not in used:
@@ -1123,7 +1385,7 @@ def _rotation_spi(entries, links, lk, generation):
     raise DeriveError(["%s: no free SPI left towards %s" % (lk.name, lk.dst)])
 
 
-def start_rotation(entries, links, chosen, new_key=generate_key):
+def start_rotation(entries, links, chosen, new_key=generate_key, key_mode="keystore"):
     """Start a rotation for the directed pairs named in ``chosen`` (links already allocated and
     pinned, e.g. by update_store).  Idempotent: a pair already in rotation is left as it is (its
     new key is not replaced), so re-running an unfinished rotation continues it.
@@ -1137,7 +1399,7 @@ def start_rotation(entries, links, chosen, new_key=generate_key):
     for e in out.values():
         if e.get("key"):
             all_keys.add(e["key"][:-2 * SALT_BYTES])
-        if e.get("previous"):
+        if e.get("previous") and e["previous"].get("key"):
             all_keys.add(e["previous"]["key"][:-2 * SALT_BYTES])
     for lk in sorted(links, key=lambda x: (x.src, x.dst)):
         if lk.name not in chosen:
@@ -1152,21 +1414,26 @@ def start_rotation(entries, links, chosen, new_key=generate_key):
             problems.append("%s: the SPI of %s is hand-given; a rotation needs a new SPI: remove the override "
                             "or rotate by hand" % (_where(lk.src, "ipsec_overrides[%s].spi" % lk.dst), lk.name))
             continue
-        if not e or e.get("key") is None or e.get("spi") is None:
+        if not e or (e.get("key") is None and key_mode != "hkdf") or e.get("spi") is None:
             problems.append("key store entry %s: no key yet; run playbooks/derive.yml (or site.yml) without "
                             "--check first" % lk.name)
             continue
         if e.get("previous") and e.get("stage"):
             report["continuing"].append(lk.name)
             continue
-        gen = (e.get("generation") or 1) + 1
+        gen = max([e.get("generation") or 1] + [r["generation"] for r in e.get("retired") or []]) + 1
         spi = _rotation_spi(out, links, lk, gen)
-        key = new_key(lk.key_bits)
-        while key is not None and key[:-2 * SALT_BYTES] in all_keys:
-            key = new_key(lk.key_bits)     # only a broken random source repeats a key
-        all_keys.add(key[:-2 * SALT_BYTES])
+        key = None
+        if key_mode != "hkdf":
+            fps = {r.get("fp") for r in e.get("retired") or []}
+            key = new_key(lk.key_bits)
+            while key[:-2 * SALT_BYTES] in all_keys or key_fingerprint(key) in fps:
+                key = new_key(lk.key_bits)     # only a broken random source repeats a key
+            all_keys.add(key[:-2 * SALT_BYTES])
         e["previous"] = {"key": e["key"], "spi": e["spi"], "generation": e.get("generation") or 1}
         e["key"], e["spi"], e["generation"], e["stage"] = key, spi, gen, ROTATION_STAGES[0]
+        # rekey.yml hands the new generation out at once (phase 1): count it as installed
+        e["installed"] = True
         lk.spi = spi
         report["started"].append(lk.name)
     if problems:
@@ -1203,8 +1470,10 @@ def advance_rotation(entries, stage, chosen=None, strict=True):
                             % (name, e["stage"], stage))
             continue
         if stage == ROTATION_FINISHED:
-            e.pop("previous", None)
+            p = e.pop("previous", None)
             e.pop("stage", None)
+            e["retired"] = list(e.get("retired") or []) + [
+                {"generation": p["generation"], "spi": p["spi"], "fp": key_fingerprint(p["key"]) if p.get("key") else None}]
             report["finished"].append(name)
         else:
             e["stage"] = stage
@@ -1225,16 +1494,24 @@ def rotations_of(entries):
 KEYS_MODES = ("required", "optional", "none")
 
 
-def derive(hostvars, hosts=None, groups=None, meshes=None, reqid_range=None, store=None, keys="required"):
+def derive(hostvars, hosts=None, groups=None, meshes=None, reqid_range=None, store=None, keys="required",
+           master_secret=None, lifecycle=None):
     """Inventory (+ parsed key store) -> {"pairs": [...], "hosts": {...}, "reqid_range": [lo, hi]}.
 
     ``store`` is the key store as parse_store returns it (or None).
     ``keys``: required (every SA must have its key), optional (SAs without a key get key None),
     none (no keys at all and no "hosts": only the secret-free allocation, for the key store action).
+    ``master_secret``: hkdf mode (ipsec_key_derivation: hkdf): every key derived from it.
+    ``lifecycle``: what the ipsec_keystore action found on the hosts (its ``lifecycle`` result):
+    {"held": {name: {"out": [...], "in": [...]}}, "fresh": [names], "planned": {name: {"spi",
+    "generation"}}, "check_mode": bool}.  In check mode the planned new generations are shown with
+    throw-away keys (never stored, never installed), as are pairs that have no key yet.
     Raises DeriveError.
     """
     if keys not in KEYS_MODES:
         raise DeriveError(["keys=: %r is not one of %s" % (keys, ", ".join(KEYS_MODES))])
+    life = lifecycle or {}
+    master = check_master_secret(master_secret) if master_secret is not None else None
     specs, pairs, rrange = read_inventory(hostvars, hosts, groups, meshes, reqid_range)
     links = build_links(specs, pairs)
     allocate(links, rrange, pins_of(store or {}))
@@ -1243,14 +1520,28 @@ def derive(hostvars, hosts=None, groups=None, meshes=None, reqid_range=None, sto
             if lk.key_override is not None:
                 lk.key_source = "inventory"
     else:
-        attach_keys(links, store, require=keys == "required")
+        check = bool(life.get("check_mode"))
+        attach_keys(links, store, require=keys == "required" and not check, master=master)
+        planned = life.get("planned") or {}
+        for lk in links:
+            plan = planned.get(lk.name)
+            if plan is not None:
+                lk.spi, lk.generation = int(plan["spi"]), int(plan["generation"])
+                lk.prev_spi = lk.prev_key = lk.stage = None
+                lk.key = (derive_key(master, lk.src, lk.dst, lk.spi, lk.generation, lk.key_bits) if master
+                          else generate_key(lk.key_bits) if check else None)
+                lk.key_source = "hkdf" if master else "check mode: a new key" if check else lk.key_source
+            elif check and lk.key is None and keys == "required":
+                lk.key = generate_key(lk.key_bits)
+                lk.key_source = "check mode: a new key"
     out = {
         "reqid_range": list(rrange),
         "pairs": [pair_summary(lk, specs) for lk in sorted(links, key=lambda x: (x.src, x.dst))],
     }
     if keys != "none":
-        out["hosts"] = host_objects(specs, links)
+        out["hosts"] = host_objects(specs, links, life.get("held"))
         out["rekey"] = rekey_steps(specs, links)
+        out["heal"] = heal_steps(specs, links, life.get("fresh"))
         out["rotations"] = {lk.name: lk.stage for lk in sorted(links, key=lambda x: (x.src, x.dst)) if lk.stage}
     return out
 

@@ -107,7 +107,9 @@ def test_rotate_start_resume_advance_finish(store):
     r = run_action(path, d, rotation_stage="finished")
     assert r["changed"] is True and r["rotation_finished"] == ["n1->n2"] and r["rotations"] == {}
     fin = stored(path)
-    assert fin[("n1", "n2")] == {"key": e["key"], "spi": e["spi"], "reqid": e["reqid"], "generation": 2}
+    assert fin[("n1", "n2")] == {"key": e["key"], "spi": e["spi"], "reqid": e["reqid"], "generation": 2,
+                                 "installed": True,
+                                 "retired": [{"generation": 1, "spi": old["spi"], "fp": _pairs.key_fingerprint(old["key"])}]}
     assert "previous" not in path.read_text()
     assert_no_keys(r, fin)
 
