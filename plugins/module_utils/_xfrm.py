@@ -22,7 +22,10 @@ SA dicts (parsed and desired share one shape; desired ones never hold None in re
 SP dicts:
   src, dst (prefix str), proto (int or None), sport, dport, dir (in|out|fwd), ptype, priority,
   action (allow|block), tmpls (list of {src, dst, proto, spi, reqid, mode, level}),
-  offload ({type: packet|none, dev}), mark, if_id, extras.
+  offload ({type: packet|none, dev}), mark ({value, mask} ints, or None = no mark: the kernel's
+  0/0), if_id, extras.  The mark is part of a policy's identity (the kernel compares value AND mask
+  exactly since v5.8, xfrm_policy_mark_match); this is what lets fail-closed guard policies (see
+  _guard.py) share an SA policy's selector.
 """
 
 from __future__ import annotations
@@ -267,6 +270,32 @@ def parse_states(text):
     return out
 
 
+_MARK_TEXT_RE = re.compile(r"(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})/(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})\Z")
+
+
+def _parse_mark(tok):
+    """A policy's "mark V/M" token (iproute2 prints "%#x/%#x": "0/0x1", "0x1/0x1") -> {value, mask},
+    None when it is not in that form.  0/0 (never printed: the kernel's "no mark") -> None too."""
+    m = _MARK_TEXT_RE.match(tok)
+    if m is None:
+        return None
+    v, mask = (int(x, 16) if x.startswith("0x") else int(x, 10) for x in m.groups())
+    if v > 0xFFFFFFFF or mask > 0xFFFFFFFF:
+        return None
+    return {"value": v, "mask": mask}
+
+
+def mark_key(mark):
+    """A policy mark (None, {value, mask}, or an unparsed string) -> a hashable identity part.
+    No mark and 0/0 are the same to the kernel (it stores 0/0 for a policy added without one)."""
+    if mark is None:
+        return None
+    if isinstance(mark, dict):
+        v, m = mark.get("value") or 0, mark.get("mask") or 0
+        return None if v == 0 and m == 0 else (v, m)
+    return mark
+
+
 def parse_policies(text):
     """Parse `ip [-s] xfrm policy [list]` output into a list of SP dicts."""
     out = []
@@ -312,8 +341,12 @@ def parse_policies(text):
                 off = _parse_offload(tok[3:])
                 sp["offload"] = {"type": off["type"], "dev": off["dev"]}
             elif first == "mark":
-                sp["mark"] = tok[1]
-                sp["extras"].append("mark")
+                mark = _parse_mark(tok[1] if len(tok) > 1 else "")
+                if mark is None:  # not the "V/M" iproute2 prints: keep it visible as an extra
+                    sp["mark"] = tok[1] if len(tok) > 1 else ""
+                    sp["extras"].append("mark")
+                else:
+                    sp["mark"] = mark
             elif first == "if_id":
                 sp["if_id"] = _int(tok[1])
                 sp["extras"].append("if_id")
@@ -594,11 +627,49 @@ def out_replay_window(esn, features):
     return 1 if esn else 0
 
 
+_MARK_INT_RE = re.compile(r"(?:0[xX][0-9a-fA-F]{1,8}|[0-9]{1,10})\Z")
+
+
+def _mark_int(field, value):
+    """A mark value or mask: an int or a decimal/0x-hex string of ASCII digits, 0..0xffffffff."""
+    if isinstance(value, bool):
+        raise InputError(field, "expected an integer, got a boolean")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str) and _MARK_INT_RE.match(value):
+        n = int(value, 16) if value[:2].lower() == "0x" else int(value, 10)
+    else:
+        raise InputError(field, "%r is not an integer (decimal or 0x-hex digits, 0..0xffffffff)" % (value,))
+    if not 0 <= n <= 0xFFFFFFFF:
+        raise InputError(field, "%d is out of range 0..0xffffffff" % n)
+    return n
+
+
+def validate_mark(field, mark):
+    """A policy's mark option {value, mask} -> {value, mask} ints, or None (none given, or 0/0).
+    mask defaults to 0xffffffff, as with `ip xfrm policy ... mark V`."""
+    if mark is None:
+        return None
+    if not isinstance(mark, dict):
+        raise InputError(field, "must be a dictionary {value, mask}")
+    _check_keys(mark, ("value", "mask"), field)
+    if mark.get("value") is None:
+        raise InputError(field + ".value", "is required")
+    v = _mark_int(field + ".value", mark["value"])
+    m = _mark_int(field + ".mask", mark["mask"]) if mark.get("mask") is not None else 0xFFFFFFFF
+    if v & ~m:
+        raise InputError(field + ".value", "0x%x has bits outside mask 0x%x: such a policy matches no packet "
+                                           "(the kernel compares skb mark & mask with value)" % (v, m))
+    if v == 0 and m == 0:
+        return None
+    return {"value": v, "mask": m}
+
+
 def validate_sp(field, item, state, rng):
     if not isinstance(item, dict):
         raise InputError(field, "must be a dictionary")
-    _check_keys(item, ("src", "dst", "proto", "sport", "dport", "dir", "priority", "action", "tmpl", "offload"),
-                field)
+    _check_keys(item, ("src", "dst", "proto", "sport", "dport", "dir", "priority", "action", "tmpl", "offload",
+                       "mark"), field)
     for req in ("src", "dst", "dir"):
         if item.get(req) is None:
             raise InputError(field + "." + req, "is required")
@@ -609,8 +680,9 @@ def validate_sp(field, item, state, rng):
     direction = V.choice(field + ".dir", item["dir"], SP_DIRS)
     proto, sport, dport = _sel_upper(field, item)
     sp = {"src": str(s), "dst": str(d), "proto": proto, "sport": sport, "dport": dport, "dir": direction,
-          "ptype": "main", "priority": None, "action": None, "tmpls": None, "offload": None, "mark": None,
-          "if_id": None, "family": s.version, "field": field}
+          "ptype": "main", "priority": None, "action": None, "tmpls": None, "offload": None,
+          "mark": validate_mark(field + ".mark", item.get("mark")), "if_id": None, "family": s.version,
+          "field": field}
     if state == "deleted":
         return sp
     if item.get("priority") is not None:
@@ -834,7 +906,7 @@ class SPKind(ObjectKind):
 
     def key(self, obj):
         return (obj["src"], obj["dst"], obj.get("proto"), obj.get("sport"), obj.get("dport"), obj["dir"],
-                obj.get("ptype") or "main", obj.get("mark"), obj.get("if_id"))
+                obj.get("ptype") or "main", mark_key(obj.get("mark")), obj.get("if_id"))
 
     def owned(self, obj):
         t = obj.get("tmpls") or []
@@ -848,7 +920,12 @@ class SPKind(ObjectKind):
                 up += " sport %s" % obj["sport"]
             if obj.get("dport"):
                 up += " dport %s" % obj["dport"]
-        return "SP src %s dst %s%s dir %s" % (obj["src"], obj["dst"], up, obj["dir"])
+        mk = mark_key(obj.get("mark"))
+        if isinstance(mk, tuple):
+            up_dir = " dir %s mark %#x/%#x" % (obj["dir"], mk[0], mk[1])
+        else:
+            up_dir = " dir %s" % obj["dir"]
+        return "SP src %s dst %s%s%s" % (obj["src"], obj["dst"], up, up_dir)
 
     @staticmethod
     def _tmpl_norm(t):
@@ -886,8 +963,17 @@ class SPKind(ObjectKind):
                 parts += ["dport", str(sp["dport"])]
         return parts
 
+    @staticmethod
+    def _mark(sp):
+        mk = mark_key(sp.get("mark"))
+        if mk is None:
+            return []
+        if not isinstance(mk, tuple):
+            raise ValueError("mark %r of a policy cannot be rendered (not value/mask)" % (mk,))
+        return ["mark", "%#x" % mk[0], "mask", "%#x" % mk[1]]
+
     def render_add(self, sp, features=None, keys=None, verb="add"):
-        parts = ["xfrm policy", verb] + self._selector(sp) + ["dir", sp["dir"]]
+        parts = ["xfrm policy", verb] + self._selector(sp) + ["dir", sp["dir"]] + self._mark(sp)
         if sp["action"] == "block":
             parts += ["action block"]
         parts += ["priority", str(sp["priority"]), "ptype", sp.get("ptype") or "main"]
@@ -909,7 +995,8 @@ class SPKind(ObjectKind):
         return self.render_add(sp, features, keys, verb="update")
 
     def render_delete(self, sp):
-        parts = ["xfrm policy delete"] + self._selector(sp) + ["dir", sp["dir"], "ptype", sp.get("ptype") or "main"]
+        parts = (["xfrm policy delete"] + self._selector(sp) + ["dir", sp["dir"]] + self._mark(sp)
+                 + ["ptype", sp.get("ptype") or "main"])
         return " ".join(parts)
 
     def public(self, sp, reveal=False):
@@ -924,6 +1011,9 @@ class SPKind(ObjectKind):
             out["tmpl"] = {"src": src, "dst": dst, "proto": proto, "reqid": _hex(reqid), "mode": mode, "level": level}
         if len(t) > 1:
             out["extra_tmpls"] = len(t) - 1
+        mk = mark_key(sp.get("mark"))
+        if isinstance(mk, tuple):
+            out["mark"] = {"value": "%#x" % mk[0], "mask": "%#x" % mk[1]}
         if sp.get("extras"):
             out["extras"] = list(sp["extras"])
         return out

@@ -11,13 +11,20 @@ short_description: IPsec policies (xfrm policies) with mlx5 packet offload, as o
 description:
   - Manages a list of IPsec security policies (C(ip xfrm policy), main policy type) in one call, with
     IPsec packet offload ("full offload") on an NVIDIA ConnectX-6 Dx / ConnectX-7 / BlueField-2 port.
-  - The identity of a policy is its selector (source and destination prefix, protocol, ports) and its
-    direction. A policy is owned by this collection when it has a template and the template's reqid lies
+  - The identity of a policy is its selector (source and destination prefix, protocol, ports), its
+    direction and its mark (value and mask; no mark is the kernel's 0/0). A policy is owned by this collection when it has a template and the template's reqid lies
     in O(owned_reqid_range); only owned policies are ever changed or deleted.
   - A changed policy is rewritten with C(ip xfrm policy update), which swaps it atomically (no moment
     without a policy, so no cleartext window); new ones use C(add), removed ones C(delete).
   - Policies support only packet offload. Forward (C(fwd)) policies are never offloaded by mlx5, so
     offload on them is refused.
+  - "Fail-closed guards: for every SA policy the pair derivation adds two guard policies with the same
+    selector and direction, C(action block), no offload, priority C(0xffffffff) and the marks
+    C(0/0x1) and C(0x1/0x1) (constants in C(module_utils/_guard.py)). They differ from the SA policy
+    only in the mark, which the kernel compares, so they can coexist with it; together they match every
+    packet. While the SA policy exists it wins; when the kernel loses it (netdev down, reboot) the guards
+    drop the traffic instead of letting it leave in clear. O(scope) lets C(overridden), C(deleted) and
+    C(gathered) act on the SA policies and the guards separately (teardown removes the guards last)."
 author: ipsec_offload.mlx5 contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ipsec_offload.mlx5.common
@@ -90,6 +97,21 @@ options:
             type: str
             choices: [required, use]
             default: required
+      mark:
+        description:
+          - The policy's mark; part of its identity (two policies that differ only in the mark are two
+            policies to the kernel). A packet matches when its mark ANDed with O(config[].mark.mask)
+            equals O(config[].mark.value).
+          - Left out, the policy has no mark (the kernel's 0/0, matching every packet).
+        type: dict
+        suboptions:
+          value:
+            description: Mark value, an integer or a decimal / C(0x) hex string, 0 to C(0xffffffff); no bits outside the mask.
+            type: raw
+            required: true
+          mask:
+            description: Mark mask, as O(config[].mark.value). Defaults to C(0xffffffff) (as with C(ip xfrm policy)).
+            type: raw
       offload:
         description:
           - Hardware offload. Required when an C(in) or C(out) policy is created; C(fwd) policies
@@ -105,6 +127,20 @@ options:
           dev:
             description: The netdev that offloads the policy. Required with C(packet).
             type: str
+  scope:
+    description:
+      - Which owned policies C(overridden) may delete, C(deleted) with an empty O(config) deletes, and
+        C(gathered), RV(before) and RV(after) report.
+      - C(all) (the default) - every owned policy.
+      - C(guards) - only the fail-closed guards (owned, C(action block), mark mask C(0x1)).
+      - C(policies) - every owned policy except the guards.
+      - With C(policies) or C(guards), a listed policy outside the scope is refused, naming it. Owned
+        policies outside the scope are never changed or deleted. Teardown runs C(deleted) with
+        C(policies) first, then removes the SAs, then runs C(deleted) with C(guards) (or keeps the guards,
+        so the traffic stays blocked while no key is installed).
+    type: str
+    choices: [all, policies, guards]
+    default: all
 attributes:
   check_mode:
     description: Reads the host, computes the changes and returns them (RV(commands), diff) without running them.
@@ -139,6 +175,19 @@ EXAMPLES = r'''
 - name: Remove every policy this collection owns
   ipsec_offload.mlx5.xfrm_offload_policy:
     state: deleted
+
+- name: A fail-closed guard pair for the outbound policy above (same selector, block, marks 0/0x1 and 0x1/0x1)
+  ipsec_offload.mlx5.xfrm_offload_policy:
+    config:
+      - {src: 192.168.100.1/32, dst: 192.168.100.2/32, dir: out, action: block, priority: 0xffffffff,
+         mark: {value: 0, mask: 1}, tmpl: {reqid: "0x51c00001"}, offload: {type: none}}
+      - {src: 192.168.100.1/32, dst: 192.168.100.2/32, dir: out, action: block, priority: 0xffffffff,
+         mark: {value: 1, mask: 1}, tmpl: {reqid: "0x51c00001"}, offload: {type: none}}
+
+- name: Remove the owned SA policies but keep the guards (traffic stays blocked)
+  ipsec_offload.mlx5.xfrm_offload_policy:
+    state: deleted
+    scope: policies
 '''
 
 RETURN = r'''
@@ -207,6 +256,7 @@ rolled_back:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _guard as G
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _lock
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_run
@@ -217,8 +267,21 @@ class PolicySpec(_xfrm_run.Spec):
     kind = X.SPKind()
     label = "sp"
 
+    def __init__(self, scope="all"):
+        self.scope = scope
+        self.kind = G.scoped_kind(scope) if scope != "all" else X.SPKind()
+
     def validate(self, field, item, state, rng):
-        return X.validate_sp(field, item, state, rng)
+        sp = X.validate_sp(field, item, state, rng)
+        if self.scope != "all":
+            guard = G.is_guard_mark(sp["mark"]) and sp["action"] in (None, "block")
+            if guard != (self.scope == "guards"):
+                raise X.InputError(field + (".mark" if self.scope == "guards" else ""),
+                                   "%s is %sa guard (action block, mark mask 0x%x) but scope is %s; list it "
+                                   "with scope %s or all" % (self.kind.describe(sp), "" if guard else "not ",
+                                                             G.GUARD_MARK_BIT, self.scope,
+                                                             "guards" if guard else "policies"))
+        return sp
 
     def complete(self, d, current):
         return X.complete_sp(d, current)
@@ -247,7 +310,12 @@ def argument_spec():
                 type=dict(type="str", choices=["packet", "none"]),
                 dev=dict(type="str"),
             )),
+            mark=dict(type="dict", options=dict(
+                value=dict(type="raw", required=True),
+                mask=dict(type="raw"),
+            )),
         )),
+        scope=dict(type="str", choices=list(G.SCOPES), default="all"),
         state=dict(type="str", default="merged",
                    choices=["merged", "replaced", "overridden", "deleted", "gathered", "rendered"]),
         namespace=dict(type="str"),
@@ -263,7 +331,7 @@ def argument_spec():
 def main():
     module = AnsibleModule(argument_spec=dict(argument_spec(), **_lock.ARGSPEC), supports_check_mode=True)
     with _lock.host_lock(module):
-        _xfrm_run.run(module, PolicySpec(), module.params)
+        _xfrm_run.run(module, PolicySpec(module.params["scope"]), module.params)
 
 
 if __name__ == "__main__":
