@@ -942,9 +942,9 @@ def host_objects(specs, links, held=None):
     while the peer could not be reached (see plugin_utils._lifecycle): each end keeps only the
     SAs it still has, nothing is added, so a lost SA is never re-created with its old key.
     Policies and guards are emitted for every pair: they hold no key and make the protected
-    traffic fail closed.  ``guards`` (also appended to ``policies``): per SA policy two block
-    policies that survive a link down or a lost SA (module_utils._guard), for hosts with
-    ipsec_fail_closed (default true).
+    traffic fail closed.  ``guards``: per SA policy two block policies that survive a link down
+    or a lost SA (module_utils._guard), for hosts with ipsec_fail_closed (default true); site.yml
+    installs ``policies + guards`` in one xfrm_offload_policy run.
     """
     from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _guard
 
@@ -962,7 +962,6 @@ def host_objects(specs, links, held=None):
     for h, obj in hosts.items():
         if specs[h].fail_closed:
             obj["guards"] = _guard.guards_for(obj["policies"])
-            obj["policies"] = obj["policies"] + obj["guards"]
     return hosts
 
 

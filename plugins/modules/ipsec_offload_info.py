@@ -51,9 +51,15 @@ options:
     elements: str
     default: []
   sa_counters:
-    description: Gather per-SA counters with C(ip -s xfrm state).
+    description:
+      - Gather per-SA counters with C(ip -s xfrm state), and the SA lifecycle health of the owned
+        objects (RV(xfrm_health)) from C(ip xfrm policy).
     type: bool
     default: true
+  owned_reqid_range:
+    description: The reqid range the collection owns (as for the xfrm modules), for RV(xfrm_health).
+    type: list
+    elements: raw
 extends_documentation_fragment:
   - ipsec_offload.mlx5.common
 attributes:
@@ -235,6 +241,20 @@ xfrm_states:
   returned: always
   type: list
   elements: dict
+xfrm_health:
+  description:
+    - The SA lifecycle, as this host sees it (owned objects only; the pair view across hosts is
+      C(playbooks/verify.yml)). Empty lists when all is well; null when O(sa_counters=false) or the
+      policies could not be read.
+    - C(policies_without_sa) - an owned allow policy whose template (reqid, destination) has no SA
+      here (the SA was lost; its traffic is dropped).
+    - C(guards_active) - a guard policy whose SA policy is gone (link down flushed a packet-offloaded
+      policy, a reboot): the guard is what drops the protected traffic now.
+    - C(sas_without_policy) - an owned SA no owned policy selects (a remnant).
+  returned: always
+  type: dict
+  sample: {policies_without_sa: ["SP src 10.0.0.1/32 dst 10.0.0.2/32 dir out (reqid 0x51c00001)"],
+           guards_active: [], sas_without_policy: []}
 xfrm_states_problem:
   description: Why the SAs could not be read; null when they were.
   returned: always
@@ -266,6 +286,8 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._ethtool import Ethtool, esp_features
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _guard
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._xfrm import offload_line
 
 # Vendor (MLNX_EN "IPsec Full Offload"): "This feature requires Linux kernel v6.6, or higher".
@@ -880,6 +902,40 @@ class Gatherer:
         return parse_xfrm_sa_counters(out), None
 
 
+def xfrm_health(states, policies, rng):
+    """Owned objects of one host -> {policies_without_sa, guards_active, sas_without_policy}.
+
+    ``states``: xfrm_states entries (dst, spi, reqid); ``policies``: X.parse_policies output."""
+    owned = X.SPKind(rng)
+    sa_ids = {(sa.get("dst"), sa.get("reqid")) for sa in states if rng[0] <= (sa.get("reqid") or 0) <= rng[1]}
+    allow, guards = {}, []
+    for sp in policies:
+        if not owned.owned(sp):
+            continue
+        if _guard.is_guard(sp, rng):
+            guards.append(sp)
+        elif sp.get("action") != "block":
+            allow[(sp["src"], sp["dst"], sp.get("proto"), sp.get("sport"), sp.get("dport"), sp["dir"])] = sp
+    out = {"policies_without_sa": [], "guards_active": [], "sas_without_policy": []}
+    wanted = set()
+    for sp in allow.values():
+        for t in sp["tmpls"]:
+            wanted.add((t.get("dst"), t.get("reqid")))
+            if (t.get("dst"), t.get("reqid")) not in sa_ids:
+                out["policies_without_sa"].append("%s (reqid 0x%08x)" % (owned.describe(sp), t["reqid"]))
+    for g in guards:
+        k = (g["src"], g["dst"], g.get("proto"), g.get("sport"), g.get("dport"), g["dir"])
+        if k not in allow:
+            text = "%s (reqid 0x%08x)" % (owned.describe(g), g["tmpls"][0]["reqid"])
+            if text not in out["guards_active"]:
+                out["guards_active"].append(text)
+    for sa in states:
+        r = sa.get("reqid") or 0
+        if rng[0] <= r <= rng[1] and (sa.get("dst"), r) not in wanted:
+            out["sas_without_policy"].append("SA src %s dst %s spi %s (reqid 0x%08x)" % (sa.get("src"), sa.get("dst"), sa.get("spi"), r))
+    return out
+
+
 def validate(params):
     devices = []
     for i, name in enumerate(params["devices"] or []):
@@ -901,12 +957,14 @@ def main():
             "devices": {"type": "list", "elements": "str", "default": []},
             "devlink": {"type": "list", "elements": "str", "default": []},
             "sa_counters": {"type": "bool", "default": True},
+            "owned_reqid_range": {"type": "list", "elements": "raw"},
             "namespace": {"type": "str"},
         },
         supports_check_mode=True,
     )
     try:
         devices, handles, ns = validate(module.params)
+        rng = X.owned_range(module.params["owned_reqid_range"])
     except V.InputError as exc:
         module.fail_json(msg=str(exc))
 
@@ -920,7 +978,7 @@ def main():
                                  "or omit the option" % (ns, ns))
 
     result = {"changed": False, "tools": g.tools(), "iproute2": g.iproute2(), "kernel": gather_kernel(),
-              "devices": {}, "devlink": {}, "xfrm_states": [], "xfrm_states_problem": None}
+              "devices": {}, "devlink": {}, "xfrm_states": [], "xfrm_states_problem": None, "xfrm_health": None}
 
     dl_devs, dl_ports, dl_problem = g.devlink_index()
     for name in devices:
@@ -948,6 +1006,9 @@ def main():
             for name, dev in result["devices"].items():
                 if dev["present"]:
                     dev["offloaded_states"] = sum(1 for sa in sas if sa["offload_dev"] == name)
+            out, problem = g._try(g.ip, ["xfrm", "policy", "list"], stdout_in_errors=False)
+            if problem is None:
+                result["xfrm_health"] = xfrm_health(sas, X.parse_policies(out), rng)
         else:
             result["xfrm_states_problem"] = problem
 

@@ -250,7 +250,7 @@ def test_allocation_keeps_previous_spi_reserved(started):
     hv["lab2"]["ipsec_peers"] = ["lab1", "lab3"]
     with pytest.raises(_pairs.DeriveError) as e:
         _pairs.derive(hv, store=roundtrip(after), keys="optional")
-    assert "still used by the previous generation of lab1->lab2" in str(e.value)
+    assert "is used by an earlier generation of lab1->lab2" in str(e.value)
     # hashed allocation simply avoids it
     del hv["lab3"]["ipsec_overrides"]
     links = _pairs.build_links(*_pairs.read_inventory(hv)[:2])
@@ -278,7 +278,10 @@ def test_rotation_refused_for_inventory_keys_and_missing_keys():
 @pytest.mark.parametrize("entry, msg", [
     ({"rotation": "inbound"}, "a rotation needs previous"),
     ({"rotation": "sideways", "previous": {"key": "0x" + "cd" * 36, "spi": "0x1000"}}, "rotation must be one of"),
-    ({"rotation": "inbound", "previous": {"key": "0x" + "cd" * 36, "spi": "0x2000"}}, "previous spi equals the current"),
+    ({"rotation": "inbound", "generation": 2, "previous": {"key": "0x" + "cd" * 36, "spi": "0x2000"}},
+     "previous spi equals the current"),
+    ({"rotation": "inbound", "previous": {"key": "0x" + "cd" * 36, "spi": "0x3000"}},
+     "the previous generation 1 is not older than the current one 1"),
     ({"rotation": "inbound", "previous": {"key": "0xzz", "spi": "0x1000"}}, "previous key must be a hex string"),
     ({"generation": 0}, "generation 0x0 is out of range"),
 ])
@@ -292,5 +295,9 @@ def test_parse_store_rotation_refused(entry, msg):
 
 def test_old_store_without_generations_reads_as_before():
     doc = {"ipsec_offload_keystore": 1, "pairs": {"a": {"b": {"key": "0x" + "ab" * 36, "spi": "0x00002000", "reqid": "0x51c00001"}}}}
-    assert _pairs.parse_store(doc) == {("a", "b"): {"key": "ab" * 36, "spi": 0x2000, "reqid": 0x51c00001}}
-    assert _pairs.store_document(_pairs.parse_store(doc)) == doc
+    # version 1 stores, written before the SA lifecycle: every entry counts as installed
+    assert _pairs.parse_store(doc) == {("a", "b"): {"key": "ab" * 36, "spi": 0x2000, "reqid": 0x51c00001,
+                                                    "generation": 1, "installed": True, "retired": []}}
+    # written back as version 2, the migration made explicit
+    v2 = {"ipsec_offload_keystore": 2, "pairs": {"a": {"b": dict(doc["pairs"]["a"]["b"], installed=True)}}}
+    assert _pairs.store_document(_pairs.parse_store(doc)) == v2

@@ -438,6 +438,7 @@ def mlx5_host(usage=USAGE_NEW, sas=MLX5_SAS):
         (("ethtool", "-S", "p0"), (0, "NIC statistics:\n     rx_packets: 10\n" + sample("ethtool_S_ipsec_cx7.txt"), "")),
         (("tc", "-j", "filter", "show", "dev", "p0", "ingress"), (0, "[]", "")),
         (("ip", "-s", "xfrm", "state", "list"), (0, sas, "")),
+        (("ip", "xfrm", "policy", "list"), (0, "", "")),
     ])
 
 
@@ -454,6 +455,7 @@ MLX5_COMMANDS = [
     ["devlink", "-j", "dev", "eswitch", "show", PF],
     ["devlink", "-j", "dev", "param", "show", PF, "name", "flow_steering_mode"],
     ["ip", "-s", "xfrm", "state", "list", "nokeys"],
+    ["ip", "xfrm", "policy", "list"],
 ]
 
 # Words that would make any of these tools change state.
@@ -511,7 +513,7 @@ def test_module_old_iproute2_without_nokeys_keeps_no_keys(kernel_tree):
     host = mlx5_host(usage=usage, sas=sample("ip_s_xfrm_state_lab.txt"))
     res, failed = run_module(info.main, {"devices": ["p0"]}, host)
     assert not failed
-    assert host.commands()[-1] == ["ip", "-s", "xfrm", "state", "list"]
+    assert host.commands()[-2] == ["ip", "-s", "xfrm", "state", "list"]
     dumped = json.dumps(res)
     assert "2222222222222222222222222222222222222222" not in dumped
     assert "1111111111111111111111111111111111111111" not in dumped
@@ -553,6 +555,7 @@ def test_module_namespace_argv_forms(kernel_tree):
         (("ip", "netns", "exec", "ns0", "/usr/sbin/ethtool", "-S"), (0, sample("ethtool_S_ipsec_cx7.txt"), "")),
         (("tc", "-n", "ns0", "-j"), (0, "[]", "")),
         (("ip", "-n", "ns0", "-s", "xfrm"), (0, "", "")),
+        (("ip", "-n", "ns0", "xfrm", "policy"), (0, "", "")),
     ])
     res, failed = run_module(info.main, {"devices": ["vf0"], "namespace": "ns0"}, host)
     assert not failed, res
@@ -567,6 +570,7 @@ def test_module_namespace_argv_forms(kernel_tree):
         ["ip", "netns", "exec", "ns0", "/usr/sbin/ethtool", "-S", "vf0"],
         ["tc", "-n", "ns0", "-j", "filter", "show", "dev", "vf0", "ingress"],
         ["ip", "-n", "ns0", "-s", "xfrm", "state", "list", "nokeys"],
+        ["ip", "-n", "ns0", "xfrm", "policy", "list"],
     ]
     assert_read_only(host)
     vf0 = res["devices"]["vf0"]
@@ -605,11 +609,12 @@ def test_module_without_ethtool_devlink_tc_reports_unknown(kernel_tree):
         (("ip", "xfrm", "state", "help"), (255, "", USAGE_NEW)),
         (("ip", "-d", "-j", "link"), (0, MLX5_LINK, "")),
         (("ip", "-s", "xfrm"), (0, "", "")),
+        (("ip", "xfrm", "policy"), (0, "", "")),
     ])
     res, failed = run_module(info.main, {"devices": ["p0"]}, host, bins=["ip"])
     assert not failed, res
     assert [c[:3] for c in host.commands()] == [["ip", "-V"], ["ip", "xfrm", "state"], ["ip", "-d", "-j"],
-                                                ["ip", "-s", "xfrm"]]
+                                                ["ip", "-s", "xfrm"], ["ip", "xfrm", "policy"]]
     assert res["tools"] == {"ip": True, "tc": False, "ethtool": False, "devlink": False}
     p0 = res["devices"]["p0"]
     assert p0["present"] is True and p0["driver"] is None and p0["esp_features"] is None
@@ -705,3 +710,29 @@ def test_real_host_missing_namespace_fails_cleanly():
     res, failed = _run_real({"devices": ["lo"], "namespace": "ioinfo-does-not-exist"})
     assert failed
     assert res["msg"].startswith("namespace: network namespace 'ioinfo-does-not-exist' does not exist")
+
+
+def test_xfrm_health_names_lost_sas_active_guards_and_remnants():
+    from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
+    rng = X.OWNED_REQID_RANGE
+    pol = ("src 10.0.0.1/32 dst 10.0.0.2/32 \n\tdir out priority 0 ptype main \n"
+           "\ttmpl src 10.0.0.1 dst 10.0.0.2\n\t\tproto esp reqid 1371537409 mode transport\n")
+    guards = "".join("src 10.0.0.%s/32 dst 10.0.0.%s/32 \n\tdir %s action block priority 4294967295 ptype main \n"
+                     "\tmark %s/0x1 \n\ttmpl src 10.0.0.%s dst 10.0.0.%s\n\t\tproto esp reqid %d mode transport\n"
+                     % (a, b, d, m, a, b, r)
+                     for (a, b, d, r) in (("1", "2", "out", 1371537409), ("2", "1", "in", 1371537410))
+                     for m in ("0", "0x1"))
+    foreign = "src 10.0.0.1/32 dst 10.0.0.9/32 \n\tdir out priority 0 ptype main \n"
+    policies = X.parse_policies(pol + guards + foreign)
+    # the out SA is lost (policy without SA), the in SA policy is gone (its guards are what drops
+    # the traffic), and an owned SA nothing selects is left over
+    states = [{"src": "10.0.0.9", "dst": "10.0.0.1", "spi": "0x00001234", "reqid": 1371537499}]
+    h = info.xfrm_health(states, policies, rng)
+    assert h["policies_without_sa"] == ["SP src 10.0.0.1/32 dst 10.0.0.2/32 dir out (reqid 0x51c00001)"]
+    assert h["guards_active"] == ["SP src 10.0.0.2/32 dst 10.0.0.1/32 dir in mark 0x0/0x1 (reqid 0x51c00002)",
+                                  "SP src 10.0.0.2/32 dst 10.0.0.1/32 dir in mark 0x1/0x1 (reqid 0x51c00002)"]
+    assert h["sas_without_policy"] == ["SA src 10.0.0.9 dst 10.0.0.1 spi 0x00001234 (reqid 0x51c0005b)"]
+    # all well: SA present for the policy, guards beside their policy
+    states = [{"src": "10.0.0.1", "dst": "10.0.0.2", "spi": "0x00001000", "reqid": 1371537409}]
+    assert info.xfrm_health(states, X.parse_policies(pol + guards[:len(guards) // 2]), rng) == {
+        "policies_without_sa": [], "guards_active": [], "sas_without_policy": []}
