@@ -18,6 +18,10 @@ description:
     without a policy, so no cleartext window); new ones use C(add), removed ones C(delete).
   - Policies support only packet offload. Forward (C(fwd)) policies are never offloaded by mlx5, so
     offload on them is refused.
+  - A policy with a mark whose value is 0 and mask is not (the guards' C(0/0x1)) is deleted with one
+    netlink request (C(XFRM_MSG_DELPOLICY) with the mark), not with C(ip): C(ip xfrm policy delete)
+    leaves such a mark out and would delete the unmarked policy with the same selector instead. Its
+    line in RV(commands) shows what is deleted.
   - "Fail-closed guards: for every SA policy the pair derivation adds two guard policies with the same
     selector and direction, C(action block), no offload, priority C(0xffffffff) and the marks
     C(0/0x1) and C(0x1/0x1) (constants in C(module_utils/_guard.py)). They differ from the SA policy
@@ -262,6 +266,31 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_run
 
 
+class PolicyHost(_xfrm_run.XfrmHost):
+    """XfrmHost whose batch sends `xfrm policy delete` lines for a mark with value 0 (the guards'
+    0/0x1) over netlink: `ip` would drop that mark and delete the unmarked policy with the same
+    selector instead (see _guard.ip_cannot_delete).  The other lines still go to `ip -batch -`, in
+    order, in runs; the first failure stops the batch, as `ip -batch` does."""
+
+    def batch(self, lines):
+        run = []
+        for line in list(lines) + [None]:
+            sp = G.split_delete_line(line) if line is not None else None
+            if line is not None and not (sp is not None and G.ip_cannot_delete(sp)):
+                run.append(line)
+                continue
+            if run:
+                rc, err = super().batch(run)
+                if rc != 0:
+                    return rc, err
+                run = []
+            if line is None:
+                return 0, ""
+            err = G.netlink_delete(sp, self.namespace)
+            if err:
+                return 2, err
+
+
 class PolicySpec(_xfrm_run.Spec):
     which = "policy"
     kind = X.SPKind()
@@ -330,8 +359,13 @@ def argument_spec():
 
 def main():
     module = AnsibleModule(argument_spec=dict(argument_spec(), **_lock.ARGSPEC), supports_check_mode=True)
-    with _lock.host_lock(module):
-        _xfrm_run.run(module, PolicySpec(module.params["scope"]), module.params)
+    # _xfrm_run.run() builds its host from this name: the policy module's host (see PolicyHost)
+    plain, _xfrm_run.XfrmHost = _xfrm_run.XfrmHost, PolicyHost
+    try:
+        with _lock.host_lock(module):
+            _xfrm_run.run(module, PolicySpec(module.params["scope"]), module.params)
+    finally:
+        _xfrm_run.XfrmHost = plain
 
 
 if __name__ == "__main__":
