@@ -68,8 +68,9 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-SP_CONFIG_FIELDS = ("src", "dst", "proto", "sport", "dport", "dir", "priority", "action", "tmpl", "offload")
-SP_ID_FIELDS = ("src", "dst", "proto", "sport", "dport", "dir")
+# the mark is part of a policy's identity (guard policies differ from their SA policy only by it)
+SP_CONFIG_FIELDS = ("src", "dst", "proto", "sport", "dport", "dir", "mark", "priority", "action", "tmpl", "offload")
+SP_ID_FIELDS = ("src", "dst", "proto", "sport", "dport", "dir", "mark")
 
 
 def _usable(result):

@@ -79,7 +79,10 @@ def test_render_lab_masked_then_revealed(tmp_path):
     assert re.search(r"reqid (\S+)", out1[0]).group(1) == re.search(r"reqid (\S+)", in2[0]).group(1)
     assert " dir out" in out1[0] and " dir in" in in2[0]
     assert "offload" not in " ".join(l1 + l2)           # the lab pair is software-only
-    assert len(lines(outdir / "lab1.xfrm.sh", "policy")) == 2
+    pol = lines(outdir / "lab1.xfrm.sh", "policy")
+    # one SA policy per direction and its two guards (block, marks 0/0x1 and 0x1/0x1)
+    assert len(pol) == 6 and sum(" action block " in ln for ln in pol) == 4
+    assert sum(" mark 0x0 mask 0x1 " in ln for ln in pol) == sum(" mark 0x1 mask 0x1 " in ln for ln in pol) == 2
     table = (outdir / "pairs.txt").read_text()
     assert "lab1->lab2" in table and "keystore/256" in table
 
