@@ -8,6 +8,8 @@
 #   lab.sh down         stop the VMs (by PID file) and drop their disks; always safe to call
 #   lab.sh status       what runs, on which ports, whether SSH answers
 #   lab.sh ssh N [cmd]  SSH to labN (N = 1 or 2)
+#   lab.sh reboot N     power labN off and boot the SAME disk again (overlay kept, new boot id),
+#                       wait for SSH; N = 2 only: the link comes back only when lab2 reboots
 #   lab.sh clean        down, then remove lab/cache and lab/run
 #
 # Topology: labN has mgmt0 (QEMU user-mode NIC, no route out; SSH via 127.0.0.1:LAB_SSH_PORTN)
@@ -22,6 +24,9 @@
 #   LAB_CPUS                   1               vCPUs per VM (TCG; 2 VMs on a 2-core host)
 #   LAB_VFS                    1               VF stand-ins per VM
 #   LAB_SSH_TIMEOUT            300             seconds to wait for SSH after boot
+#   LAB_LINK_PCAP              (unset)         capture the inter-VM link into this pcap file, from
+#                                              'up' until 'down' (QEMU filter-dump on lab1's link
+#                                              netdev: both directions, across reboots of lab2)
 #   LAB_RUN / LAB_CACHE        lab/run, lab/cache
 #   (image build knobs: see lab/build.sh)
 set -euo pipefail
@@ -38,7 +43,15 @@ MEM=${LAB_MEM:-1024}
 CPUS=${LAB_CPUS:-1}
 VFS=${LAB_VFS:-1}
 SSH_TIMEOUT=${LAB_SSH_TIMEOUT:-300}
+LINK_PCAP=${LAB_LINK_PCAP:-}
 VMS=(1 2)
+# The link is a QEMU socket netdev, lab1 listens, lab2 connects. QEMU 7.2 (net/socket.c): when the
+# connection ends, the listening side accepts again, the connecting side just closes its end. So
+# a rebooted lab2 connects to lab1's listener again and the link works; a rebooted lab1 listens
+# anew but lab2's netdev never reconnects. Tested (QEMU 7.2): 'reboot 2' -> ping over link0 at
+# once; 'reboot 1' (LAB_REBOOT_ANY=1) -> lab1 boots its kept disk, but no TCP connection on the
+# link port and 100% ping loss both ways, until lab2 is rebooted too. 'reboot' takes lab2 only.
+REBOOTABLE=2
 
 for _v in SSH_PORT1 SSH_PORT2 LINK_PORT MEM CPUS VFS SSH_TIMEOUT; do
 	[[ ${!_v} =~ ^[0-9]+$ ]] || die "LAB_$_v must be a number, got '${!_v}'"
@@ -162,13 +175,22 @@ console_tail() { # console_tail N : what the VM printed last (the first thing to
 	echo "----" >&2
 }
 
-start_vm() { # start_vm N IMAGE_DIR
-	local n=$1 img=$2 netlink mac_n
+start_vm() { # start_vm N IMAGE_DIR [keep]: keep = boot the existing overlay (a reboot)
+	local n=$1 img=$2 keep=${3:-} netlink mac_n dump=()
 	mac_n=$(printf %02x "$n")
 	if [ "$n" = 1 ]; then netlink="listen=127.0.0.1:$LINK_PORT"; else netlink="connect=127.0.0.1:$LINK_PORT"; fi
-	qemu-img create -q -f qcow2 -F qcow2 -b "$img/base.qcow2" "$RUN/vm$n.qcow2" \
-		|| die "qemu-img create of the lab$n overlay failed"
-	: > "$RUN/vm$n.console.log"
+	if [ -z "$keep" ]; then
+		qemu-img create -q -f qcow2 -F qcow2 -b "$img/base.qcow2" "$RUN/vm$n.qcow2" \
+			|| die "qemu-img create of the lab$n overlay failed"
+		echo "$img" > "$RUN/vm$n.image"
+		: > "$RUN/vm$n.console.log"
+	else
+		[ -f "$RUN/vm$n.qcow2" ] || die "lab$n has no overlay to boot again ($RUN/vm$n.qcow2)"
+		mv -f "$RUN/vm$n.console.log" "$RUN/vm$n.console.log.prev" 2>/dev/null || true
+		: > "$RUN/vm$n.console.log"
+	fi
+	# the link capture sits on lab1, the VM that is never rebooted (filter-dump truncates its file)
+	if [ -n "$LINK_PCAP" ] && [ "$n" = 1 ]; then dump=(-object "filter-dump,id=linkdump,netdev=link,file=$LINK_PCAP"); fi
 	local append="console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/lab/init panic=-1 quiet"
 	append+=" mitigations=off labid=$n lab.key=$(awk '{print $2}' "$RUN/id_ed25519.pub") lab.vfs=$VFS"
 	date +%s.%N > "$RUN/vm$n.started"
@@ -183,6 +205,7 @@ start_vm() { # start_vm N IMAGE_DIR
 		-device "virtio-net-pci,netdev=mgmt,mac=52:54:00:aa:00:$mac_n" \
 		-netdev "socket,id=link,$netlink" \
 		-device "virtio-net-pci,netdev=link,mac=52:54:00:bb:00:$mac_n" \
+		${dump[@]+"${dump[@]}"} \
 		-device virtio-rng-pci \
 		-serial "file:$RUN/vm$n.console.log" \
 		-pidfile "$RUN/vm$n.pid" < /dev/null > "$RUN/vm$n.qemu.err" 2>&1 8>&- &
@@ -207,8 +230,9 @@ start_vm() { # start_vm N IMAGE_DIR
 	die "lab$n: qemu-system-x86_64 did not start (its stderr and console are above)"
 }
 
-wait_ssh() { # wait_ssh [reuse]: wait until every VM answers SSH; fail on a dead VM or at the timeout
+wait_ssh() { # wait_ssh [reuse] [N...]: wait until every VM (or VMs N...) answers SSH; fail on a dead VM or at the timeout
 	local reuse=${1:-} n t0 pending=("${VMS[@]}") still
+	[ $# -le 1 ] || pending=("${@:2}")
 	t0=$(now)
 	while [ ${#pending[@]} -gt 0 ]; do
 		still=()
@@ -301,7 +325,7 @@ cmd_down() {
 		elif [ -e "$RUN/vm$n.pid" ] && [ -z "$quiet" ]; then
 			log "lab$n was not running (stale PID file removed)"
 		fi
-		rm -f "$RUN/vm$n.pid" "$RUN/vm$n.qcow2" "$RUN/vm$n.started"
+		rm -f "$RUN/vm$n.pid" "$RUN/vm$n.qcow2" "$RUN/vm$n.started" "$RUN/vm$n.image"
 	done
 	if [ -f "$RUN/ssh_config" ]; then # our SSH control masters
 		for n in "${VMS[@]}"; do ssh -F "$RUN/ssh_config" -O exit "lab$n" > /dev/null 2>&1 || true; done
@@ -336,6 +360,50 @@ cmd_status() {
 	return $rc
 }
 
+# reboot N: a real reboot of labN - its guest powers off (sync, root read-only), QEMU exits, and
+# the same overlay boots again (same disk, new /proc/sys/kernel/random/boot_id). Only lab2 (see
+# REBOOTABLE above). Prints "labN rebooted: boot_id OLD -> NEW, down D s, boot-to-SSH B s".
+cmd_reboot() {
+	local n=${1:-} pid old new img t0 t1
+	[[ $n =~ ^[12]$ ]] || die "usage: lab.sh reboot 2"
+	# LAB_REBOOT_ANY=1: reboot lab1 anyway (only to re-check the claim: the link stays dead)
+	[ "$n" = "$REBOOTABLE" ] || [ "${LAB_REBOOT_ANY:-0}" = 1 ] || die "lab$n cannot be rebooted alone: it listens on the link socket and lab2's QEMU never reconnects to a new listener (QEMU net/socket.c), so the link would stay dead; reboot lab$REBOOTABLE, or 'down' + 'up' the pair"
+	mkdir -p "$RUN"
+	exec 8> "$RUN/.lock"
+	flock -w 900 8 || die "another lab.sh holds $RUN/.lock"
+	pid=$(vm_pid "$n") || die "lab$n is not running ('lab.sh up' first)"
+	vm_pid "$((3 - n))" > /dev/null || die "lab$((3 - n)) is not running: the link needs it ('lab.sh up')"
+	img=$(cat "$RUN/vm$n.image" 2>/dev/null || true)
+	if [ ! -f "$img/vmlinuz" ]; then # older run dir: the overlay's backing file names the image
+		img=$(dirname "$(qemu-img info -U --output=json "$RUN/vm$n.qcow2" | sed -n 's/.*"backing-filename": "\(.*\)",*$/\1/p' | head -n 1)")
+	fi
+	[ -f "$img/vmlinuz" ] || die "cannot find the image lab$n booted from (looked in '$img')"
+	ssh_cfg_write
+	old=$(timeout 30 ssh -F "$RUN/ssh_config" "lab$n" cat /proc/sys/kernel/random/boot_id < /dev/null 8>&- 2> /dev/null) \
+		|| die "lab$n does not answer SSH: cannot reboot it cleanly"
+	t0=$(now)
+	# poweroff in the guest: init sends TERM/KILL to all, syncs, remounts / read-only, sysrq o
+	timeout 20 ssh -F "$RUN/ssh_config" "lab$n" 'nohup poweroff > /dev/null 2>&1 &' < /dev/null > /dev/null 2>&1 8>&- || true
+	for _ in $(seq 300); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done
+	if kill -0 "$pid" 2> /dev/null; then
+		log "lab$n did not power off within 30 s: stopping its QEMU (pid $pid)"
+		kill -TERM "$pid" 2> /dev/null || true
+		for _ in $(seq 50); do kill -0 "$pid" 2> /dev/null || break; sleep 0.2; done
+		kill -0 "$pid" 2> /dev/null && kill -KILL "$pid" 2> /dev/null
+	fi
+	ssh -F "$RUN/ssh_config" -O exit "lab$n" > /dev/null 2>&1 || true
+	rm -f "$RUN/vm$n.pid"
+	local down_s; down_s=$(elapsed "$t0")
+	t1=$(now)
+	start_vm "$n" "$img" keep
+	wait_ssh "" "$n"
+	new=$(ssh -F "$RUN/ssh_config" "lab$n" cat /proc/sys/kernel/random/boot_id < /dev/null 8>&-) \
+		|| die "lab$n: no boot id after the reboot"
+	[ "$new" != "$old" ] || die "lab$n: boot id unchanged ($new): not rebooted"
+	echo "reboot_vm${n}_s=$(elapsed "$t0")" >> "$RUN/timings.txt"
+	log "lab$n rebooted: boot_id $old -> $new, down ${down_s} s, boot-to-SSH $(elapsed "$t1") s"
+}
+
 cmd_ssh() {
 	local n=${1:-}
 	[[ $n =~ ^[12]$ ]] || die "usage: lab.sh ssh 1|2 [command...]"
@@ -357,7 +425,7 @@ cmd_clean() {
 	rm -rf --one-file-system "$LAB_CACHE" "$RUN"
 }
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 case "${1:-}" in
 	setup) cmd_setup ;;
@@ -366,6 +434,7 @@ case "${1:-}" in
 	down) cmd_down ;;
 	status) cmd_status ;;
 	ssh) shift; cmd_ssh "$@" ;;
+	reboot) shift; cmd_reboot "$@" ;;
 	clean) cmd_clean ;;
 	help | -h | --help) usage ;;
 	*) usage >&2; exit 2 ;;
