@@ -19,7 +19,7 @@ description:
   - Policies support only packet offload. Forward (C(fwd)) policies are never offloaded by mlx5, so
     offload on them is refused.
   - A policy with a mark whose value is 0 and mask is not (the guards' C(0/0x1)) is deleted with one
-    netlink request (C(XFRM_MSG_DELPOLICY) with the mark), not with C(ip): C(ip xfrm policy delete)
+    netlink request (C(XFRM_MSG_DELPOLICY) with the mark), not with C(ip) - C(ip xfrm policy delete)
     leaves such a mark out and would delete the unmarked policy with the same selector instead. Its
     line in RV(commands) shows what is deleted.
   - "Fail-closed guards: for every SA policy the pair derivation adds two guard policies with the same
