@@ -252,8 +252,8 @@ def netlink_delete(sp, namespace=None):
     try:
         s = xfrm_socket(namespace)
     except OSError as exc:
-        return "cannot open a NETLINK_XFRM socket%s: %s" % (" in netns %s" % namespace if namespace else "",
-                                                             exc.strerror or exc)
+        where = " in netns %s" % namespace if namespace else ""
+        return "cannot open a NETLINK_XFRM socket%s: %s" % (where, exc.strerror or exc)
     try:
         s.settimeout(10)
         s.bind((0, 0))

@@ -12,7 +12,8 @@ description:
   - Manages a list of IPsec security policies (C(ip xfrm policy), main policy type) in one call, with
     IPsec packet offload ("full offload") on an NVIDIA ConnectX-6 Dx / ConnectX-7 / BlueField-2 port.
   - The identity of a policy is its selector (source and destination prefix, protocol, ports), its
-    direction and its mark (value and mask; no mark is the kernel's 0/0). A policy is owned by this collection when it has a template and the template's reqid lies
+    direction and its mark (value and mask; no mark is the kernel's 0/0). A policy is owned by this
+    collection when it has a template and the template's reqid lies
     in O(owned_reqid_range); only owned policies are ever changed or deleted.
   - A changed policy is rewritten with C(ip xfrm policy update), which swaps it atomically (no moment
     without a policy, so no cleartext window); new ones use C(add), removed ones C(delete).

@@ -74,10 +74,10 @@ def test_converge_with_guards_then_scopes(netlink_into_sim):
     assert not failed and not res["changed"] and res["counts"]["unchanged"] == 6, res
 
     # gathered per scope
-    res, _ = run_module(M.main, dict(state="gathered", scope="guards"), host(sim))
+    res = run_module(M.main, dict(state="gathered", scope="guards"), host(sim))[0]
     assert len(res["gathered"]) == 4 and all(g["action"] == "block" and g["mark"]["mask"] == "0x1"
                                              for g in res["gathered"])
-    res, _ = run_module(M.main, dict(state="gathered", scope="policies"), host(sim))
+    res = run_module(M.main, dict(state="gathered", scope="policies"), host(sim))[0]
     assert sorted(g["dir"] for g in res["gathered"]) == ["in", "out"]
 
     # overridden with scope policies and only the outbound SA policy: the inbound one goes, guards stay
