@@ -98,24 +98,26 @@ for n in 1 2; do
 	record "lab$n netdevsim/netdevsim1 netdev $NSIM up" "$r"
 done
 
-mkdir -p "$INVDIR"
-cat > "$INVDIR/hosts.yml" <<EOF
-# Written by lab/lifecycle.sh: the lab pair, SAs crypto-offloaded to netdevsim (nsim0), traffic on link0.
-all:
-  children:
-    ipsec_lab:
-      hosts:
-        lab1:
-          ipsec_local_ip: $IP1
-        lab2:
-          ipsec_local_ip: $IP2
-      vars:
-        ipsec_meshes: [ipsec_lab]
-        ipsec_dev: $NSIM
-        ipsec_offload: $OFFLOAD
-        ipsec_key_bits: 128
-        ipsec_mode: transport
-EOF
+write_inventory() {
+	mkdir -p "$INVDIR"
+	cat > "$INVDIR/hosts.yml" <<-EOF
+	# Written by lab/lifecycle.sh: the lab pair, SAs offloaded ($OFFLOAD) to netdevsim ($NSIM), traffic on link0.
+	all:
+	  children:
+	    ipsec_lab:
+	      hosts:
+	        lab1:
+	          ipsec_local_ip: $IP1
+	        lab2:
+	          ipsec_local_ip: $IP2
+	      vars:
+	        ipsec_meshes: [ipsec_lab]
+	        ipsec_dev: $NSIM
+	        ipsec_offload: $OFFLOAD
+	        ipsec_key_bits: 128
+	        ipsec_mode: transport
+	EOF
+}
 lplay() { # lplay NAME PLAYBOOK [ARGS..]: like lib.sh's play, with this suite's inventory
 	local name=$1 pb=$2 rc=0 log; shift 2
 	log="$OUT/$name.log"
@@ -234,12 +236,26 @@ ping_window() {
 for n in 1 2; do plant_foreign "$n" || { bad "lab$n foreign SA + policy" "ip -batch failed"; exit 1; }; done
 for n in 1 2; do FOREIGN[$n]=$(foreign_snapshot "$n"); done
 record "foreign SA (spi 0xabc, reqid 0x100) + policy planted on lab1 / lab2" "key hashes $(awk '{print substr($5, 1, 8)}' <<< "${FOREIGN[1]}" | head -n 1) / $(awk '{print substr($5, 1, 8)}' <<< "${FOREIGN[2]}" | head -n 1)"
+write_inventory
+# the kernel's word on an SA of the shape site.yml derives (ESN, AES-128-GCM, offload crypto dev
+# nsim0): added by hand on lab1 with a key generated there (SPI 0xfffe, deleted again)
+# shellcheck disable=SC2016 # expanded on the VM
+ESN_PROBE='k=$(od -An -tx1 -N20 /dev/urandom | tr -d " \n")
+printf "xfrm state add src '$IP1' dst '$IP2' proto esp spi 0x0000fffe reqid 0x51c0fffe mode transport flag esn aead rfc4106(gcm(aes)) 0x%s 128 offload crypto dev '$NSIM' dir out\n" "$k" | ip -batch - 2>&1
+ip xfrm state delete src '$IP1' dst '$IP2' proto esp spi 0x0000fffe 2>/dev/null; true'
 t=$(now)
 if ! r=$(lplay converge playbooks/site.yml); then
-	bad "site.yml converge (ipsec_offload $OFFLOAD on $NSIM)" "$r (log $OUT/converge.log)"
-	{ grep -oE "Device doesn't support offload with ESN|Error: [^\"]{0,160}" "$OUT/converge.log" || true; } | sort -u | head -n 3 > "$OUT/converge-errors.txt"
-	while read -r line; do record "  converge error" "$line"; done < "$OUT/converge-errors.txt"
-	exit 1
+	soft "site.yml converge (ipsec_offload $OFFLOAD on $NSIM)" "$r (log $OUT/converge.log)"
+	record "  failed task(s)" "$(grep -B 6 '^fatal:' "$OUT/converge.log" | grep -oE '^TASK \[[^]]*\]|- name: .*' | sort -u | xargs | cut -c1-150)"
+	[ "$OFFLOAD" = crypto ] || exit 1
+	probe=$(on 1 "$ESN_PROBE" | head -n 2 | xargs)
+	record "  the kernel on an ESN SA with offload crypto dev $NSIM" "${probe:-accepted (no error)}"
+	# carry on with software SAs, so that every other check still runs (the run stays FAIL)
+	OFFLOAD=none
+	write_inventory
+	record "  falling back to ipsec_offload none for the remaining stages" "(stage b cannot show the flush then)"
+	t=$(now)
+	r=$(lplay converge-none playbooks/site.yml) || { bad "site.yml converge (ipsec_offload none)" "$r (log $OUT/converge-none.log)"; exit 1; }
 fi
 record "site.yml converge (ipsec_offload $OFFLOAD, dev $NSIM)" "$r ($(elapsed "$t") s)"
 r=$(lplay converge-again playbooks/site.yml) || true
