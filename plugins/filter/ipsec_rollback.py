@@ -85,8 +85,14 @@ def _sa_id(sa):
     return (sa.get("src"), sa.get("dst"), spi)
 
 
+def _hashable(v):
+    if isinstance(v, dict):    # a mark {value, mask} as the module reports it
+        return tuple(sorted((k, str(x)) for k, x in v.items()))
+    return v
+
+
 def _sp_id(sp):
-    return tuple(sp.get(f) for f in SP_ID_FIELDS)
+    return tuple(_hashable(sp.get(f)) for f in SP_ID_FIELDS)
 
 
 def _sp_config(sp):

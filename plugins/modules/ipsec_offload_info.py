@@ -249,7 +249,7 @@ xfrm_health:
     - C(policies_without_sa) - an owned allow policy whose template (reqid, destination) has no SA
       here (the SA was lost; its traffic is dropped).
     - C(guards_active) - a guard policy whose SA policy is gone (link down flushed a packet-offloaded
-      policy, a reboot): the guard is what drops the protected traffic now.
+      policy, or a reboot) - the guard is what drops the protected traffic now.
     - C(sas_without_policy) - an owned SA no owned policy selects (a remnant).
   returned: always
   type: dict

@@ -55,12 +55,13 @@ CONVERGE = """---
 """ % DERIVE
 
 
-def write_inventory(tmp_path, ns1, ns2):
+def write_inventory(tmp_path, ns1, ns2, fail_closed=True):
     inv = {"all": {
         "children": {"ipsec_lab": {
             "hosts": {"lab1": {"ipsec_local_ip": "192.168.100.1", "ipsec_namespace": ns1},
                       "lab2": {"ipsec_local_ip": "192.168.100.2", "ipsec_namespace": ns2}},
             "vars": {"ipsec_meshes": ["ipsec_lab"], "ipsec_dev": "link0", "ipsec_offload": "none",
+                     "ipsec_fail_closed": fail_closed,
                      "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
         "vars": {"ipsec_keystore_path": str(tmp_path / "ks" / "keys.yml")}}}
     path = tmp_path / "inv.yml"
