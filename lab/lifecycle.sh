@@ -246,9 +246,9 @@ ip xfrm state delete src '$IP1' dst '$IP2' proto esp spi 0x0000fffe 2>/dev/null;
 t=$(now)
 if ! r=$(lplay converge playbooks/site.yml); then
 	soft "site.yml converge (ipsec_offload $OFFLOAD on $NSIM)" "$r (log $OUT/converge.log)"
-	record "  failed task(s)" "$(grep -B 6 '^fatal:' "$OUT/converge.log" | grep -oE '^TASK \[[^]]*\]|- name: .*' | sort -u | xargs | cut -c1-150)"
+	record "  failed task(s)" "$(grep -B 6 '^fatal:' "$OUT/converge.log" | grep -oE '^TASK \[[^]]*\]|- name: .*' | sort -u | tr '\n' ' ' | cut -c1-150)"
 	[ "$OFFLOAD" = crypto ] || exit 1
-	probe=$(on 1 "$ESN_PROBE" | head -n 2 | xargs)
+	probe=$(on 1 "$ESN_PROBE" | head -n 2 | tr "\n" " ")
 	record "  the kernel on an ESN SA with offload crypto dev $NSIM" "${probe:-accepted (no error)}"
 	# carry on with software SAs, so that every other check still runs (the run stays FAIL)
 	OFFLOAD=none
