@@ -159,3 +159,32 @@ def test_lost_sas_rotate_on_both_peers_never_readded(tmp_path, simulated):
     g4 = store(tmp_path)
     assert {g4["lab1"]["lab2"]["spi"], g4["lab2"]["lab1"]["spi"]}.isdisjoint({s12, s21, n12, n21, m12, m21})
     assert_no_keys(out, keys1 | keys2 | keys3 | all_keys(tmp_path))
+
+
+def test_teardown_retires_keys_and_site_installs_new_instances(tmp_path, simulated):
+    env, simdir = simulated
+    # guards off here: deleting a guard (mark value 0) goes over netlink, which the simulated kernel
+    # behind the stand-in `ip` cannot see (the policy module's netns test covers it for real)
+    inv = write_inventory(tmp_path, "sim1", "sim2", fail_closed=False)
+    site = site_subset(tmp_path)
+    teardown = os.path.join(ROOT, "playbooks", "teardown.yml")
+    rc, out = run(tmp_path, site, inv, env=env)
+    assert rc == 0, out
+    g1 = store(tmp_path)
+    keys1 = all_keys(tmp_path)
+    rc, out = run(tmp_path, teardown, inv, env=env)
+    assert rc == 0, out
+    assert sim_states(simdir, "sim1") == sim_states(simdir, "sim2") == {}
+    g2 = store(tmp_path)
+    for s, d in (("lab1", "lab2"), ("lab2", "lab1")):
+        assert g2[s][d]["installed"] is False and g2[s][d]["generation"] == 2
+        assert g2[s][d]["spi"] != g1[s][d]["spi"] and g2[s][d]["key"] != g1[s][d]["key"]
+        assert [r["spi"] for r in g2[s][d]["retired"]] == [g1[s][d]["spi"]]
+    assert_no_keys(out, keys1 | all_keys(tmp_path))
+    rc, out = run(tmp_path, site, inv, env=env)
+    assert rc == 0, out
+    states = sim_states(simdir, "sim1")
+    assert set(states) == set(sim_states(simdir, "sim2")) == {(g2["lab1"]["lab2"]["spi"], "192.168.100.2"),
+                                                             (g2["lab2"]["lab1"]["spi"], "192.168.100.1")}
+    assert not {v.lower()[2:] for v in states.values()} & keys1
+    assert store(tmp_path)["lab1"]["lab2"]["installed"] is True
