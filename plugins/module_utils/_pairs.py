@@ -46,6 +46,8 @@ import re
 import secrets as _secrets
 from collections.abc import Mapping
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
+
 DEFAULT_REQID_RANGE = (0x51C00000, 0x51C0FFFF)
 SPI_RANGE = (0x100, 0xFFFFFFFF)
 AEAD_NAME = "rfc4106(gcm(aes))"
@@ -59,11 +61,10 @@ MASTER_SECRET_MIN_BYTES = 32
 KEY_DERIVATIONS = ("keystore", "hkdf")
 OFFLOAD_TYPES = ("packet", "crypto", "none")
 MODES = ("transport", "tunnel")
-_PROTOS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "ipv6-icmp": 58, "gre": 47, "esp": 50}
-_PORT_PROTOS = ("tcp", "udp", "sctp")
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+=-]{1,15}$")
-_NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_HEX_RE = re.compile(r"^(0x)?[0-9a-fA-F]+$")
+# Every inventory value that reaches a host goes through the modules' own checks (_validate), with
+# "host H: variable" as the field, so the derivation accepts and refuses exactly what the modules
+# do -- before the key store is written.
+_PORT_PROTOS = tuple(V.proto_name(n) for n in V.PORT_PROTOS)   # names of the protocols with ports
 _OVERRIDE_FIELDS = ("spi", "reqid", "key")
 _SELECTOR_FIELDS = ("proto", "sport", "dport")
 _PROBE_HASHES = 32
@@ -90,37 +91,32 @@ def _where(host, var):
 # small checks (messages never contain a key value)
 
 def _int(value, lo, hi):
-    """int, decimal string or 0x-hex string -> int in lo..hi, else ValueError (message only)."""
-    if isinstance(value, bool):
-        raise ValueError("expected an integer, got a boolean")
-    if isinstance(value, int):
-        n = int(value)
-    elif isinstance(value, str) and value.strip():
-        s = value.strip()
-        try:
-            n = int(s, 16) if s.lower().startswith("0x") else int(s, 10)
-        except ValueError:
-            raise ValueError("%r is not an integer (decimal or 0x-hex)" % (str(value),)) from None
-    else:
-        raise ValueError("expected an integer (decimal or 0x-hex)")
+    """int, or a string of ASCII decimal digits or 0x-hex -> int in lo..hi, else ValueError (message
+    only).  The grammar is _validate.integer's (no white space, signs or Unicode digits)."""
+    try:
+        n = V.integer("", value)
+    except V.InputError as e:
+        raise ValueError(e.msg) from None
     if n < lo or n > hi:
         raise ValueError("%s is out of range 0x%x..0x%x" % (hex(n), lo, hi))
     return n
 
 
 def _key_hex(value, bits=None):
-    """Validate a key||salt hex string -> lower-case hex without 0x.  Never echoes the value."""
+    """Validate a key||salt hex string -> lower-case hex without 0x.  Never echoes the value.
+    The grammar is _validate.hexbytes' (the modules' aead.key); _read_host also refuses an all-zero
+    AES key in the inventory, as the modules do (_validate.aead_key)."""
+    allowed = [b // 8 + SALT_BYTES for b in KEY_BITS]
     if isinstance(value, int) and not isinstance(value, bool):
         raise ValueError("is a number, not a string: YAML reads an unquoted 0x... as an integer; quote the key")
-    if not isinstance(value, str) or not _HEX_RE.match(value.strip()):
-        raise ValueError("must be a hex string (0x followed by 40 or 72 hex digits)")
-    s = value.strip().lower()
-    if s.startswith("0x"):
-        s = s[2:]
-    if len(s) % 2:
-        raise ValueError("hex string has an odd number of digits")
+    try:
+        s = V.hexbytes("", value, None)
+    except V.InputError as e:
+        msg = e.msg
+        if msg.startswith("must be a hex string"):
+            msg = "must be a hex string (0x followed by 40 or 72 hex digits)"
+        raise ValueError(msg) from None
     n = len(s) // 2
-    allowed = [b // 8 + SALT_BYTES for b in KEY_BITS]
     if n not in allowed:
         raise ValueError("is %d bytes long; an AES-GCM key||salt is 20 (AES-128) or 36 (AES-256) bytes" % n)
     if bits is not None and n != bits // 8 + SALT_BYTES:
@@ -184,6 +180,15 @@ def _str(value):
     return isinstance(value, str)
 
 
+_PLAIN_NAME_RE = re.compile(r"[!-~]{1,255}")   # printable ASCII, no white space
+
+
+def _plain_name(value):
+    """True for a host/group name that can be shown in a message as it is (no control characters,
+    no white space)."""
+    return isinstance(value, str) and bool(_PLAIN_NAME_RE.fullmatch(value))
+
+
 def _names(value):
     """A list of names; an INI inventory's "a,b" or "a b" string is split."""
     if _str(value):
@@ -238,29 +243,25 @@ def _read_selectors(host, value, problems):
             problems.append("%s: unknown field(s) %s (allowed: proto, sport, dport)" % (_where(host, var), ", ".join(unknown)))
             continue
         item = {}
+        bad = False
         proto = sel.get("proto")
         if proto is not None:
-            p = str(proto).strip().lower()
-            if p.isdigit() and 1 <= int(p) <= 255:
-                by_number = dict((n, name) for name, n in _PROTOS.items())
-                p = by_number.get(int(p), int(p))
-            elif p not in _PROTOS:
-                problems.append("%s.proto: %r is not a protocol number 1..255 or one of %s"
-                                % (_where(host, var), str(proto), ", ".join(sorted(_PROTOS))))
+            try:
+                item["proto"] = V.proto_name(V.protocol(_where(host, var + ".proto"), proto))
+            except V.InputError as e:
+                problems.append(str(e))
                 continue
-            item["proto"] = p
-        bad = False
         for port in ("sport", "dport"):
             if sel.get(port) is None:
                 continue
             if item.get("proto") not in _PORT_PROTOS:
-                problems.append("%s.%s: a port needs proto tcp, udp or sctp" % (_where(host, var), port))
+                problems.append("%s.%s: a port needs proto tcp, udp or sctp (or dccp)" % (_where(host, var), port))
                 bad = True
                 continue
             try:
-                item[port] = _int(sel.get(port), 0, 65535)
-            except ValueError as e:
-                problems.append("%s.%s: %s" % (_where(host, var), port, e))
+                item[port] = V.port(_where(host, "%s.%s" % (var, port)), sel.get(port))
+            except V.InputError as e:
+                problems.append(str(e))
                 bad = True
         if not bad:
             if not item:
@@ -278,32 +279,29 @@ def _read_host(name, hv, problems):
         problems.append("%s: not set (the tunnel endpoint / VF address of this host)" % _where(name, "ipsec_local_ip"))
     else:
         try:
-            spec.ip = ipaddress.ip_address(str(ip).strip())
-        except ValueError:
-            problems.append("%s: %r is not an IPv4/IPv6 address (give the address without a prefix length)"
-                            % (_where(name, "ipsec_local_ip"), str(ip)))
+            spec.ip = V.address(_where(name, "ipsec_local_ip"), ip)
+        except V.InputError as e:
+            problems.append("%s (give the address without a prefix length)" % e)
 
-    offload = hv.get("ipsec_offload", "packet")
-    if offload not in OFFLOAD_TYPES:
-        problems.append("%s: %r is not one of packet, crypto, none" % (_where(name, "ipsec_offload"), str(offload)))
-    else:
-        spec.offload = offload
+    try:
+        spec.offload = V.choice(_where(name, "ipsec_offload"), hv.get("ipsec_offload", "packet"), OFFLOAD_TYPES)
+    except V.InputError as e:
+        problems.append(str(e))
 
     dev = hv.get("ipsec_dev")
     if dev is not None:
-        if not _str(dev) or not _IFNAME_RE.match(dev) or dev in (".", ".."):
-            problems.append("%s: %r is not a valid interface name" % (_where(name, "ipsec_dev"), str(dev)))
-        else:
-            spec.dev = dev
+        try:
+            spec.dev = V.ifname(_where(name, "ipsec_dev"), dev)
+        except V.InputError as e:
+            problems.append(str(e))
     elif spec.offload != "none":
         problems.append("%s: not set, but ipsec_offload is %s and needs the netdev to offload on "
                         "(set ipsec_dev, or ipsec_offload: none)" % (_where(name, "ipsec_dev"), spec.offload))
 
-    mode = hv.get("ipsec_mode", "transport")
-    if mode not in MODES:
-        problems.append("%s: %r is not one of transport, tunnel" % (_where(name, "ipsec_mode"), str(mode)))
-    else:
-        spec.mode = mode
+    try:
+        spec.mode = V.choice(_where(name, "ipsec_mode"), hv.get("ipsec_mode", "transport"), MODES)
+    except V.InputError as e:
+        problems.append(str(e))
 
     spec.selectors = _read_selectors(name, hv.get("ipsec_selectors"), problems)
 
@@ -316,9 +314,10 @@ def _read_host(name, hv, problems):
         else:
             for i, n in enumerate(nets):
                 try:
-                    spec.networks.append(ipaddress.ip_network(str(n).strip(), strict=False))
-                except ValueError:
-                    problems.append("%s: %r is not an IPv4/IPv6 prefix" % (_where(name, "ipsec_networks[%d]" % i), str(n)))
+                    # host bits are cleared here (10.0.1.1/24 -> 10.0.1.0/24): the module sees the network
+                    spec.networks.append(V.prefix(_where(name, "ipsec_networks[%d]" % i), n))
+                except V.InputError as e:
+                    problems.append(str(e))
 
     fc = hv.get("ipsec_fail_closed", True)
     if isinstance(fc, bool):
@@ -335,10 +334,12 @@ def _read_host(name, hv, problems):
         problems.append("%s: must be true or false" % _where(name, "ipsec_fwd_policy"))
 
     bits = hv.get("ipsec_key_bits", 256)
+    bits_ok = False
     try:
         spec.key_bits = _int(bits, 0, 1024)
         if spec.key_bits not in KEY_BITS:
             raise ValueError("%d is not 128 or 256" % spec.key_bits)
+        bits_ok = True
     except ValueError as e:
         problems.append("%s: %s" % (_where(name, "ipsec_key_bits"), e))
 
@@ -356,10 +357,10 @@ def _read_host(name, hv, problems):
 
     ns = hv.get("ipsec_namespace")
     if ns is not None and ns != "":   # "" = the default namespace, as in the ipsec role
-        if not _str(ns) or not _NETNS_RE.match(ns):
-            problems.append("%s: %r is not a valid network namespace name" % (_where(name, "ipsec_namespace"), str(ns)))
-        else:
-            spec.namespace = ns
+        try:
+            spec.namespace = V.netns(_where(name, "ipsec_namespace"), ns)
+        except V.InputError as e:
+            problems.append(str(e))
 
     peers = _names(hv.get("ipsec_peers"))
     if peers is not None:
@@ -380,7 +381,7 @@ def _read_host(name, hv, problems):
             problems.append("%s: must be a mapping {peer: {spi, reqid, key}}" % _where(name, "ipsec_overrides"))
         else:
             for peer, fields in ov.items():
-                var = "ipsec_overrides[%s]" % peer
+                var = "ipsec_overrides[%s]" % (peer if _plain_name(peer) else V.show(peer))
                 if not isinstance(fields, Mapping):
                     problems.append("%s: must be a mapping with spi, reqid and/or key" % _where(name, var))
                     continue
@@ -401,7 +402,10 @@ def _read_host(name, hv, problems):
                         problems.append("%s.reqid: %s" % (_where(name, var), e))
                 if fields.get("key") is not None:
                     try:
-                        item["key"] = _key_hex(fields["key"])
+                        item["key"] = _key_hex(fields["key"], spec.key_bits if bits_ok else None)
+                        V.aead_key(_where(name, var + ".key"), item["key"], None)   # all-zero AES key
+                    except V.InputError as e:
+                        problems.append(str(e))
                     except ValueError as e:
                         problems.append("%s.key: %s" % (_where(name, var), e))
                 spec.overrides[str(peer)] = item
@@ -511,7 +515,8 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
     for h in participants:
         for i, p in enumerate(specs[h].peers):
             if p not in known:
-                problems.append("%s: %s is not an inventory host" % (_where(h, "ipsec_peers[%d]" % i), p))
+                problems.append("%s: %s is not an inventory host"
+                                % (_where(h, "ipsec_peers[%d]" % i), p if _plain_name(p) else V.show(p)))
             elif p not in specs:
                 problems.append("%s: %s is not taking part (it has no ipsec_local_ip or ipsec_peers%s)"
                                 % (_where(h, "ipsec_peers[%d]" % i), p, "" if hosts is None else ", or is not in hosts="))
@@ -566,10 +571,22 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
                                 % (_where(a, "ipsec_networks"), "/".join(str(f) for f in sorted(fams_a)), b,
                                    "/".join(str(f) for f in sorted(fams_b))))
 
+    key_seen = {}   # AES key (salt aside) -> (host, peer) of the first override that gives it
     for h in participants:
         for peer in specs[h].overrides:
+            shown = peer if _plain_name(peer) else V.show(peer)
             if peer not in peers_of.get(h, ()):
-                problems.append("%s: %s is not a peer of %s" % (_where(h, "ipsec_overrides[%s]" % peer), peer, h))
+                problems.append("%s: %s is not a peer of %s" % (_where(h, "ipsec_overrides[%s]" % shown), shown, h))
+            key = specs[h].overrides[peer].get("key")
+            if key is None:
+                continue
+            first = key_seen.setdefault(V.aes_part(key), (h, peer))
+            if first != (h, peer):
+                what = "the reverse direction" if first == (peer, h) else "pair %s->%s" % first
+                problems.append("%s: the key of %s->%s (inventory) is also used by %s (from inventory: host %s: "
+                                "ipsec_overrides[%s].key; AES keys are compared, salts aside); every direction "
+                                "needs its own key"
+                                % (_where(h, "ipsec_overrides[%s].key" % shown), h, shown, what, first[0], first[1]))
     if problems:
         raise DeriveError(problems)
     return specs, sorted(pairs), rrange
@@ -674,11 +691,27 @@ def allocate(links, reqid_range=DEFAULT_REQID_RANGE, pins=None):
     for dst, taken in prev_used.items():
         for v, name in taken.items():
             spi_used.setdefault(dst, {})[v] = Link(*name.split("->", 1))
+    # pinned allocations that a hand-given value of ANOTHER pair would take: refused (naming both
+    # pairs) rather than renumbering the pinned pair behind the operator's back
+    pinned_spi, pinned_reqid = {}, {}
+    for lk in ordered:
+        pin = pins.get((lk.src, lk.dst)) or {}
+        if lk.spi_override is None and pin.get("spi") is not None:
+            pinned_spi.setdefault((lk.dst, pin["spi"]), lk)
+        if lk.reqid_override is None and pin.get("reqid") is not None:
+            for host in (lk.src, lk.dst):
+                pinned_reqid.setdefault((host, pin["reqid"]), lk)
     # 1. hand-given values
     for lk in ordered:
         if lk.spi_override is not None:
             other = spi_used.get(lk.dst, {}).get(lk.spi_override)
-            if lk.spi_override in prev_used.get(lk.dst, {}):
+            pinned = pinned_spi.get((lk.dst, lk.spi_override))
+            if pinned is not None and pinned is not lk:
+                problems.append("%s: SPI 0x%x for %s is the pinned SPI of pair %s in the key store (both SAs go "
+                                "to %s); an override never renumbers another pair: choose another SPI, or rekey "
+                                "%s first" % (_where(lk.src, "ipsec_overrides[%s].spi" % lk.dst), lk.spi_override,
+                                              lk.name, pinned.name, lk.dst, pinned.name))
+            elif lk.spi_override in prev_used.get(lk.dst, {}):
                 problems.append("%s: SPI 0x%x for %s is used by an earlier generation of %s (a rotation in "
                                 "progress, or a retired SA instance: a lost SA's SPI never comes back); choose "
                                 "another SPI"
@@ -698,7 +731,14 @@ def allocate(links, reqid_range=DEFAULT_REQID_RANGE, pins=None):
                                 "the SA)" % (_where(lk.src, "ipsec_overrides[%s].reqid" % lk.dst), v, lo, hi))
                 continue
             clash = reqid_used.get(lk.src, {}).get(v) or reqid_used.get(lk.dst, {}).get(v)
-            if clash is not None:
+            pinned = pinned_reqid.get((lk.src, v)) or pinned_reqid.get((lk.dst, v))
+            if pinned is not None and pinned is not lk:
+                shared = lk.src if pinned_reqid.get((lk.src, v)) is pinned else lk.dst
+                problems.append("%s: reqid 0x%x for %s is the pinned reqid of pair %s in the key store (both on "
+                                "host %s); an override never renumbers another pair: choose another reqid"
+                                % (_where(lk.src, "ipsec_overrides[%s].reqid" % lk.dst), v, lk.name, pinned.name,
+                                   shared))
+            elif clash is not None:
                 shared = lk.src if v in reqid_used.get(lk.src, {}) else lk.dst
                 problems.append("%s: reqid 0x%x for %s collides with ipsec_overrides of host %s for %s "
                                 "(both on host %s; reqids must be unique per host)"

@@ -76,7 +76,9 @@ _PORT_PROTOS = ("tcp", "udp", "sctp")
 MATCH_KEYS = ("vlan_id", "vlan_prio", "vlan_ethtype", "cvlan_id", "cvlan_prio", "cvlan_ethtype",
               "dst_mac", "src_mac", "ip_proto", "dst_ip", "src_ip", "dst_port", "src_port")
 
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
+# 802.1Q VLAN ids: 0 (priority tag only) and 4095 (reserved) are not VLANs
+VLAN_ID_MIN, VLAN_ID_MAX = 1, 4094
 _COOKIE_RE = re.compile(r"^[0-9a-f]{2,32}$")
 
 # Counters and bookkeeping that change without the rule changing (ignored when comparing).
@@ -151,11 +153,16 @@ def _int(field, value, lo, hi):
     return _validate.integer(field, value, lo, hi)
 
 
+_ETHERTYPE_TEXT_RE = re.compile(r"[A-Za-z0-9.]{1,16}")   # names (802.1Q, ipv6) and ASCII numbers (0x8100)
+
+
 def _ethertype_field(field, value, allowed):
-    try:
-        name = ethertype(value)
-    except ValueError:
-        name = None
+    name = None
+    if isinstance(value, int) or isinstance(value, str) and _ETHERTYPE_TEXT_RE.fullmatch(value):
+        try:
+            name = ethertype(value)
+        except ValueError:
+            name = None
     if name not in allowed:
         raise _validate.InputError(field, "%r is not one of %s (names in any case, or the "
                                           "ether type number such as 0x8100)" % (value, ", ".join(allowed)))
@@ -163,17 +170,11 @@ def _ethertype_field(field, value, allowed):
 
 
 def _mac(field, value):
-    if not isinstance(value, str) or not _MAC_RE.match(value.strip()):
-        raise _validate.InputError(field, "%r is not a MAC address such as 02:00:00:00:00:01" % (value,))
-    return value.strip().lower()
+    return _validate.mac(field, value)
 
 
 def _ip(field, value, family):
-    try:
-        net = ipaddress.ip_network(str(value).strip(), strict=True)
-    except ValueError:
-        raise _validate.InputError(field, "%r is not an IPv4/IPv6 address or a prefix without host "
-                                          "bits (such as 10.0.0.0/24)" % (value,))
+    net = _validate.prefix(field, value, strict=True)   # no zone ids, ASCII only, no white space
     want = 4 if family == "ip" else 6 if family == "ipv6" else None
     if want is None:
         raise _validate.InputError(field, "an IP address match needs protocol ip/ipv6 (or a VLAN "
@@ -198,7 +199,7 @@ def validate_match(field, protocol, raw):
         raise _validate.InputError("%s.%s" % (field, vlan_keys[0]),
                                    "needs protocol 802.1q or 802.1ad (the rule's protocol is %s)" % protocol)
     if "vlan_id" in raw:
-        m["vlan_id"] = _int(field + ".vlan_id", raw["vlan_id"], 0, 4095)
+        m["vlan_id"] = _int(field + ".vlan_id", raw["vlan_id"], VLAN_ID_MIN, VLAN_ID_MAX)
     if "vlan_prio" in raw:
         m["vlan_prio"] = _int(field + ".vlan_prio", raw["vlan_prio"], 0, 7)
     if "vlan_ethtype" in raw:
@@ -208,7 +209,7 @@ def validate_match(field, protocol, raw):
         raise _validate.InputError("%s.%s" % (field, cvlan_keys[0]),
                                    "needs vlan_ethtype 802.1q or 802.1ad (a second, inner tag)")
     if "cvlan_id" in raw:
-        m["cvlan_id"] = _int(field + ".cvlan_id", raw["cvlan_id"], 0, 4095)
+        m["cvlan_id"] = _int(field + ".cvlan_id", raw["cvlan_id"], VLAN_ID_MIN, VLAN_ID_MAX)
     if "cvlan_prio" in raw:
         m["cvlan_prio"] = _int(field + ".cvlan_prio", raw["cvlan_prio"], 0, 7)
     if "cvlan_ethtype" in raw:
@@ -219,9 +220,10 @@ def validate_match(field, protocol, raw):
             m[k] = _mac("%s.%s" % (field, k), raw[k])
     inner = innermost_ethertype(protocol, m)
     if "ip_proto" in raw:
-        p = str(raw["ip_proto"]).strip().lower()
+        p = raw["ip_proto"].lower() if isinstance(raw["ip_proto"], str) else None
         if p not in IP_PROTOS:
-            raise _validate.InputError(field + ".ip_proto", "%r is not one of %s" % (raw["ip_proto"], ", ".join(IP_PROTOS)))
+            raise _validate.InputError(field + ".ip_proto", "%s is not one of %s"
+                                       % (_validate.show(raw["ip_proto"]), ", ".join(IP_PROTOS)))
         if inner not in ("ip", "ipv6"):
             raise _validate.InputError(field + ".ip_proto", "needs protocol ip/ipv6 (or vlan_ethtype/"
                                                             "cvlan_ethtype ip/ipv6 under a VLAN protocol)")
@@ -235,7 +237,7 @@ def validate_match(field, protocol, raw):
         if k in raw:
             if m.get("ip_proto") not in _PORT_PROTOS:
                 raise _validate.InputError("%s.%s" % (field, k), "needs ip_proto tcp, udp or sctp")
-            m[k] = _int("%s.%s" % (field, k), raw[k], 0, 65535)
+            m[k] = _validate.port("%s.%s" % (field, k), raw[k])
     return m
 
 
@@ -265,17 +267,17 @@ def validate_actions(field, raw):
                 if "dev" in a:
                     raise _validate.InputError(f + ".dev", "is not used by vlan push")
                 if "id" not in a:
-                    raise _validate.InputError(f + ".id", "vlan push needs an id (0..4094)")
+                    raise _validate.InputError(f + ".id", "vlan push needs an id (1..4094)")
                 out.append({"vlan": "push",
-                            "id": _int(f + ".id", a["id"], 0, 4094),
+                            "id": _int(f + ".id", a["id"], VLAN_ID_MIN, VLAN_ID_MAX),
                             "protocol": _ethertype_field(f + ".protocol", a.get("protocol", "802.1q"), VLAN_TYPES),
                             "priority": _int(f + ".priority", a.get("priority", 0), 0, 7)})
             else:
-                raise _validate.InputError(f + ".vlan", "%r is not one of pop, push" % (kind,))
+                raise _validate.InputError(f + ".vlan", "%s is not one of pop, push" % _validate.show(kind))
         else:
             kind = a["mirred"]
             if kind not in ("redirect", "mirror"):
-                raise _validate.InputError(f + ".mirred", "%r is not one of redirect, mirror" % (kind,))
+                raise _validate.InputError(f + ".mirred", "%s is not one of redirect, mirror" % _validate.show(kind))
             extra = sorted(set(a) & set(("id", "protocol", "priority")))
             if extra:
                 raise _validate.InputError("%s.%s" % (f, extra[0]), "is not used by mirred")

@@ -58,13 +58,9 @@ OFFLOAD_TYPES = ("packet", "crypto", "none")
 SA_MODES = ("transport", "tunnel")
 SP_DIRS = ("in", "out", "fwd")
 
-# /etc/protocols may be missing (minbase images): ip then prints numbers.  Accept both.
-PROTO_NUMBERS = {
-    "icmp": 1, "igmp": 2, "ipip": 4, "tcp": 6, "udp": 17, "ipv6": 41, "gre": 47, "esp": 50,
-    "ah": 51, "ipv6-icmp": 58, "icmpv6": 58, "dccp": 33, "sctp": 132, "mobility-header": 135,
-    "ipv6-mh": 135, "udplite": 136,
-}
-PORT_PROTOS = (6, 17, 33, 132)  # tcp, udp, dccp, sctp: the selector carries ports
+# IP protocol names and the protocols whose selectors carry ports: one table, in _validate.
+PROTO_NUMBERS = V.PROTO_NUMBERS
+PORT_PROTOS = V.PORT_PROTOS
 
 # Defaults for the capability flags when nothing can be probed (state=rendered): a current stack.
 RENDER_FEATURES = {"offload_packet": True, "sa_dir": True}
@@ -395,41 +391,23 @@ def _reqid(field, value, rng):
 
 
 def _prefix(field, value):
-    """Selector prefix: an address or a prefix without host bits -> 'a.b.c.d/n'."""
+    """Selector prefix: an address or a prefix without host bits -> ip_network (None stays None)."""
     if value is None:
         return None
-    s = str(value).strip()
-    try:
-        net = ipaddress.ip_network(s, strict=True)
-    except ValueError as exc:
-        if "host bits" in str(exc):
-            raise InputError(field, "%r has host bits set; write the network address (for example %s)"
-                             % (value, ipaddress.ip_network(s, strict=False)))
-        raise InputError(field, "%r is not an IPv4/IPv6 address or prefix" % (value,))
-    return net
+    return V.prefix(field, value, strict=True)
 
 
 def _sel_upper(field, item):
     """proto/sport/dport of a selector -> (proto int or None, sport, dport)."""
     proto = item.get("proto")
-    if proto is not None and proto != "":
-        if isinstance(proto, str) and not proto.strip().isdigit():
-            num = PROTO_NUMBERS.get(proto.strip().lower())
-            if num is None:
-                raise InputError(field + ".proto", "%r is not a known protocol name; give a number 1..255 "
-                                                   "or one of %s" % (proto, ", ".join(sorted(PROTO_NUMBERS))))
-            proto = num
-        else:
-            proto = V.integer(field + ".proto", proto, 1, 255)
-    else:
-        proto = None
+    proto = V.protocol(field + ".proto", proto) if proto is not None and proto != "" else None
     ports = []
     for p in ("sport", "dport"):
         v = item.get(p)
         if v is None:
             ports.append(None)
             continue
-        n = V.integer(field + "." + p, v, 1, 65535)
+        n = V.port(field + "." + p, v)
         if proto not in PORT_PROTOS:
             raise InputError(field + "." + p, "ports need proto tcp, udp, sctp or dccp")
         ports.append(n)
@@ -481,9 +459,7 @@ def validate_sa(field, item, state, rng):
         raise InputError(field + ".aead.key", "is required (hex key||salt)")
     name = aead.get("name") or AEAD_RFC4106
     V.choice(field + ".aead.name", name, tuple(AEAD_KEY_BYTES))
-    key = V.hexbytes(field + ".aead.key", aead["key"], AEAD_KEY_BYTES[name])
-    if not key.strip("0"):
-        raise InputError(field + ".aead.key", "is all zeros")
+    key = V.aead_key(field + ".aead.key", aead["key"], AEAD_KEY_BYTES[name])
     icv = aead.get("icv")
     if icv is not None:
         icv = V.integer(field + ".aead.icv", icv)
@@ -590,22 +566,24 @@ def check_sa(sa):
 def check_key_reuse(desired, current, kind):
     """Refuse one key in two SAs (list or host).  ``desired``: completed SAs; ``current``: parsed.
 
-    Replacing an SA while keeping its key is refused too: the new SA restarts its sequence numbers,
-    and with AES-GCM that repeats nonces under the same key.
+    The AES key is compared, salt aside: two SAs with one AES key and different salts still share
+    the key (and their nonces differ only by the salt).  Replacing an SA while keeping its key is
+    refused too: the new SA restarts its sequence numbers, and with AES-GCM that repeats nonces
+    under the same key.
     """
     seen = {}
     for d in desired:
-        k = d["aead"]["key"]
+        k = V.aes_part(d["aead"]["key"])
         other = seen.get(k)
         if other is not None:
-            raise InputError(d["field"] + ".aead.key", "the same key is also given to %s; every SA needs its "
-                                                       "own key (AES-GCM nonce reuse)" % other["field"])
+            raise InputError(d["field"] + ".aead.key", "the same AES key (salt aside) is also given to %s; every "
+                                                       "SA needs its own key (AES-GCM nonce reuse)" % other["field"])
         seen[k] = d
     for c in current:
         a = c.get("aead")
         if not a or a.get("key") is None:
             continue
-        d = seen.get(a["key"])
+        d = seen.get(V.aes_part(a["key"]))
         if d is None:
             continue
         if kind.key(c) != kind.key(d):

@@ -66,12 +66,12 @@ options:
         type: str
       vf:
         description: VF number (the port whose flavour is C(pcivf) with this C(vfnum)).
-        type: int
+        type: raw
       controller:
         description:
           - With O(port_functions[].vf), the controller number (BlueField; 0 is the local host).
           - Needed only when a VF number is on several controllers.
-        type: int
+        type: raw
       ipsec_packet:
         description:
           - Enable or disable IPsec packet (full) offload for this VF. Omit to keep it.
@@ -470,8 +470,8 @@ def main():
             steering_via_legacy=dict(type="bool", default=False),
             port_functions=dict(type="list", elements="dict", default=[], options=dict(
                 port=dict(type="str"),
-                vf=dict(type="int"),
-                controller=dict(type="int"),
+                vf=dict(type="raw"),
+                controller=dict(type="raw"),
                 ipsec_packet=dict(type="bool"),
                 ipsec_crypto=dict(type="bool"),
             )),

@@ -32,7 +32,7 @@ options:
     type: str
   num_vfs:
     description: Number of VFs. Omit to keep the current count.
-    type: int
+    type: raw
   vf_driver:
     description: Driver VFs are bound to. Default is the PF's own driver (for example C(mlx5_core)).
     type: str
@@ -50,7 +50,7 @@ options:
     suboptions:
       index:
         description: VF number (0 is the first VF).
-        type: int
+        type: raw
         required: true
       bound:
         description: Whether this VF is bound.
@@ -183,7 +183,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _lock, _sysfs, _validate
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
 
-_DEVICE_RE = re.compile(r"(?:pci/)?[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|(?:netdevsim/)?netdevsim\d+")
+_DEVICE_RE = re.compile(r"(?:pci/)?[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|(?:netdevsim/)?netdevsim[0-9]{1,10}")
 
 
 class Refused(Exception):
@@ -200,8 +200,8 @@ def validate(params):
         want["pf"] = _validate.ifname("pf", params["pf"])
     if params.get("device") is not None:
         if not isinstance(params["device"], str) or not _DEVICE_RE.fullmatch(params["device"]):
-            raise _validate.InputError("device", "%r is not a PCI address (0000:08:00.0) or a pci/... or "
-                                                 "netdevsim/netdevsimN devlink handle" % (params["device"],))
+            raise _validate.InputError("device", "%s is not a PCI address (0000:08:00.0) or a pci/... or "
+                                                 "netdevsim/netdevsimN devlink handle" % _validate.show(params["device"]))
         want["device"] = params["device"]
     if params.get("num_vfs") is not None:
         want["num_vfs"] = _validate.integer("num_vfs", params["num_vfs"], 0, 65535)
@@ -294,11 +294,11 @@ def main():
         argument_spec=dict(
             pf=dict(type="str"),
             device=dict(type="str"),
-            num_vfs=dict(type="int"),
+            num_vfs=dict(type="raw"),
             vf_driver=dict(type="str"),
             vfs_bound=dict(type="bool"),
             vfs=dict(type="list", elements="dict", default=[], options=dict(
-                index=dict(type="int", required=True),
+                index=dict(type="raw", required=True),
                 bound=dict(type="bool", required=True),
                 driver=dict(type="str"),
             )),

@@ -50,10 +50,10 @@ options:
         type: str
       key:
         description: VXLAN network identifier (VNI), 0..16777215.
-        type: int
+        type: raw
       dst_port:
         description: UDP destination port.
-        type: int
+        type: raw
         default: 4789
       options:
         description: Further interface options (for example C(tos), C(df_default)); values are strings.
@@ -157,16 +157,19 @@ def validate(params):
         remote = _validate.address(f + ".remote_ip", v["remote_ip"])
         local = _validate.address(f + ".local_ip", v["local_ip"]) if v.get("local_ip") else None
         _validate.same_family(f, remote, local)
-        if v.get("key") is not None:
-            _validate.integer(f + ".key", v["key"], 0, 16777215)
-        _validate.integer(f + ".dst_port", v["dst_port"], 1, 65535)
+        key = _validate.integer(f + ".key", v["key"], 0, 16777215) if v.get("key") is not None else None
+        dst_port = _validate.integer(f + ".dst_port", v["dst_port"], 1, 65535)
         opts = {}
         for k, val in (v.get("options") or {}).items():
-            if not re.match(r"^[a-z0-9_]{1,40}$", str(k)) or not re.match(r"^[A-Za-z0-9_.:-]{0,64}$", str(val)):
-                raise _validate.InputError(f + ".options", "option %r=%r is not a plain word" % (k, val))
-            opts[str(k)] = str(val)
+            if isinstance(val, (int, float)):
+                val = str(val)   # YAML numbers and booleans, written as before (str())
+            if not isinstance(k, str) or not re.fullmatch(r"[a-z0-9_]{1,40}", k) or not isinstance(val, str) or \
+                    not re.fullmatch(r"[A-Za-z0-9_.:-]{0,64}", val):
+                raise _validate.InputError(f + ".options", "option %s=%s is not a plain word"
+                                           % (_validate.show(k), _validate.show(val)))
+            opts[k] = val
         vxlans.append({"name": name, "remote_ip": str(remote), "local_ip": str(local) if local else None,
-                       "key": v.get("key"), "dst_port": v["dst_port"], "options": opts})
+                       "key": key, "dst_port": dst_port, "options": opts})
     if bridge in names:
         raise _validate.InputError("bridge", "%s is also listed as a port" % bridge)
     fields = dict((p, "ports[%d]" % i) for i, p in enumerate(ports))
@@ -195,8 +198,8 @@ def main():
                 name=dict(type="str", required=True),
                 remote_ip=dict(type="str", required=True),
                 local_ip=dict(type="str"),
-                key=dict(type="int", no_log=False),
-                dst_port=dict(type="int", default=4789),
+                key=dict(type="raw", no_log=False),
+                dst_port=dict(type="raw", default=4789),
                 options=dict(type="dict", default={}),
             )),
             purge=dict(type="bool", default=False),

@@ -59,11 +59,11 @@ options:
         required: true
       chain:
         description: tc chain.
-        type: int
+        type: raw
         default: 0
       prio:
         description: Filter priority (C(tc ... prio N), 1..65535); part of the identity.
-        type: int
+        type: raw
         required: true
       protocol:
         description:
@@ -79,19 +79,19 @@ options:
         suboptions:
           vlan_id:
             description: Outer VLAN id (0..4095).
-            type: int
+            type: raw
           vlan_prio:
             description: Outer VLAN priority (PCP, 0..7).
-            type: int
+            type: raw
           vlan_ethtype:
             description: Ether type after the outer tag (V(ip), V(ipv6), V(arp), or V(802.1q)/V(802.1ad) for a second tag).
             type: str
           cvlan_id:
             description: Inner VLAN id (needs O(config[].match.vlan_ethtype) V(802.1q) or V(802.1ad)).
-            type: int
+            type: raw
           cvlan_prio:
             description: Inner VLAN priority (0..7).
-            type: int
+            type: raw
           cvlan_ethtype:
             description: Ether type after the inner tag (V(ip), V(ipv6), V(arp)).
             type: str
@@ -113,10 +113,10 @@ options:
             type: str
           dst_port:
             description: Destination port (needs O(config[].match.ip_proto) tcp, udp or sctp).
-            type: int
+            type: raw
           src_port:
             description: Source port.
-            type: int
+            type: raw
       actions:
         description:
           - Ordered actions. Each element sets exactly one of O(config[].actions[].vlan) or
@@ -131,13 +131,13 @@ options:
             choices: [pop, push]
           id:
             description: VLAN id to push (0..4094).
-            type: int
+            type: raw
           protocol:
             description: Tag protocol to push, V(802.1q) (default) or V(802.1ad).
             type: str
           priority:
             description: Priority (PCP) of the pushed tag, 0..7 (default 0).
-            type: int
+            type: raw
           mirred:
             description: Send the packet out of O(config[].actions[].dev) (V(redirect)), or a copy of it (V(mirror)).
             type: str
@@ -325,29 +325,29 @@ def argument_spec():
     return dict(
         config=dict(type="list", elements="dict", options=dict(
             dev=dict(type="str", required=True),
-            chain=dict(type="int", default=0),
-            prio=dict(type="int", required=True),
+            chain=dict(type="raw", default=0),
+            prio=dict(type="raw", required=True),
             protocol=dict(type="str"),
             match=dict(type="dict", options=dict(
-                vlan_id=dict(type="int"),
-                vlan_prio=dict(type="int"),
+                vlan_id=dict(type="raw"),
+                vlan_prio=dict(type="raw"),
                 vlan_ethtype=dict(type="str"),
-                cvlan_id=dict(type="int"),
-                cvlan_prio=dict(type="int"),
+                cvlan_id=dict(type="raw"),
+                cvlan_prio=dict(type="raw"),
                 cvlan_ethtype=dict(type="str"),
                 dst_mac=dict(type="str"),
                 src_mac=dict(type="str"),
                 ip_proto=dict(type="str", choices=list(_tc.IP_PROTOS)),
                 dst_ip=dict(type="str"),
                 src_ip=dict(type="str"),
-                dst_port=dict(type="int"),
-                src_port=dict(type="int"),
+                dst_port=dict(type="raw"),
+                src_port=dict(type="raw"),
             )),
             actions=dict(type="list", elements="dict", options=dict(
                 vlan=dict(type="str", choices=["pop", "push"]),
-                id=dict(type="int"),
+                id=dict(type="raw"),
                 protocol=dict(type="str"),
-                priority=dict(type="int"),
+                priority=dict(type="raw"),
                 mirred=dict(type="str", choices=["redirect", "mirror"]),
                 dev=dict(type="str"),
             )),

@@ -55,10 +55,10 @@ options:
         type: raw
       sport:
         description: Source port of the selector (tcp, udp, sctp, dccp only).
-        type: int
+        type: raw
       dport:
         description: Destination port of the selector (tcp, udp, sctp, dccp only).
-        type: int
+        type: raw
       dir:
         description: Policy direction.
         type: str
@@ -66,7 +66,7 @@ options:
         choices: [in, out, fwd]
       priority:
         description: Policy priority (lower wins). Defaults to 0 when the policy is created.
-        type: int
+        type: raw
       action:
         description: C(allow) protects the traffic with the template; C(block) drops it. Defaults to C(allow).
         type: str
@@ -323,10 +323,10 @@ def argument_spec():
             src=dict(type="str", required=True),
             dst=dict(type="str", required=True),
             proto=dict(type="raw"),
-            sport=dict(type="int"),
-            dport=dict(type="int"),
+            sport=dict(type="raw"),
+            dport=dict(type="raw"),
             dir=dict(type="str", required=True, choices=list(X.SP_DIRS)),
-            priority=dict(type="int"),
+            priority=dict(type="raw"),
             action=dict(type="str", choices=["allow", "block"]),
             tmpl=dict(type="dict", options=dict(
                 src=dict(type="str"),

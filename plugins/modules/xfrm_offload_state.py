@@ -84,8 +84,7 @@ options:
             required: true
           icv:
             description: ICV length in bits. Defaults to 128 when the SA is created; mlx5 offload needs 128.
-            type: int
-            choices: [64, 96, 128]
+            type: raw
       esn:
         description: Extended (64-bit) sequence numbers. Defaults to V(true) when the SA is created.
         type: bool
@@ -99,7 +98,7 @@ options:
             kernel requires ("Replay window should be 0 for output SA"). Otherwise it is 1 with
             ESN, because older kernels and iproute2 refuse ESN without a window, and 0 without ESN.
             An outbound SA's window is not compared when checking idempotence.
-        type: int
+        type: raw
       sel:
         description: Optional traffic selector of the SA (the policy normally selects the traffic).
         type: dict
@@ -115,10 +114,10 @@ options:
             type: raw
           sport:
             description: Source port (tcp, udp, sctp, dccp only).
-            type: int
+            type: raw
           dport:
             description: Destination port (tcp, udp, sctp, dccp only).
-            type: int
+            type: raw
       offload:
         description:
           - Hardware offload. Required when the SA is created (there is no offload device to default
@@ -311,16 +310,16 @@ def argument_spec():
             aead=dict(type="dict", options=dict(
                 name=dict(type="str", choices=[X.AEAD_RFC4106], default=X.AEAD_RFC4106),
                 key=dict(type="str", required=True, no_log=True),
-                icv=dict(type="int", choices=list(X.ICV_BITS)),
+                icv=dict(type="raw"),
             )),
             esn=dict(type="bool"),
-            replay_window=dict(type="int"),
+            replay_window=dict(type="raw"),
             sel=dict(type="dict", options=dict(
                 src=dict(type="str"),
                 dst=dict(type="str"),
                 proto=dict(type="raw"),
-                sport=dict(type="int"),
-                dport=dict(type="int"),
+                sport=dict(type="raw"),
+                dport=dict(type="raw"),
             )),
             offload=dict(type="dict", options=dict(
                 type=dict(type="str", choices=list(X.OFFLOAD_TYPES), default="packet"),

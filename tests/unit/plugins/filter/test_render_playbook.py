@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import stat
 import subprocess
 import sys
@@ -47,8 +48,20 @@ def store_keys(tmp_path):
     return {(s, d): e["key"][2:].lower() for s, dsts in doc["pairs"].items() for d, e in dsts.items()}
 
 
+def batch(path):
+    """The ip -batch lines of a rendered script: each is the one single-quoted printf argument of a
+    line `  printf '%s\\n' '...'` (render.yml's ipsec_render filter)."""
+    out = []
+    for ln in path.read_text().splitlines():
+        if ln.startswith("  printf "):
+            words = shlex.split(ln)
+            assert words[:2] == ["printf", "%s\\n"] and len(words) == 3, ln
+            out.append(words[2])
+    return out
+
+
 def lines(path, what):
-    return [ln for ln in path.read_text().splitlines() if ln.startswith("xfrm %s add " % what)]
+    return [ln for ln in batch(path) if ln.startswith("xfrm %s add " % what)]
 
 
 def spi_of(line):
@@ -94,9 +107,9 @@ def test_render_lab_masked_then_revealed(tmp_path):
     assert not any(k in out.lower() for k in keys.values())
     text = (outdir / "lab1.xfrm.sh").read_text()
     assert "<redacted>" not in text and keys[("lab1", "lab2")] in text.lower() and keys[("lab2", "lab1")] in text.lower()
-    spis_before = [spi_of(ln) for ln in before.splitlines() if ln.startswith("xfrm state add ")]
+    spis_before = [spi_of(ln) for ln in before.splitlines() if ln.startswith("  printf '%s\\n' 'xfrm state add ")]
     assert [spi_of(ln) for ln in lines(outdir / "lab1.xfrm.sh", "state")] == spis_before
-    assert "\nip -batch - <<'XFRM'\n" in text
+    assert text.endswith("\nxfrm_batch | ip -batch -\n") and "<<" not in text
 
 
 @needs_modules
@@ -105,7 +118,7 @@ def test_render_mesh3_namespace_and_offload(tmp_path):
     assert rc == 0, out
     outdir = tmp_path / "out"
     n3 = lines(outdir / "node3.xfrm.sh", "state")
-    assert len(n3) == 4 and "\nip -n ns0 -batch - <<'XFRM'\n" in (outdir / "node3.xfrm.sh").read_text()
+    assert len(n3) == 4 and (outdir / "node3.xfrm.sh").read_text().endswith("\nxfrm_batch | ip -n ns0 -batch -\n")
     assert all("offload crypto dev enp8s0f0np0" in ln for ln in n3)
     n1 = lines(outdir / "node1.xfrm.sh", "state")
     assert len(n1) == 4 and all("offload packet dev enp8s0f0np0" in ln for ln in n1)

@@ -297,7 +297,7 @@ def test_scale_thousands_one_batch():
     cfg = []
     for i in range(n):
         cfg.append(dict(src="10.0.%d.%d" % (i // 250, i % 250 + 1), dst="10.1.0.1", spi=0x10000 + i,
-                        reqid=0x51C00000 + i, direction="out", aead=dict(key="0x%040x" % (i + 1)),
+                        reqid=0x51C00000 + i, direction="out", aead=dict(key="0x%032x%08x" % (i + 1, 0x5a17)),
                         offload=dict(type="packet", dev="p0")))
     sim = XfrmSim()
     h = host(sim)
