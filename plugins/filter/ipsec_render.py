@@ -128,6 +128,7 @@ def ipsec_render_script(host, namespace=None, states=None, policies=None, reveal
         "# The quoted lines of xfrm_batch are one `ip -batch` transaction, as the modules run it.",
         "set -e",
         "xfrm_batch() {",
+        "  :",
         "  # SAs (%d): one per direction and peer" % len(sas),
     ]
     out.extend("  printf '%%s\\n' %s" % _quote(line) for line in sas)
