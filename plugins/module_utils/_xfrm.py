@@ -30,7 +30,6 @@ SP dicts:
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V

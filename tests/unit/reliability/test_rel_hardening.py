@@ -506,8 +506,8 @@ def trio_with_store():
     first = _pairs.derive(hv, keys="none")
     store = {}
     for i, p in enumerate(first["pairs"]):
-        store[(p["src_host"], p["dst_host"])] = {"key": keyhex(40 + i, 36)[2:], "spi": p["spi"], "reqid": p["reqid"],
-                                                  "generation": 1}
+        store[(p["src_host"], p["dst_host"])] = {"key": keyhex(40 + i, 36)[2:], "spi": p["spi"],
+                                                 "reqid": p["reqid"], "generation": 1}
     return hv, first, store
 
 

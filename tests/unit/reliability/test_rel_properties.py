@@ -156,8 +156,9 @@ def _strings(obj):
 @FEW
 @given(value=st.one_of(nasty, st.text(max_size=40), st.integers(min_value=-5, max_value=2 ** 33)))
 def test_derivation_accepts_or_names_the_variable(var, value):
-    if var == DERIVE_VARS[0] and value == "":
-        _rel.record("properties", target="ipsec_pairs", examples=FEW.max_examples * len(DERIVE_VARS))
+    if "ipsec_pairs " + var not in _RECORDED:
+        _RECORDED.add("ipsec_pairs " + var)
+        _rel.record("properties", target="ipsec_pairs: " + var, examples=FEW.max_examples)
     hv, where = _lab(var, value)
     if var == "sel.proto" or var.startswith("sel."):
         hv["edge-b"]["ipsec_selectors"] = [dict(hv["edge-a"]["ipsec_selectors"][0])]
@@ -219,6 +220,9 @@ def _check_rendered(res, failed, value):
 @FEW
 @given(value=st.one_of(nasty, st.text(max_size=40)))
 def test_state_rendered_lines_are_clean(field, value):
+    if "xfrm_offload_state rendered: " + field not in _RECORDED:
+        _RECORDED.add("xfrm_offload_state rendered: " + field)
+        _rel.record("properties", target="xfrm_offload_state rendered: " + field, examples=FEW.max_examples)
     res, failed = run_module(xfrm_offload_state.main, dict(config=[_sa(field, value)], state="rendered"), _host())
     _check_rendered(res, failed, value)
 
@@ -246,6 +250,9 @@ def _sp(field, value):
 @FEW
 @given(value=st.one_of(nasty, st.text(max_size=40)))
 def test_policy_rendered_lines_are_clean(field, value):
+    if "xfrm_offload_policy rendered: " + field not in _RECORDED:
+        _RECORDED.add("xfrm_offload_policy rendered: " + field)
+        _rel.record("properties", target="xfrm_offload_policy rendered: " + field, examples=FEW.max_examples)
     res, failed = run_module(xfrm_offload_policy.main, dict(config=[_sp(field, value)], state="rendered"), _host())
     _check_rendered(res, failed, value)
 
@@ -271,6 +278,9 @@ _SCRIPTS = []
        ns=st.one_of(st.none(), nasty, st.sampled_from(["ns0", ""])),
        lines=st.lists(st.one_of(st.text(max_size=60), nasty), max_size=6))
 def test_render_script_structure(host, ns, lines):
+    if "render" not in _RECORDED:
+        _RECORDED.add("render")
+        _rel.record("properties", target="ipsec_render script", examples=SETTINGS.max_examples)
     try:
         text = ipsec_render(host, "script", namespace=ns, states=lines, policies=lines[:2])
     except AnsibleFilterError as exc:
