@@ -50,6 +50,30 @@ ike_status() {
 		on "$1" 'ipsec trafficstatus 2>/dev/null' | awk '/"ipsec_offload_mlx5-/ {c++} END {printf "%d CHILD", c}'
 	fi
 }
+# SPIs (0x%08x, sorted, one line) of the daemon's SAs in labN's kernel / that the daemon itself lists
+# shellcheck disable=SC2016 # awk program
+IKE_SPI_AWK='/^src/ {take = 0; if (($2 == "192.168.100.1" && $4 == "192.168.100.2") || ($2 == "192.168.100.2" && $4 == "192.168.100.1")) take = 1; src = $2; dst = $4}
+	{for (i = 1; i < NF; i++) {
+		if ($i == "spi") spi = $(i + 1)
+		if ($i == "reqid") {r = $(i + 1) + 0; if (take && !(r >= 1371537408 && r <= 1371602943) && index(spi, "'$FOREIGN_SPI'") != 1 && spi != "0x00000000") print (MODE == "del" ? "ip xfrm state delete src " src " dst " dst " proto esp spi " spi : spi)}
+	}}'
+kernel_spis() { on "$1" 'ip xfrm state list nokeys' | awk -v MODE=list "$IKE_SPI_AWK" | sort | xargs; }
+daemon_spis() {
+	if [ "$2" = strongswan ]; then
+		on "$1" 'swanctl --list-sas 2>/dev/null' | awk '/^ +(in|out) +[0-9a-f]{8}[ ,(]/ {print "0x" substr($2, 1, 8)}' | sort | xargs
+	else
+		on "$1" 'ipsec whack --showstates 2>/dev/null' | grep -oE 'esp\.[0-9a-f]+@' | sed -E 's/esp\.([0-9a-f]+)@/\1/' \
+			| while read -r x; do printf '0x%08x\n' "0x$x"; done | sort -u | xargs
+	fi
+}
+# the collection's guard policies on labN: owned reqid, action block, mark mask 0x1
+guards() {
+	on "$1" 'ip xfrm policy list' | awk '/^src/ {b = 0; m = 0} /action block/ {b = 1} /^\tmark (0|0x1)\/0x1 *$/ {m = 1}
+		{for (i = 1; i < NF; i++) if ($i == "reqid") {r = $(i + 1) + 0; if (b && m && r >= 1371537408 && r <= 1371602943) c++}} END {print c + 0}'
+}
+words_in() { # words of $1 that are in $2
+	local w n=0; for w in $1; do case " $2 " in *" $w "*) n=$((n + 1)) ;; esac; done; echo "$n"
+}
 ike_files() { on "$1" 'ls /etc/swanctl/conf.d/ipsec_offload_mlx5-* /etc/ipsec.d/ipsec_offload_mlx5-* 2>/dev/null | wc -l'; }
 ike_modes() { on "$1" 'stat -c %a /etc/swanctl/conf.d/ipsec_offload_mlx5-* /etc/ipsec.d/ipsec_offload_mlx5-* 2>/dev/null | sort -u | xargs'; }
 foreign() { on 1 "ip xfrm state get src 192.168.100.1 dst 192.168.100.2 proto esp spi $FOREIGN_SPI 2>/dev/null | grep -v -E 'lastused|add [0-9]'" || true; }
@@ -139,6 +163,8 @@ backend() { # backend NAME: the whole cycle on a pair booted from the image that
 	case $r in *failed=0) record "$be: verify.yml (10 pings each way)" "$r ($(elapsed "$t") s)" ;;
 		*) bad "$be: verify.yml" "$r (log $OUT/$be-verify.log)"; return 1 ;; esac
 
+	loss "$be" || return 1
+
 	t=$(now); r=$(play "$be-teardown" "$INV" playbooks/teardown.yml "${E[@]}") || { bad "$be: teardown.yml" "$r (log $OUT/$be-teardown.log)"; return 1; }
 	record "$be: teardown.yml" "$r ($(elapsed "$t") s)"
 	local left=0 n
@@ -156,6 +182,69 @@ backend() { # backend NAME: the whole cycle on a pair booted from the image that
 	on 1 "ip xfrm state delete src 192.168.100.1 dst 192.168.100.2 proto esp spi $FOREIGN_SPI" || true
 	lab_reset || return 1
 	record "$be: total" "$(elapsed "$T") s"
+}
+
+# SA loss (the kernel deletes SAs and tells no daemon: link down, or by hand) on LOSS_VM, with pings
+# running both ways: the daemon still lists them, protected traffic is dropped, never sent in clear;
+# site.yml finds the loss and negotiates again (new SPIs on both VMs), traffic passes, then changed=0.
+LOSS_VM=${LOSS_VM:-2}
+loss() {
+	local be=$1 t r k1 k2 d0 g1 g2 n1 miss belief wire esp clear p1 p2 ok12 ok21
+	k1=$(kernel_spis 1); k2=$(kernel_spis 2); d0=$(daemon_spis "$LOSS_VM" "$be")
+	g1=$(guards 1); g2=$(guards 2)
+	record "$be loss: daemon SPIs in the kernel lab1 / lab2" "$k1 / $k2"
+	record "$be loss: guard policies lab1 / lab2 (block, owned, mark mask 0x1)" "$g1 / $g2"
+	{ [ "$g1" -gt 0 ] && [ "$g2" -gt 0 ]; } || { bad "$be loss: guards in place after site.yml" "none on one VM"; return 1; }
+	{ [ -n "$k1" ] && [ "$(words_in "$d0" "$(kernel_spis "$LOSS_VM")")" -gt 0 ]; } || { bad "$be loss: daemon SAs before" "none"; return 1; }
+	# pings both ways over the overlay (the protected VXLAN flow); the SAs go away 2 s into them
+	on 1 'rm -f /tmp/loss-ping.txt; setsid -f sh -c "ping -D -i 0.5 -c 16 -W 1 10.10.0.2 > /tmp/loss-ping.txt 2>&1" < /dev/null > /dev/null 2>&1'
+	on 2 'rm -f /tmp/loss-ping.txt; setsid -f sh -c "ping -D -i 0.5 -c 16 -W 1 10.10.0.1 > /tmp/loss-ping.txt 2>&1" < /dev/null > /dev/null 2>&1'
+	sleep 2
+	on "$LOSS_VM" 'ip xfrm state list nokeys' | awk -v MODE=del "$IKE_SPI_AWK" > "$OUT/$be-loss-del.txt"
+	n1=0
+	while read -r l; do on "$LOSS_VM" "$l" && n1=$((n1 + 1)); done < "$OUT/$be-loss-del.txt"
+	record "$be loss: lab$LOSS_VM: daemon SAs deleted in the kernel (ip xfrm state delete)" "$n1 (pings running both ways)"
+	[ "$n1" -gt 0 ] || { bad "$be loss: delete" "no SA deleted"; return 1; }
+	sleep 7
+	p1=$(on 1 'tail -n 3 /tmp/loss-ping.txt' | grep -oE '[0-9]+ received' || true)
+	p2=$(on 2 'tail -n 3 /tmp/loss-ping.txt' | grep -oE '[0-9]+ received' || true)
+	record "$be loss: the running pings (16 each, SAs gone after ~2 s) lab1 / lab2" "${p1:-?} / ${p2:-?}"
+	miss=$(( $(echo "$d0" | wc -w) - $(words_in "$d0" "$(kernel_spis "$LOSS_VM")") ))
+	belief=$(ike_status "$LOSS_VM" "$be")
+	record "$be loss: lab$LOSS_VM daemon status; its SPIs not in the kernel" "$belief (still installed for the daemon); $miss of $(echo "$d0" | wc -w)"
+	{ [ "$(daemon_spis "$LOSS_VM" "$be")" = "$d0" ] && [ "$miss" -gt 0 ]; } || { bad "$be loss: the daemon still believes them installed" "daemon SPIs '$(daemon_spis "$LOSS_VM" "$be")' (were '$d0')"; return 1; }
+	# protected traffic now: dropped, and nothing in clear on the wire (IKE ports excluded)
+	wire=$(on 1 'timeout 12 tcpdump -l -n -i link0 ip and not udp port 500 and not udp port 4500 2>/dev/null & sleep 1
+		ping -c 5 -i 0.4 -W 1 10.10.0.2 2>&1 | grep -oE "[0-9]+ received" | sed "s/^/PING1 /"; wait')
+	r=$(on 2 'ping -c 5 -i 0.4 -W 1 10.10.0.1 2>&1 | grep -oE "[0-9]+ received"' || true)
+	printf '%s\n' "$wire" > "$OUT/$be-loss-wire.txt"
+	esp=$(grep -c 'ESP(spi=' <<< "$wire" || true)
+	clear=$(grep -E '^[0-9]{2}:[0-9]{2}:' <<< "$wire" | grep -vc 'ESP(spi=' || true)
+	ok12=$(grep -oE 'PING1 [0-9]+' <<< "$wire" | awk '{print $2}'); ok21=${r%% *}
+	record "$be loss: overlay pings (5 each way) lab1->lab2 / lab2->lab1 received" "${ok12:-?} / ${ok21:-?}"
+	record "$be loss: lab1 link0 capture meanwhile (IKE ports excluded)" "$esp ESP, $clear other IPv4 packets (cleartext)"
+	{ [ "${ok12:-1}" = 0 ] && [ "${ok21:-1}" = 0 ] && [ "$clear" = 0 ]; } || { bad "$be loss: protected traffic dropped, none in clear" "see $OUT/$be-loss-wire.txt"; return 1; }
+	t=$(now); r=$(play "$be-loss-heal" "$INV" playbooks/site.yml "${E[@]}") || { bad "$be loss: site.yml heal" "$r (log $OUT/$be-loss-heal.log)"; return 1; }
+	record "$be loss: site.yml (finds the loss, negotiates again)" "$r ($(elapsed "$t") s)"
+	grep -E 'lost (here|on )' "$OUT/$be-loss-heal.log" | sed -E 's/^ *"msg": "//; s/",?$//' | sort -u | head -4 \
+		| while read -r line; do record "  $be heal" "${line:0:110}"; done
+	local j1 j2
+	j1=$(kernel_spis 1); j2=$(kernel_spis 2)
+	record "$be loss: daemon SPIs in the kernel after lab1 / lab2" "$j1 / $j2"
+	record "$be loss: daemon status after lab1 / lab2" "$(ike_status 1 "$be") / $(ike_status 2 "$be")"
+	{ [ -n "$j1" ] && [ -n "$j2" ] && [ "$(words_in "$j1" "$k1 $k2")" = 0 ] && [ "$(words_in "$j2" "$k1 $k2")" = 0 ]; } \
+		|| { bad "$be loss: new SPIs on both VMs" "an old SPI is back or none installed"; return 1; }
+	[ "$(daemon_spis "$LOSS_VM" "$be")" = "$(kernel_spis "$LOSS_VM")" ] || { bad "$be loss: daemon and kernel agree" "daemon '$(daemon_spis "$LOSS_VM" "$be")' kernel '$(kernel_spis "$LOSS_VM")'"; return 1; }
+	wire=$(on 1 'timeout 15 tcpdump -l -n -i link0 -c 8 ip and not udp port 500 and not udp port 4500 2>/dev/null & sleep 1; ping -c 4 -i 0.3 -W 2 10.10.0.2 >/dev/null || echo PINGFAIL; wait')
+	printf '%s\n' "$wire" > "$OUT/$be-loss-wire-after.txt"
+	r=$(on 2 'ping -c 4 -i 0.3 -W 2 10.10.0.1 2>&1 | grep -oE "[0-9]+ received"' || true)
+	esp=$(grep -c 'ESP(spi=' <<< "$wire" || true)
+	clear=$(grep -E '^[0-9]{2}:[0-9]{2}:' <<< "$wire" | grep -vc 'ESP(spi=' || true)
+	record "$be loss: after: 4 pings lab1->lab2; lab2->lab1; lab1 link0" "$(grep -q PINGFAIL <<< "$wire" && echo FAILED || echo '4 received'); $r; $esp ESP, $clear other IPv4"
+	{ ! grep -q PINGFAIL <<< "$wire" && [ "$r" = "4 received" ] && [ "$esp" -ge 4 ] && [ "$clear" = 0 ]; } || { bad "$be loss: traffic passes again, ESP only" "see $OUT/$be-loss-wire-after.txt"; return 1; }
+	t=$(now); r=$(play "$be-loss-again" "$INV" playbooks/site.yml "${E[@]}") || { bad "$be loss: site.yml again" "$r"; return 1; }
+	[ "$r" = "changed=0 failed=0" ] || { bad "$be loss: site.yml after the heal (must be changed=0)" "$r (log $OUT/$be-loss-again.log)"; return 1; }
+	record "$be loss: site.yml after the heal (must be changed=0)" "$r ($(elapsed "$t") s)"
 }
 
 for be in $BACKENDS; do
