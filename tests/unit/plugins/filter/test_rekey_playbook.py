@@ -62,6 +62,8 @@ def write_inventory(tmp_path, ns1, ns2, fail_closed=True):
                       "lab2": {"ipsec_local_ip": "192.168.100.2", "ipsec_namespace": ns2}},
             "vars": {"ipsec_meshes": ["ipsec_lab"], "ipsec_dev": "link0", "ipsec_offload": "none",
                      "ipsec_fail_closed": fail_closed,
+                     # the guards' boot files go below the test's directory, not into this host's /etc
+                     "ipsec_guards_root": str(tmp_path / "root"),
                      "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
         "vars": {"ipsec_keystore_path": str(tmp_path / "ks" / "keys.yml")}}}
     path = tmp_path / "inv.yml"
