@@ -26,6 +26,8 @@ Inventory model (per host variables, all optional unless said):
   ipsec_owned_reqid_range  [lo, hi] reqids to allocate from (default DEFAULT_REQID_RANGE, the range
                       the xfrm modules own; same variable as the ipsec role's; hosts must agree)
   ipsec_overrides     {peer: {spi, reqid, key}} hand-given values for the SA this host -> peer
+  ipsec_esn           true (default) | false: 64-bit extended sequence numbers (both ends must
+                      agree; false for a device that cannot offload ESN, e.g. netdevsim)
   ipsec_fail_closed   true (default) | false: guard policies (action block, never offloaded) that
                       drop the protected traffic while an SA or its policy is missing
 
@@ -201,7 +203,7 @@ def _names(value):
 
 class HostSpec:
     __slots__ = ("name", "ip", "dev", "offload", "mode", "selectors", "networks", "fwd",
-                 "key_bits", "priority", "namespace", "overrides", "peers", "fail_closed")
+                 "key_bits", "priority", "namespace", "overrides", "peers", "fail_closed", "esn")
 
     def __init__(self, name):
         self.name = name
@@ -218,6 +220,7 @@ class HostSpec:
         self.overrides = {}
         self.peers = []
         self.fail_closed = True
+        self.esn = True
 
 
 def _has_ipsec_vars(hv):
@@ -324,6 +327,12 @@ def _read_host(name, hv, problems):
         spec.fail_closed = fc
     else:
         problems.append("%s: must be true or false" % _where(name, "ipsec_fail_closed"))
+
+    esn = hv.get("ipsec_esn", True)
+    if isinstance(esn, bool):
+        spec.esn = esn
+    else:
+        problems.append("%s: must be true or false" % _where(name, "ipsec_esn"))
 
     fwd = hv.get("ipsec_fwd_policy")
     if fwd is None:
@@ -556,6 +565,9 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
             problems.append("%s: IPv%d, but peer %s has IPv%d" % (_where(a, "ipsec_local_ip"), sa.ip.version, b, sb.ip.version))
         if sa.mode != sb.mode:
             problems.append("%s: %s, but peer %s uses %s; both ends of a pair must agree" % (_where(a, "ipsec_mode"), sa.mode, b, sb.mode))
+        if sa.esn != sb.esn:
+            problems.append("%s: %s, but peer %s uses %s; both ends of a pair must agree"
+                            % (_where(a, "ipsec_esn"), sa.esn, b, sb.esn))
         if sa.key_bits != sb.key_bits:
             problems.append("%s: %d, but peer %s uses %d; both ends of a pair must agree" % (_where(a, "ipsec_key_bits"), sa.key_bits, b, sb.key_bits))
         if sa.selectors != sb.selectors:
@@ -911,7 +923,7 @@ def sa_object(link, specs, direction, previous=False):
         "src": str(s.ip), "dst": str(d.ip), "spi": spi, "reqid": link.reqid,
         "mode": s.mode, "direction": direction,
         "aead": {"name": AEAD_NAME, "key": None if key is None else "0x" + key, "icv": ICV_BITS},
-        "esn": True,
+        "esn": s.esn,
         "offload": _offload(local, "sa"),
     }
     if direction == "in":

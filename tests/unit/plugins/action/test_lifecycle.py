@@ -235,3 +235,17 @@ def test_version_1_store_is_migrated_every_entry_installed(tmp_path):
     r = converge(path, d, {"n1": [], "n2": []}, ["n1", "n2"])      # nothing on the hosts: all lost
     assert sorted(r["rotated"]) == ["n1->n2", "n2->n1"]
     assert yaml.safe_load(path.read_text())["ipsec_offload_keystore"] == 2
+
+
+def test_esn_per_pair_both_ends_agree():
+    hv = hosts(2)
+    assert all(s["esn"] for s in _pairs.derive(hv, keys="optional")["hosts"]["n1"]["states"])
+    for h in hv.values():
+        h["ipsec_esn"] = False
+    assert not any(s["esn"] for s in _pairs.derive(hv, keys="optional")["hosts"]["n1"]["states"])
+    hv["n2"]["ipsec_esn"] = True
+    with pytest.raises(_pairs.DeriveError, match=r"host n1: ipsec_esn: False, but peer n2 uses True"):
+        _pairs.derive(hv, keys="optional")
+    hv["n2"]["ipsec_esn"] = "no"
+    with pytest.raises(_pairs.DeriveError, match=r"host n2: ipsec_esn: must be true or false"):
+        _pairs.derive(hv, keys="optional")
