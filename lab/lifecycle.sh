@@ -20,7 +20,8 @@
 # frames (Ethernet type 0x88b5, "LCMARK <stage>:<event>") sent by lab1 into the capture.
 #
 # The inventory ($OUT/inventory/hosts.yml) offloads the SAs (crypto) to a netdevsim netdev nsim0 on
-# each VM (ipsec_key_bits 128: netdevsim takes AES-128 only); traffic runs over link0, so the
+# each VM (ipsec_key_bits 128 and ipsec_esn false: netdevsim takes AES-128 only and refuses ESN
+# offload, "Device doesn't support offload with ESN"); traffic runs over link0, so the
 # kernel processes these SAs in software (the offload dev is not the route's dev): the suite shows
 # that (SA counters rise, netdevsim's debugfs tx count stays 0) and that the flush on link down
 # really deletes them. LC_OFFLOAD=none runs the same stages with software SAs (b is then moot).
@@ -115,6 +116,7 @@ write_inventory() {
 	        ipsec_dev: $NSIM
 	        ipsec_offload: $OFFLOAD
 	        ipsec_key_bits: 128
+	        ipsec_esn: false
 	        ipsec_mode: transport
 	EOF
 }
@@ -237,8 +239,9 @@ for n in 1 2; do plant_foreign "$n" || { bad "lab$n foreign SA + policy" "ip -ba
 for n in 1 2; do FOREIGN[$n]=$(foreign_snapshot "$n"); done
 record "foreign SA (spi 0xabc, reqid 0x100) + policy planted on lab1 / lab2" "key hashes $(awk '{print substr($5, 1, 8)}' <<< "${FOREIGN[1]}" | head -n 1) / $(awk '{print substr($5, 1, 8)}' <<< "${FOREIGN[2]}" | head -n 1)"
 write_inventory
-# the kernel's word on an SA of the shape site.yml derives (ESN, AES-128-GCM, offload crypto dev
-# nsim0): added by hand on lab1 with a key generated there (SPI 0xfffe, deleted again)
+# if the converge fails: the kernel's word on an ESN SA with offload crypto dev nsim0 (what an
+# inventory without ipsec_esn false derives): added by hand on lab1 with a key generated there
+# (SPI 0xfffe, deleted again)
 # shellcheck disable=SC2016 # expanded on the VM
 ESN_PROBE='k=$(od -An -tx1 -N20 /dev/urandom | tr -d " \n")
 printf "xfrm state add src '$IP1' dst '$IP2' proto esp spi 0x0000fffe reqid 0x51c0fffe mode transport flag esn aead rfc4106(gcm(aes)) 0x%s 128 offload crypto dev '$NSIM' dir out\n" "$k" | ip -batch - 2>&1
