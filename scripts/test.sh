@@ -17,6 +17,7 @@ run_unit() {
   log "unit tests"
   local extra=()
   [ -f tests/lab/test_lab_cli.py ] && extra+=(tests/lab/test_lab_cli.py)
+  [ -f tests/lab/test_pcap_esp.py ] && extra+=(tests/lab/test_pcap_esp.py)   # the lifecycle suite's capture reader
   python -m pytest -q -p no:cacheprovider tests/unit tests/sanity "${extra[@]}"
 }
 
