@@ -18,25 +18,18 @@ import pickle
 import yaml
 
 from test_rekey_playbook import DERIVE, ROOT, assert_no_keys, recap, run, sim_states, store, write_inventory
+from test_rekey_playbook import site_subset as site_plays
 # the simulated fixture is used by name as a test argument
 from test_rekey_playbook import simulated  # noqa: F401  # pylint: disable=unused-import
 
-SITE = os.path.join(ROOT, "playbooks", "site.yml")
 LIFECYCLE = os.path.join(ROOT, "playbooks", "lifecycle.yml")
 PLAYS = ("IPsec states and policies", "SA lifecycle - directions that could not be healed in this run")
 
 
 def site_subset(tmp_path):
-    with open(SITE, encoding="utf-8") as fh:
-        site = yaml.safe_load(fh)
-    plays = [p for p in site if p.get("name") in PLAYS]
-    assert [p["name"] for p in plays] == list(PLAYS)
-    assert any(p.get("ansible.builtin.import_playbook") == "lifecycle.yml" for p in site)
-    path = tmp_path / "site_subset.yml"
-    path.write_text(yaml.safe_dump([{"name": "Derive", "ansible.builtin.import_playbook": DERIVE},
-                                    {"name": "Lifecycle", "ansible.builtin.import_playbook": LIFECYCLE}] + plays,
-                                   sort_keys=False))
-    return str(path)
+    with open(os.path.join(ROOT, "playbooks", "site.yml"), encoding="utf-8") as fh:
+        assert any(p.get("ansible.builtin.import_playbook") == "lifecycle.yml" for p in yaml.safe_load(fh))
+    return site_plays(tmp_path, PLAYS, imports=(DERIVE, LIFECYCLE))
 
 
 def all_keys(tmp_path):

@@ -71,6 +71,19 @@ def write_inventory(tmp_path, ns1, ns2, fail_closed=True):
     return str(path)
 
 
+def site_subset(tmp_path, names, imports=(DERIVE,)):
+    """A playbook of the named plays of playbooks/site.yml, taken unchanged, after imports of the
+    given playbooks (derive.yml by default)."""
+    with open(os.path.join(ROOT, "playbooks", "site.yml"), encoding="utf-8") as fh:
+        site = yaml.safe_load(fh)
+    plays = [p for p in site if p.get("name") in names]
+    assert [p["name"] for p in plays] == list(names)
+    path = tmp_path / "site_subset.yml"
+    path.write_text(yaml.safe_dump([{"name": os.path.basename(i), "ansible.builtin.import_playbook": i} for i in imports]
+                                   + plays, sort_keys=False))
+    return str(path)
+
+
 def run(tmp_path, playbook, inventory, *extra, env=None, check=False):
     cmd = [os.path.join(BIN, "ansible-playbook"), "-i", inventory, playbook] + list(extra)
     if check:

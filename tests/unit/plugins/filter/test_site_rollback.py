@@ -14,24 +14,16 @@ import re
 import subprocess
 import sys
 
-import yaml
-
-from test_rekey_playbook import DERIVE, FAKE_IP, ROOT, assert_no_keys, run, store_keys, write_inventory
+from test_rekey_playbook import DERIVE, FAKE_IP, assert_no_keys, run, store_keys, write_inventory
+from test_rekey_playbook import site_subset as site_plays
 # the simulated fixture is used by name as a test argument
 from test_rekey_playbook import simulated  # noqa: F401  # pylint: disable=unused-import
 
-SITE = os.path.join(ROOT, "playbooks", "site.yml")
 PLAYS = ("IPsec states and policies", "Topology after IPsec")
 
 
 def site_subset(tmp_path):
-    with open(SITE, encoding="utf-8") as fh:
-        site = yaml.safe_load(fh)
-    plays = [p for p in site if p.get("name") in PLAYS]
-    assert [p["name"] for p in plays] == list(PLAYS)
-    path = tmp_path / "site_subset.yml"
-    path.write_text(yaml.safe_dump([{"name": "Derive", "ansible.builtin.import_playbook": DERIVE}] + plays, sort_keys=False))
-    return str(path)
+    return site_plays(tmp_path, PLAYS)
 
 
 def fake_ip(env, ns, *args, stdin=""):
