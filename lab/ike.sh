@@ -60,7 +60,7 @@ IKE_SPI_AWK='/^src/ {take = 0; if (($2 == "192.168.100.1" && $4 == "192.168.100.
 kernel_spis() { on "$1" 'ip xfrm state list nokeys' | awk -v MODE=list "$IKE_SPI_AWK" | sort | xargs; }
 daemon_spis() {
 	if [ "$2" = strongswan ]; then
-		on "$1" 'swanctl --list-sas 2>/dev/null' | awk '/^ +(in|out) +[0-9a-f]{8}[ ,(]/ {print "0x" substr($2, 1, 8)}' | sort | xargs
+		on "$1" 'swanctl --list-sas 2>/dev/null' | awk '($1 == "in" || $1 == "out") && $2 ~ /^[0-9a-f]+[,(]?$/ {sub(/[,(].*/, "", $2); print "0x" $2}' | sort | xargs
 	else
 		on "$1" 'ipsec whack --showstates 2>/dev/null' | grep -oE 'esp\.[0-9a-f]+@' | sed -E 's/esp\.([0-9a-f]+)@/\1/' \
 			| while read -r x; do printf '0x%08x\n' "0x$x"; done | sort -u | xargs
