@@ -7,7 +7,9 @@ The repository root is the collection root.  Under ansible-test the tree already
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -21,13 +23,14 @@ def _ensure_collection_path():
     if parts[-3:-2] == ["ansible_collections"]:
         sys.path.insert(0, os.sep.join(parts[:-3]))
         return
-    base = os.path.join(tempfile.gettempdir(), "ipsec_offload_mlx5_pytest_%d" % os.getuid())
+    # One directory per test run (never a fixed name): two runs on one machine, from two checkouts,
+    # each import and run ansible-playbook against their own tree.  Removed when the run ends (the
+    # symlink only: rmtree does not follow it).
+    base = tempfile.mkdtemp(prefix="ipsec_offload_mlx5_pytest_")
     link = os.path.join(base, "ansible_collections", "ipsec_offload", "mlx5")
-    os.makedirs(os.path.dirname(link), exist_ok=True)
-    if os.path.islink(link) and os.readlink(link) != ROOT:
-        os.unlink(link)
-    if not os.path.lexists(link):
-        os.symlink(ROOT, link)
+    os.makedirs(os.path.dirname(link))
+    os.symlink(ROOT, link)
+    atexit.register(shutil.rmtree, base, True)
     sys.path.insert(0, base)
 
 
