@@ -212,7 +212,9 @@ loss() {
 	miss=$(( $(echo "$d0" | wc -w) - $(words_in "$d0" "$(kernel_spis "$LOSS_VM")") ))
 	belief=$(ike_status "$LOSS_VM" "$be")
 	record "$be loss: lab$LOSS_VM daemon status; its SPIs not in the kernel" "$belief (still installed for the daemon); $miss of $(echo "$d0" | wc -w)"
-	{ [ "$(daemon_spis "$LOSS_VM" "$be")" = "$d0" ] && [ "$miss" -gt 0 ]; } || { bad "$be loss: the daemon still believes them installed" "daemon SPIs '$(daemon_spis "$LOSS_VM" "$be")' (were '$d0')"; return 1; }
+	# (libreswan: pluto also negotiates a new Child SA on the kernel's ACQUIRE, keeping the old one listed)
+	record "$be loss: lab$LOSS_VM daemon SPIs before / now" "$d0 / $(daemon_spis "$LOSS_VM" "$be")"
+	{ [ "$(words_in "$d0" "$(daemon_spis "$LOSS_VM" "$be")")" = "$(echo "$d0" | wc -w)" ] && [ "$miss" -gt 0 ]; } || { bad "$be loss: the daemon still believes them installed" "daemon SPIs '$(daemon_spis "$LOSS_VM" "$be")' (were '$d0')"; return 1; }
 	# protected traffic now: dropped, and nothing in clear on the wire (IKE ports excluded)
 	wire=$(on 1 'timeout 12 tcpdump -l -n -i link0 ip and not udp port 500 and not udp port 4500 2>/dev/null & sleep 1
 		ping -c 5 -i 0.4 -W 1 10.10.0.2 2>&1 | grep -oE "[0-9]+ received" | sed "s/^/PING1 /"; wait')
@@ -223,7 +225,8 @@ loss() {
 	ok12=$(grep -oE 'PING1 [0-9]+' <<< "$wire" | awk '{print $2}'); ok21=${r%% *}
 	record "$be loss: overlay pings (5 each way) lab1->lab2 / lab2->lab1 received" "${ok12:-?} / ${ok21:-?}"
 	record "$be loss: lab1 link0 capture meanwhile (IKE ports excluded)" "$esp ESP, $clear other IPv4 packets (cleartext)"
-	{ [ "${ok12:-1}" = 0 ] && [ "${ok21:-1}" = 0 ] && [ "$clear" = 0 ]; } || { bad "$be loss: protected traffic dropped, none in clear" "see $OUT/$be-loss-wire.txt"; return 1; }
+	# strongSwan: dropped until site.yml; libreswan: pluto's own ACQUIRE renegotiation may carry them (ESP)
+	{ [ "$clear" = 0 ] && { [ "$be" = libreswan ] || { [ "${ok12:-1}" = 0 ] && [ "${ok21:-1}" = 0 ]; }; }; } || { bad "$be loss: protected traffic dropped, none in clear" "see $OUT/$be-loss-wire.txt"; return 1; }
 	t=$(now); r=$(play "$be-loss-heal" "$INV" playbooks/site.yml "${E[@]}") || { bad "$be loss: site.yml heal" "$r (log $OUT/$be-loss-heal.log)"; return 1; }
 	record "$be loss: site.yml (finds the loss, negotiates again)" "$r ($(elapsed "$t") s)"
 	grep -E 'lost (here|on )' "$OUT/$be-loss-heal.log" | sed -E 's/^ *"msg": "//; s/",?$//' | sort -u | head -4 \
