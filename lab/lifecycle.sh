@@ -353,7 +353,9 @@ stage_run() { # stage_run X DESCRIPTION
 	awk '/^TASK \[Directions rotated/ {f = 1; next} /^TASK/ {f = 0} f && /^ *"/ {sub(/^ *"/, ""); sub(/",?$/, ""); print}' "$OUT/$x-heal.log" \
 		| head -n 4 > "$OUT/$x-rotated.txt" || true
 	while read -r line; do record "  $x: rotated" "${line:0:120}"; done < "$OUT/$x-rotated.txt"
-	[ -s "$OUT/$x-rotated.txt" ] || soft "$x: site.yml reports the rotated directions" "no 'Directions rotated' output in $OUT/$x-heal.log"
+	# after teardown.yml the keys were retired there already: site.yml installs the new generation
+	# without a "rotated" report (the new SPIs/keys are checked below like every other stage's)
+	[ -s "$OUT/$x-rotated.txt" ] || [ "$x" = c ] || soft "$x: site.yml reports the rotated directions" "no 'Directions rotated' output in $OUT/$x-heal.log"
 	mark "$x:healed"
 	LOST_LABELS+=("--lost" "$x:healed=$(xargs <<< "$lost_s" | tr ' ' ',')")
 	h1=$(sas 1); h2=$(sas 2)
