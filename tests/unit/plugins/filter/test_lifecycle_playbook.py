@@ -73,7 +73,9 @@ def test_lost_sas_rotate_on_both_peers_never_readded(tmp_path, simulated):
     assert len(pol) == 6 and sum(1 for p in pol.values() if p["action"] == "block") == 4
     # and kept for boot (below ipsec_guards_root here): two guards per SA policy, no key
     boot = (tmp_path / "root" / "etc" / "ipsec_offload_mlx5" / "guards" / "sim1.batch").read_text()
-    assert boot.count("xfrm policy add") == 4 and boot.count("action block") == 4
+    lines = boot.splitlines()
+    assert len(lines) == 6 and all(ln.startswith("xfrm policy add") and ln.count("xfrm") == 1 for ln in lines[2:])
+    assert boot.endswith("\n") and boot.count("action block") == 4
     assert (tmp_path / "root" / "usr" / "local" / "sbin" / "ipsec-offload-mlx5-guards").stat().st_mode & 0o111
     assert {p["mark"] for p in pol.values() if p["action"] == "block"} == {(0, 1), (1, 1)}
     keys1 = all_keys(tmp_path)
