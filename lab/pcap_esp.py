@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) ipsec_offload.mlx5 contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the inter-VM link carried: ESP (SPI, sequence number) and protected flows in clear.
@@ -200,7 +199,7 @@ def main(argv=None):
         pair = [x for x in a.pair.split(",") if x]
         lost = {}
         for item in a.lost:
-            label, _, spis = item.partition("=")
+            label, dummy, spis = item.partition("=")
             lost.setdefault(label, []).extend(_spi(x) for x in spis.split(",") if x)
         res = analyse(a.pcap, pair=pair, lost=lost)
     except (OSError, PcapError, ValueError) as e:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 """Stand-in for `swanctl`, `ipsec` (libreswan) and `ip xfrm state list nokeys` in
 test_ike_sa_loss.py: two hosts' daemons and kernels in one JSON file ($IKE_FAKE_STATE), the host
@@ -163,7 +162,7 @@ def ip(state, host, args):
 
 
 def main():
-    tool, args = os.path.basename(sys.argv[0]), sys.argv[1:]
+    tool, args = os.environ.get("IKE_FAKE_TOOL") or os.path.basename(sys.argv[0]), sys.argv[1:]
     path, host = os.environ["IKE_FAKE_STATE"], os.environ["IKE_FAKE_HOST"]
     with open(path + ".lock", "w", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 
 import pytest
 import yaml
 
-from test_rekey_playbook import COLLECTIONS, recap, run
+from test_rekey_playbook import recap, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE = os.path.join(HERE, "ike_fake.py")
@@ -59,7 +58,8 @@ def env(tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     for tool in ("swanctl", "ipsec", "ip", "grep"):
-        os.symlink(FAKE, bindir / tool)
+        (bindir / tool).write_text('#!/bin/sh\nIKE_FAKE_TOOL=%s exec "%s" "%s" "$@"\n' % (tool, sys.executable, FAKE))
+        (bindir / tool).chmod(0o755)
     state = {"next_id": 0, "log": [], "rename": {CONN + "-c1": CONN + "-c2", CONN + "-c2": CONN + "-c1"}, "hosts": {}}
     inv = {"all": {"hosts": {}}}
     for host in ("lab1", "lab2"):
@@ -177,6 +177,3 @@ def test_lost_sas_negotiated_again(env, backend):
     rc, out = converge(tmp, backend)
     assert rc == 0 and all(r["changed"] == 0 for r in recap(out).values()), out
 
-
-def test_fake_is_executable():
-    assert os.access(FAKE, os.X_OK) or shutil.which("python3")
