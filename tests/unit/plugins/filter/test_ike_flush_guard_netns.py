@@ -41,8 +41,9 @@ CASES = [
     ("owned block, mark mask 0xff", GUARDS + ["src {a}/32 dst {b}/32 dir out action block priority 4294967295 mark 0 mask "
                                               "0xff tmpl src {a} dst {b} proto esp reqid {r} mode transport"
                                               .format(a=A, b=B, r=OWNED)], True),
-    ("owned SA policy", GUARDS + ["src {a}/32 dst {b}/32 dir out priority 100 tmpl src {a} dst {b} proto esp reqid {r} "
-                                 "mode transport".format(a=A, b=B, r=OWNED)], True),
+    ("owned SA policy",
+     GUARDS + ["src {a}/32 dst {b}/32 dir out priority 100 tmpl src {a} dst {b} proto esp reqid {r} "
+               "mode transport".format(a=A, b=B, r=OWNED)], True),
 ]
 
 PLAY_HEAD = """---

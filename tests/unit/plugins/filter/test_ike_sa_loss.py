@@ -176,4 +176,3 @@ def test_lost_sas_negotiated_again(env, backend):
     assert not set(daemon_spis(st, "lab2")) & old and len(st["hosts"]["lab2"]["children"]) == n_child
     rc, out = converge(tmp, backend)
     assert rc == 0 and all(r["changed"] == 0 for r in recap(out).values()), out
-

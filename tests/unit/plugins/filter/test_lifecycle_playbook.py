@@ -183,7 +183,7 @@ def test_teardown_retires_keys_and_site_installs_new_instances(tmp_path, simulat
     rc, out = run(tmp_path, site, inv, env=env)
     assert rc == 0, out
     states = sim_states(simdir, "sim1")
-    assert set(states) == set(sim_states(simdir, "sim2")) == {(g2["lab1"]["lab2"]["spi"], "192.168.100.2"),
-                                                             (g2["lab2"]["lab1"]["spi"], "192.168.100.1")}
+    want = {(g2["lab1"]["lab2"]["spi"], "192.168.100.2"), (g2["lab2"]["lab1"]["spi"], "192.168.100.1")}
+    assert set(states) == set(sim_states(simdir, "sim2")) == want
     assert not {v.lower()[2:] for v in states.values()} & keys1
     assert store(tmp_path)["lab1"]["lab2"]["installed"] is True
