@@ -28,6 +28,13 @@ options:
   policy_result:
     description: The registered result of the SP step (C(ipsec_policy_result)); C({}) when absent.
     type: dict
+  heal_result:
+    description:
+      - The registered result of the SA lifecycle's heal phase in THIS run (playbooks/lifecycle.yml,
+        C(ipsec_heal_result)), which adds the inbound SAs of new SA instances before the ipsec role
+        runs; C({}) when absent. The SAs it added are deleted too (their keys are recorded as
+        installed, so the next run rotates those directions instead of re-adding them).
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -103,22 +110,31 @@ def _sp_name(sp):
     return "SP src %s dst %s dir %s" % (sp.get("src"), sp.get("dst"), sp.get("dir"))
 
 
-def rollback_plan(state_result, policy_result=None):
+def _added_sas(result, step):
+    if "before" not in result or "after" not in result:
+        raise ValueError("the %s's result has no before/after (run it with output=full)" % step)
+    return {_sa_id(s) for s in result["after"]} - {_sa_id(s) for s in result["before"]}
+
+
+def rollback_plan(state_result, policy_result=None, heal_result=None):
     """Pure: see DOCUMENTATION.  Raises ValueError when a usable result lacks before/after."""
     plan = {"sa_delete": [], "sp_delete": [], "sp_restore": [], "sp_unrestorable": [],
             "sa_unrestorable": 0, "applied": False}
+    added = set()
+    if _usable(heal_result):
+        added |= _added_sas(heal_result, "heal phase")
+        plan["applied"] = True
     if _usable(state_result):
-        if "before" not in state_result or "after" not in state_result:
-            raise ValueError("the SA step's result has no before/after (run it with output=full)")
+        added |= _added_sas(state_result, "SA step")
         before = {_sa_id(s) for s in state_result["before"]}
         after = {_sa_id(s) for s in state_result["after"]}
-        plan["sa_delete"] = [{"src": i[0], "dst": i[1], "spi": i[2]} for i in sorted(after - before)]
         counts = state_result.get("counts") or {}
         if "replaced" in counts or "deleted" in counts:
             plan["sa_unrestorable"] = int(counts.get("replaced", 0)) + int(counts.get("deleted", 0))
         else:
             plan["sa_unrestorable"] = len(before - after)
         plan["applied"] = True
+    plan["sa_delete"] = [{"src": i[0], "dst": i[1], "spi": i[2]} for i in sorted(added)]
     if _usable(policy_result):
         if "before" not in policy_result or "after" not in policy_result:
             raise ValueError("the SP step's result has no before/after (run it with output=full)")
@@ -138,9 +154,9 @@ def rollback_plan(state_result, policy_result=None):
     return plan
 
 
-def ipsec_rollback(state_result, policy_result=None):
+def ipsec_rollback(state_result, policy_result=None, heal_result=None):
     try:
-        return rollback_plan(state_result, policy_result)
+        return rollback_plan(state_result, policy_result, heal_result)
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise AnsibleFilterError("ipsec_rollback: %s" % e) from None
 

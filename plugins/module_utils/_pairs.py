@@ -985,7 +985,7 @@ def generations_present(link, direction):
     return {"inbound": ["previous"], "outbound": ["previous", "current"], "retire": ["current"]}[link.stage]
 
 
-def host_objects(specs, links, held=None):
+def host_objects(specs, links, held=None, fresh=None):
     """{host: {"namespace", "peers", "states", "policies", "guards"}} for every participating host.
 
     A pair in rotation contributes the SAs of generations_present(); policies do not change
@@ -997,6 +997,10 @@ def host_objects(specs, links, held=None):
     traffic fail closed.  ``guards``: per SA policy two block policies that survive a link down
     or a lost SA (module_utils._guard), for hosts with ipsec_fail_closed (default true); site.yml
     installs ``policies + guards`` in one xfrm_offload_policy run.
+    ``fresh``: when the SA lifecycle ran (site.yml), the pair names that get a new SA instance in
+    this run; every other pair's SAs were found on the hosts and carry ``installed: true``, so
+    xfrm_offload_state refuses to add one that vanished after the hosts were read (a link down, a
+    teardown at the same time) instead of installing its key a second time.  None: no marking.
     """
     from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _guard
 
@@ -1008,7 +1012,10 @@ def host_objects(specs, links, held=None):
         for host, direction in ((lk.src, "out"), (lk.dst, "in")):
             gens = held[lk.name][direction] if lk.name in held else generations_present(lk, direction)
             for gen in gens:
-                hosts[host]["states"].append(sa_object(lk, specs, direction, previous=gen == "previous"))
+                sa = sa_object(lk, specs, direction, previous=gen == "previous")
+                if fresh is not None and (gen == "previous" or lk.name not in fresh):
+                    sa["installed"] = True
+                hosts[host]["states"].append(sa)
             hosts[host]["policies"].extend(policy_objects(lk, specs, direction))
         hosts[lk.src]["peers"].append(lk.dst)
     for h, obj in hosts.items():
@@ -1590,7 +1597,8 @@ def derive(hostvars, hosts=None, groups=None, meshes=None, reqid_range=None, sto
         "pairs": [pair_summary(lk, specs) for lk in sorted(links, key=lambda x: (x.src, x.dst))],
     }
     if keys != "none":
-        out["hosts"] = host_objects(specs, links, life.get("held"))
+        out["hosts"] = host_objects(specs, links, life.get("held"),
+                                    None if lifecycle is None or "fresh" not in life else life["fresh"])
         out["rekey"] = rekey_steps(specs, links)
         out["heal"] = heal_steps(specs, links, life.get("fresh"))
         out["rotations"] = {lk.name: lk.stage for lk in sorted(links, key=lambda x: (x.src, x.dst)) if lk.stage}

@@ -420,7 +420,7 @@ def _check_keys(item, allowed, field):
 
 
 SA_FIELDS = ("src", "dst", "spi", "reqid", "mode", "direction", "aead", "esn", "replay_window", "sel",
-             "offload")
+             "offload", "installed")
 
 
 def validate_sa(field, item, state, rng):
@@ -446,6 +446,10 @@ def validate_sa(field, item, state, rng):
           "sel": None, "offload": None, "family": dst.version, "field": field}
     if state == "deleted":
         return sa
+    inst = item.get("installed")
+    if inst is not None and not isinstance(inst, bool):
+        raise InputError(field + ".installed", "must be a boolean")
+    sa["installed"] = bool(inst)
     for req in ("src", "reqid", "direction"):
         if item.get(req) is None:
             raise InputError(field + "." + req, "is required")
@@ -1069,6 +1073,20 @@ def applied_count(kind, ops, current):
             break
         n += 1
     return n
+
+
+def check_lost(kind, adds):
+    """An SA marked ``installed`` (its key was installed by an earlier run) that the host no longer
+    has was lost (link down, reboot, a teardown running at the same time): it is never added again
+    with its old key.  Raises InputError before any change."""
+    for sa in adds:
+        if sa.get("installed"):
+            raise InputError(sa["field"] + ".installed", (
+                "%s (reqid %s) was installed by an earlier run and is gone from this host now: lost since "
+                "the run read the host (link down, reboot, driver reset, a teardown at the same time). "
+                "It is never added again with its old key; nothing was changed. Run site.yml again: its "
+                "SA lifecycle step rotates this direction (new SPI and key) on both peers"
+                % (kind.describe(sa), _hex(sa["reqid"]))))
 
 
 def check_replace_keys(kind, replace):

@@ -388,6 +388,7 @@ def run(module, spec, params):
                                             "or pick another identity" % (kind.describe(cur), rng[0], rng[1]))
         if spec.which == "state":
             X.check_replace_keys(kind, p.replace)
+            X.check_lost(kind, p.add)
         ops = X.ops_for_plan(kind, p)
         commands = _render(kind, ops, features, "mask")
         if ops:  # render the real lines now: a key we cannot render fails before any change

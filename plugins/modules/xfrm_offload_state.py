@@ -88,6 +88,16 @@ options:
       esn:
         description: Extended (64-bit) sequence numbers. Defaults to V(true) when the SA is created.
         type: bool
+      installed:
+        description:
+          - V(true) says this SA (its SPI with its key) was installed by an earlier run. If the host no
+            longer has it, it was lost (link down of its offload netdev, reboot, driver reset, a
+            teardown running at the same time) and the module fails before any change instead of
+            adding it again, because a key serves one SA instance, ever. Only a new SPI and key heal
+            it (site.yml's SA lifecycle step rotates the direction on both peers).
+          - An SA present on the host is kept or updated as usual. Not compared, not reported.
+        type: bool
+        default: false
       replay_window:
         description:
           - Anti-replay window of an inbound SA in packets, 0..4096; at least 1 with ESN and 32, 64, 128
@@ -313,6 +323,7 @@ def argument_spec():
                 icv=dict(type="raw"),
             )),
             esn=dict(type="bool"),
+            installed=dict(type="bool", default=False),
             replay_window=dict(type="raw"),
             sel=dict(type="dict", options=dict(
                 src=dict(type="str"),

@@ -249,3 +249,23 @@ def test_esn_per_pair_both_ends_agree():
     hv["n2"]["ipsec_esn"] = "no"
     with pytest.raises(_pairs.DeriveError, match=r"host n2: ipsec_esn: must be true or false"):
         _pairs.derive(hv, keys="optional")
+
+
+def test_sas_found_on_the_hosts_are_marked_installed_new_ones_are_not(pair):
+    # what site.yml's IPsec step gets: the SAs the lifecycle step found carry installed: true (the
+    # state module then refuses to re-add one that vanishes before the step runs); new instances
+    # (first install, rotated after a loss) do not
+    path, d = pair
+    r = converge(path, d, {"n1": [], "n2": []}, ["n1", "n2"])
+    first = _pairs.derive(hosts(2), store=stored(path), lifecycle=r["lifecycle"])
+    assert [s.get("installed") for h in ("n1", "n2") for s in first["hosts"][h]["states"]] == [None] * 4
+    e = stored(path)
+    r = converge(path, d, sa_ids(e, d, {"n1->n2": BOTH, "n2->n1": ("in",)}), ["n1", "n2"])   # n2->n1 out lost
+    assert list(r["rotated"]) == ["n2->n1"]
+    dd = _pairs.derive(hosts(2), store=stored(path), lifecycle=r["lifecycle"])
+    mark = {(s["src"], s["direction"]): s.get("installed") for h in ("n1", "n2") for s in dd["hosts"][h]["states"]}
+    n1, n2 = (p["src"] for p in sorted(d["pairs"], key=lambda p: p["name"]))
+    assert mark == {(n1, "out"): True, (n1, "in"): True, (n2, "out"): None, (n2, "in"): None}
+    # without the lifecycle step (render.yml, derive.yml) nothing is marked
+    plain = _pairs.derive(hosts(2), store=stored(path), lifecycle={"check_mode": False})
+    assert not any("installed" in s for h in ("n1", "n2") for s in plain["hosts"][h]["states"])

@@ -140,3 +140,28 @@ def test_usable_result_without_before_after_is_an_error():
 
 def test_registered():
     assert FilterModule().filters()["ipsec_rollback"] is ipsec_rollback
+
+
+def test_inbound_sa_added_by_the_heal_phase_is_removed_too():
+    # site.yml on a fresh pair: the lifecycle heal phase adds the inbound SA (receivers first), the
+    # ipsec role then adds the outbound one; a failed topology step must remove BOTH (seen in the
+    # lab: only the outbound was removed and the inbound SA stayed behind)
+    heal = res([], [SA21])
+    step = res([SA21], [SA21, SA12])
+    plan = rollback_plan(step, res(SPS, SPS, changed=False), heal)
+    assert plan["sa_delete"] == sorted([ident(SA12), ident(SA21)], key=lambda i: (i["src"], i["dst"], i["spi"]))
+    assert plan["sa_unrestorable"] == 0 and plan["applied"]
+    # heal phase skipped or failed (it undid its own batch): nothing from it
+    for h in ({"skipped": True, "changed": False}, dict(res([], [SA21]), failed=True), {}):
+        assert plan_ids(rollback_plan(step, {}, h)) == [ident(SA12)]
+    # the heal phase alone changed something (the ipsec step changed nothing): still removed
+    only = rollback_plan(res([SA21], [SA21], changed=False), {}, heal)
+    assert only["sa_delete"] == [ident(SA21)] and only["applied"]
+    # an SA both added (heal) and listed by the step is deleted once
+    assert len(rollback_plan(res([], [SA21]), {}, heal)["sa_delete"]) == 1
+    with pytest.raises(AnsibleFilterError, match="heal phase"):
+        ipsec_rollback({}, {}, {"changed": True})
+
+
+def plan_ids(plan):
+    return plan["sa_delete"]

@@ -349,3 +349,33 @@ def test_check_mode_with_namespace_not_created_yet_reports_adds(monkeypatch):
     # a real run still refuses, naming the field
     res, failed = run_module(M.main, dict(config=cfg, namespace="ns0"), h)
     assert failed and res["field"] == "namespace" and "does not exist" in res["msg"]
+
+
+@pytest.mark.parametrize("state", ["merged", "overridden", "replaced"])
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_installed_sa_that_vanished_is_never_added_again(state, check_mode):
+    # site.yml marks the SAs its lifecycle step found on the hosts; one that is gone when the IPsec
+    # step runs (link down, a teardown at the same time) must not come back with its old key
+    sim = XfrmSim(LAB)
+    res, failed = run_module(M.main, dict(config=[in_sa()]), host(sim))
+    assert not failed and res["changed"]
+    before = dict(sim.states)
+    h = host(sim)
+    res, failed = run_module(M.main, dict(config=[in_sa(installed=True), out_sa(installed=True)], state=state),
+                             h, check_mode=check_mode)
+    assert failed and res["field"] == "config[1].installed", res
+    assert "SA src 192.0.2.1 dst 192.0.2.2 spi 0x00001000" in res["msg"] and "never added again" in res["msg"]
+    assert "rotates this direction" in res["msg"]
+    assert batches(h) == [] and sim.states == before
+    no_secrets(h, res)
+    # present and marked installed: kept, nothing to do; a new SA (not marked) is added as usual
+    h = host(sim)
+    res, failed = run_module(M.main, dict(config=[in_sa(installed=True), out_sa()], state=state), h,
+                             check_mode=check_mode)
+    assert not failed and res["counts"]["added"] == 1 and res["counts"]["unchanged"] == 1, res
+    assert "installed" not in json.dumps(res["after"])
+
+
+def test_installed_must_be_a_boolean():
+    res, failed = run_module(M.main, dict(config=[out_sa(installed="yes please")]), host(XfrmSim(LAB)))
+    assert failed and "installed" in res["msg"]
