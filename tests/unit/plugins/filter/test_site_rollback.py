@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 
+from test_lifecycle_playbook import LIFECYCLE
 from test_rekey_playbook import DERIVE, FAKE_IP, assert_no_keys, run, store_keys, write_inventory
 from test_rekey_playbook import site_subset as site_plays
 # the simulated fixture is used by name as a test argument
@@ -23,7 +24,9 @@ PLAYS = ("IPsec states and policies", "Topology after IPsec")
 
 
 def site_subset(tmp_path):
-    return site_plays(tmp_path, PLAYS)
+    # with the SA lifecycle (as site.yml runs it): on a fresh pair its heal phase adds the inbound
+    # SAs before the IPsec play adds the outbound ones; the rollback must remove both
+    return site_plays(tmp_path, PLAYS, imports=(DERIVE, LIFECYCLE))
 
 
 def fake_ip(env, ns, *args, stdin=""):
@@ -56,6 +59,7 @@ def test_topology_failure_rolls_back_the_ipsec_play(tmp_path, simulated):
     assert rc != 0, out
     # the IPsec play applied (SAs added), then the topology play failed and its rescue rolled back
     assert "TASK [ipsec_offload.mlx5.ipsec : Remove the SAs this run added]" in out, out
+    assert re.search(r"TASK \[New inbound SAs \(merged\)\][^\n]*\n(?:changed|ok): \[lab\d\]", out), out
     for host in ("lab1", "lab2"):
         assert re.search(r'fatal: \[%s\]: FAILED! => .*The topology step failed on %s \(task [^)]+\): [^"]+ IPsec rollback: '
                          r'removed 2 SA\(s\) and 2 policy\(ies\) this run added, restored 1 policy\(ies\)\.' % (host, host), out), out
