@@ -58,8 +58,10 @@ options:
     default: ""
 attributes:
   check_mode:
+    description: Compares every path and the unit's state and returns what would change (RV(files)), writing nothing.
     support: full
   diff_mode:
+    description: Returns the boot file's text before and after (guards hold no key).
     support: full
 requirements:
   - Linux; C(systemctl) where systemd is PID 1. The Python standard library only.

@@ -145,4 +145,3 @@ def test_bad_input_refused_before_any_file(tmp_path, kw, field, text):
     res, failed = run_module(M.main, a, FakeHost())
     assert failed and res["field"] == field and text in res["msg"], res
     assert tree(tmp_path) == {}
-
