@@ -201,9 +201,13 @@ bound() { awk -v l="$1" -v c="$2" '$1 == l {print $c}' "$OUT/boundaries.txt" | t
 
 PING_FILES1=() PING_FILES2=()
 ping_start() { # ping_start N: ping -D -O the peer every INTERVAL s (-O: a line per unanswered seq)
-	local peer=$IP2; [ "$1" = 2 ] && peer=$IP1
+	local peer=$IP2 me=$IP1; [ "$1" = 2 ] && peer=$IP1 me=$IP2
+	# -I the own address: without it ping connect()s a probe socket to find its source, and on a host
+	# whose guards are the only policies (a rebooted VM before site.yml) that connect fails with
+	# EPERM ("ping: connect: Operation not permitted": the block policy) and ping exits at once;
+	# with it every send is refused the same way but ping goes on, one unanswered seq per interval
 	# shellcheck disable=SC2016 # expanded on the VM
-	on "$1" "rm -f /tmp/lc-ping.out; nohup ping -D -O -i $INTERVAL $peer > /tmp/lc-ping.out 2>&1 & echo \$! > /tmp/lc-ping.pid"
+	on "$1" "rm -f /tmp/lc-ping.out; nohup ping -D -O -I $me -i $INTERVAL $peer > /tmp/lc-ping.out 2>&1 & echo \$! > /tmp/lc-ping.pid"
 }
 ping_stop() { # ping_stop N FILE: stop (SIGINT: summary line) and fetch the output
 	# shellcheck disable=SC2016 # expanded on the VM
