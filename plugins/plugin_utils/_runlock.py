@@ -127,5 +127,5 @@ def release(store_path, holder):
 def describe(holder):
     if not holder:
         return "an unknown run"
-    return "PID %s on %s (%s, since %s)" % (holder.get("pid"), holder.get("host"), holder.get("what") or "a playbook",
-                                          holder.get("since"))
+    return "PID %s on %s (%s, since %s)" % (
+        holder.get("pid"), holder.get("host"), holder.get("what") or "a playbook", holder.get("since"))
