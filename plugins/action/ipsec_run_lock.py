@@ -16,25 +16,19 @@ from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _runlock
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("path", "state", "timeout", "what"))
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        args = self._task.args
-        unknown = sorted(set(args) - self._VALID_ARGS)
-        if unknown:
-            raise AnsibleActionFail("ipsec_run_lock: unsupported option(s) %s" % ", ".join(unknown))
-        state = args.get("state", "acquired")
-        if state not in ("acquired", "released"):
-            raise AnsibleActionFail("ipsec_run_lock: state must be acquired or released, got %r" % (state,))
-        try:
-            timeout = int(args.get("timeout", 900))
-            if timeout < 0:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise AnsibleActionFail("ipsec_run_lock: timeout must be a number of seconds >= 0, got %r"
-                                    % (args.get("timeout"),)) from None
+        dummy, args = self.validate_argument_spec(argument_spec=dict(
+            path=dict(type="str"),
+            state=dict(type="str", choices=["acquired", "released"], default="acquired"),
+            timeout=dict(type="int", default=900),
+            what=dict(type="str"),
+        ))
+        state, timeout = args["state"], args["timeout"]
+        if timeout < 0:
+            raise AnsibleActionFail("ipsec_run_lock: timeout must be >= 0 seconds, got %d" % timeout)
         raw = args.get("path")
         if not raw:
             # no key store (every key from the inventory): nothing shared to protect

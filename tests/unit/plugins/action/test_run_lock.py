@@ -140,3 +140,18 @@ def test_two_playbooks_against_one_key_store_run_one_after_the_other(tmp_path, s
     waited = float(outs[1].split("second got the lock after ")[1].split(" s")[0])
     assert waited >= 2, outs
     assert not os.path.exists(_runlock.lock_path(store))
+
+
+def test_bad_options_are_refused(tmp_path, store):
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+               ANSIBLE_HOME=str(tmp_path / "ah"), ANSIBLE_NOCOLOR="1")
+    for opts, text in (('state: grabbed', "state"), ("timeout: -1", "timeout must be >= 0"),
+                       ("colour: blue", "colour"), ('path: "relative/ks.yml"', "relative path")):
+        pb = tmp_path / "bad.yml"
+        pb.write_text("- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
+                      "    - ipsec_offload.mlx5.ipsec_run_lock:\n        %s\n%s"
+                      % (opts, "" if opts.startswith("path") else '        path: "%s"\n' % store))
+        p = subprocess.run([os.path.join(BIN, "ansible-playbook"), str(pb)], env=env, capture_output=True,
+                           text=True, check=False)
+        assert p.returncode != 0 and text in p.stdout + p.stderr, (opts, p.stdout + p.stderr)
+    assert not os.path.exists(_runlock.lock_path(store))

@@ -26,24 +26,11 @@ import tempfile
 
 import pytest
 
+from netns_util import collection_path, sh
+
 pytestmark = pytest.mark.netns
 
 MODULE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "plugins", "modules", "tc_flower_vlan.py")
-C = dict(os.environ, LC_ALL="C", LANG="C")
-
-
-def sh(*argv, check=True):
-    p = subprocess.run(list(argv), capture_output=True, text=True, env=C, check=False)
-    if check and p.returncode:
-        raise AssertionError("%s failed (rc=%d): %s" % (" ".join(argv), p.returncode, p.stderr))
-    return p
-
-
-def _collection_root():
-    for entry in sys.path:
-        if os.path.isdir(os.path.join(entry, "ansible_collections", "ipsec_offload", "mlx5")):
-            return entry
-    raise AssertionError("ansible_collections.ipsec_offload.mlx5 is not importable")
 
 
 def can_run():
@@ -102,7 +89,7 @@ def run(ns, check_mode=False, **params):
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump({"ANSIBLE_MODULE_ARGS": params}, fh)
     try:
-        env = dict(os.environ, PYTHONPATH=_collection_root())
+        env = dict(os.environ, PYTHONPATH=collection_path())
         p = subprocess.run([sys.executable, MODULE, fh.name], capture_output=True, text=True, env=env, check=False)
     finally:
         os.unlink(fh.name)

@@ -19,42 +19,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 
 import pytest
 
+from netns_util import collection_path, need_netns, sh
+
 pytestmark = pytest.mark.netns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULES = os.path.join(HERE, "..", "..", "..", "..", "plugins", "modules")
-C = dict(os.environ, LC_ALL="C", LANG="C")
 KEY_OUT = "0x" + "5a" * 20
 KEY_IN = "0x" + "a5" * 36
 
 
-def sh(*argv, check=True):
-    p = subprocess.run(list(argv), capture_output=True, text=True, env=C, check=False)
-    if check and p.returncode:
-        raise AssertionError("%s failed (rc=%d): %s" % (" ".join(argv), p.returncode, p.stderr))
-    return p
-
-
-def collection_path():
-    for entry in sys.path:
-        if os.path.isdir(os.path.join(entry, "ansible_collections", "ipsec_offload", "mlx5")):
-            return entry
-    raise AssertionError("ansible_collections.ipsec_offload.mlx5 is not importable")
-
-
 @pytest.fixture
 def ns():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    if not shutil.which("ip"):
-        pytest.skip("needs iproute2")
+    need_netns()
     name = "xfrmt-%d" % os.getpid()
     if sh("ip", "netns", "add", name, check=False).returncode:
         pytest.skip("cannot create a network namespace here (ip netns)")

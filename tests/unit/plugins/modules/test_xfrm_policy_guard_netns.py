@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 
 import pytest
+
+from netns_util import collection_path, need_netns, sh
 
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _guard as G
 
@@ -33,31 +34,13 @@ pytestmark = pytest.mark.netns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULES = os.path.join(HERE, "..", "..", "..", "..", "plugins", "modules")
-C = dict(os.environ, LC_ALL="C", LANG="C")
 A_IP, B_IP = "10.77.0.1", "10.77.0.2"
-
-
-def sh(*argv, check=True):
-    p = subprocess.run(list(argv), capture_output=True, text=True, env=C, check=False)
-    if check and p.returncode:
-        raise AssertionError("%s failed (rc=%d): %s" % (" ".join(argv), p.returncode, p.stderr))
-    return p
-
-
-def collection_path():
-    for entry in sys.path:
-        if os.path.isdir(os.path.join(entry, "ansible_collections", "ipsec_offload", "mlx5")):
-            return entry
-    raise AssertionError("ansible_collections.ipsec_offload.mlx5 is not importable")
 
 
 @pytest.fixture
 def pair():
     """Namespaces (a, b): a0 10.77.0.1/24 in a <-veth-> b0 10.77.0.2/24 in b."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    if not shutil.which("ip"):
-        pytest.skip("needs iproute2")
+    need_netns()
     a, b = "guard-a-%d" % os.getpid(), "guard-b-%d" % os.getpid()
     if sh("ip", "netns", "add", a, check=False).returncode:
         pytest.skip("cannot create a network namespace here (ip netns)")
