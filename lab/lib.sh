@@ -73,6 +73,19 @@ lab_start() {
 }
 
 on() { local n=$1; shift; ssh -F "$RUN/ssh_config" "lab$n" "$@" < /dev/null; }
+# on() with patience, for the suites that run beside another lab pair (rekey.sh, lifecycle.sh:
+# `on() { on_patient "$@"; }`): with many TCG VMs on the host a VM's sshd can miss the lab's
+# ConnectTimeout (10 s: "Connection timed out during banner exchange"); a failed connection (ssh
+# status 255, the command never ran) is retried twice with a 60 s connect timeout
+on_patient() {
+	local n=$1 rc i; shift
+	for i in 1 2 3; do
+		rc=0; ssh -F "$RUN/ssh_config" -o ConnectTimeout=60 "lab$n" "$@" < /dev/null || rc=$?
+		[ "$rc" = 255 ] || return "$rc"
+		echo "lab$n: ssh connection failed (try $i of 3)" >&2; sleep 5
+	done
+	return 255
+}
 
 # shellcheck disable=SC2016 # awk program
 OWNED_AWK='{for(i=1;i<NF;i++) if($i=="reqid"){r=$(i+1)+0; if(r>=1371537408 && r<=1371602943) c++}} END{print c+0}'

@@ -52,16 +52,7 @@ STORE=$RUN/keystore-lifecycle.yml
 PY=$VENV/bin/python
 
 soft() { bad "$@" || true; } # record a failure, carry on
-# lib.sh's on() with patience (as lab/rekey.sh): a failed connection (255) is retried twice
-on() {
-	local n=$1 rc i; shift
-	for i in 1 2 3; do
-		rc=0; ssh -F "$RUN/ssh_config" -o ConnectTimeout=60 "lab$n" "$@" < /dev/null || rc=$?
-		[ "$rc" = 255 ] || return "$rc"
-		echo "lab$n: ssh connection failed (try $i of 3)" >&2; sleep 5
-	done
-	return 255
-}
+on() { on_patient "$@"; } # lib.sh: a failed ssh connection is retried
 on_in() { local n=$1; shift; ssh -F "$RUN/ssh_config" -o ConnectTimeout=60 "lab$n" "$@"; } # stdin passed on
 
 report_init "lab SA lifecycle report"

@@ -38,18 +38,7 @@ INV=lab
 PEER1=192.168.100.2 PEER2=192.168.100.1 # what lab1 / lab2 ping
 
 soft() { bad "$@" || true; } # record a failure, carry on
-# lib.sh's on() with patience: with many TCG VMs on the host, a VM's sshd can miss the lab's
-# ConnectTimeout (10 s: "Connection timed out during banner exchange"); a failed connection
-# (ssh status 255, the command never ran) is retried twice with a 60 s connect timeout
-on() {
-	local n=$1 rc i; shift
-	for i in 1 2 3; do
-		rc=0; ssh -F "$RUN/ssh_config" -o ConnectTimeout=60 "lab$n" "$@" < /dev/null || rc=$?
-		[ "$rc" = 255 ] || return "$rc"
-		echo "lab$n: ssh connection failed (try $i of 3)" >&2; sleep 5
-	done
-	return 255
-}
+on() { on_patient "$@"; } # lib.sh: a failed ssh connection is retried
 report_init "lab rekey report"
 T0=$(now)
 lab_start
