@@ -43,7 +43,11 @@ class ActionModule(ActionBase):
         result["lock"] = _runlock.lock_path(path)
         if state == "released":
             # bookkeeping of the run, not a change of anything managed: a second run stays changed=0
-            result.update(changed=False, released=_runlock.release(path, holder))
+            try:
+                result.update(changed=False, released=_runlock.release(path, holder))
+            except OSError as exc:
+                raise AnsibleActionFail("ipsec_run_lock: %s: %s" % (getattr(exc, "filename", None) or path,
+                                                                    exc.strerror or exc)) from None
             return result
         try:
             waited, stale = _runlock.acquire(path, holder, timeout)
