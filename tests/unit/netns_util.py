@@ -5,10 +5,12 @@ module run as a subprocess), and the skip rules (root and iproute2 needed)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -35,3 +37,19 @@ def need_netns():
         pytest.skip("needs root (network namespaces)")
     if not shutil.which("ip"):
         pytest.skip("needs iproute2")
+
+
+def module_process(path, params):
+    """Run the module file ``path`` as Ansible would (a subprocess, arguments from a JSON file).
+    Returns (its JSON result, the CompletedProcess)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump({"ANSIBLE_MODULE_ARGS": params}, fh)
+    try:
+        env = dict(os.environ, PYTHONPATH=collection_path())
+        p = subprocess.run([sys.executable, path, fh.name], capture_output=True, text=True, env=env, check=False)
+    finally:
+        os.unlink(fh.name)
+    try:
+        return json.loads(p.stdout), p
+    except ValueError:
+        raise AssertionError("module printed no JSON (rc=%d): %s %s" % (p.returncode, p.stdout, p.stderr)) from None

@@ -28,11 +28,10 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_pairs import ipsec_pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_render import ipsec_render
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs, _sysfs, _xfrm_run
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.modules import rxe_link
 
 import _rel
-from fake_sysfs import FakeSysfs
 from harness import FakeHost, run_module
 
 B = _rel.load_test_module("reliability/test_rel_bad_input.py", "_rel_bad_input_corpus")
@@ -87,19 +86,9 @@ def keyhex(i, nbytes=20):
 
 # ------------------------------------------------------------------------------ module hosts
 
-@pytest.fixture
-def tree(tmp_path, monkeypatch):
-    t = FakeSysfs(tmp_path / "sys")
-    t.install(monkeypatch, _sysfs)
-    devdir = t.add_pci_pf(PF, netdevs=("p0", "pf0vf0", "pf0vf1"), total_vfs=4)
-    t.set_vfs(devdir, 2)
-    t.writes.clear()
-    return t
-
-
-@pytest.fixture(autouse=True)
-def kernel_612(monkeypatch):
-    monkeypatch.setattr(_xfrm_run, "kernel_release", lambda: "6.12.117+deb13-amd64")
+# the bad-input corpus's fixtures: a scripted sysfs with PF and two VFs, a 6.12 kernel (autouse)
+tree = B.tree
+kernel_612 = B.kernel_612
 
 
 def rxe_host():

@@ -17,16 +17,12 @@ the full create / idempotence / delete cycle instead and the refusal test is ski
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 
 import pytest
 
-from netns_util import collection_path, sh
+from netns_util import module_process, sh
 
 pytestmark = pytest.mark.netns
 
@@ -86,17 +82,7 @@ def run(ns, check_mode=False, **params):
     params = dict(params, namespace=ns)
     if check_mode:
         params["_ansible_check_mode"] = True
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump({"ANSIBLE_MODULE_ARGS": params}, fh)
-    try:
-        env = dict(os.environ, PYTHONPATH=collection_path())
-        p = subprocess.run([sys.executable, MODULE, fh.name], capture_output=True, text=True, env=env, check=False)
-    finally:
-        os.unlink(fh.name)
-    try:
-        return json.loads(p.stdout)
-    except ValueError:
-        raise AssertionError("module printed no JSON (rc=%d): %s %s" % (p.returncode, p.stdout, p.stderr))
+    return module_process(MODULE, params)[0]
 
 
 POP_TO_V1 = {"dev": "v0", "prio": 20, "protocol": "802.1q", "match": {"vlan_id": 100},

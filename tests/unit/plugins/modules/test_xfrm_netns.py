@@ -17,15 +17,11 @@ In the lab VMs (kernel 6.12, ESP, iproute2 6.15) the same SA calls succeed; see 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import tempfile
 
 import pytest
 
-from netns_util import collection_path, need_netns, sh
+from netns_util import module_process, need_netns, sh
 
 pytestmark = pytest.mark.netns
 
@@ -63,18 +59,7 @@ def run(module, ns, check_mode=False, diff=False, **params):
         params["_ansible_check_mode"] = True
     if diff:
         params["_ansible_diff"] = True
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump({"ANSIBLE_MODULE_ARGS": params}, fh)
-    try:
-        env = dict(os.environ, PYTHONPATH=collection_path())
-        p = subprocess.run([sys.executable, os.path.join(MODULES, module + ".py"), fh.name], capture_output=True,
-                           text=True, env=env, check=False)
-    finally:
-        os.unlink(fh.name)
-    try:
-        res = json.loads(p.stdout)
-    except ValueError:
-        raise AssertionError("module printed no JSON (rc=%d): %s %s" % (p.returncode, p.stdout, p.stderr))
+    res, p = module_process(os.path.join(MODULES, module + ".py"), params)
     for k in (KEY_OUT, KEY_IN):
         for text in (p.stdout, p.stderr):
             assert k[2:] not in text.lower()

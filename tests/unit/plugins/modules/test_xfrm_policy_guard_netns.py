@@ -18,15 +18,12 @@ Proved here (root, `ip netns`; the host kernel takes xfrm policies even without 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
-import tempfile
 
 import pytest
 
-from netns_util import collection_path, need_netns, sh
+from netns_util import module_process, need_netns, sh
 
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _guard as G
 
@@ -188,18 +185,7 @@ def test_kernel_inbound_guards_drop_at_the_receiver(pair):
 
 def run(ns, **params):
     params = dict(params, namespace=ns)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump({"ANSIBLE_MODULE_ARGS": params}, fh)
-    try:
-        env = dict(os.environ, PYTHONPATH=collection_path())
-        p = subprocess.run([sys.executable, os.path.join(MODULES, "xfrm_offload_policy.py"), fh.name],
-                           capture_output=True, text=True, env=env, check=False)
-    finally:
-        os.unlink(fh.name)
-    try:
-        return json.loads(p.stdout)
-    except ValueError:
-        raise AssertionError("module printed no JSON (rc=%d): %s %s" % (p.returncode, p.stdout, p.stderr))
+    return module_process(os.path.join(MODULES, "xfrm_offload_policy.py"), params)[0]
 
 
 SA_OUT = dict(src=A_IP + "/32", dst=B_IP + "/32", dir="out", priority=100,
