@@ -103,7 +103,8 @@ class ActionModule(ActionBase):
         for w in _keystore.loose_mode_warnings(path):
             self._display.warning(w)
 
-        stale = sorted("%s->%s" % k for k in entries if k not in {(lk.src, lk.dst) for lk in links})
+        live = {(lk.src, lk.dst) for lk in links}      # once: per entry it made the action O(N^4) in a mesh
+        stale = sorted("%s->%s" % k for k in entries if k not in live)
         result.update({
             "changed": changed,
             "path": path,
