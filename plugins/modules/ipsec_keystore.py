@@ -41,8 +41,9 @@ options:
     required: true
   pairs:
     description:
-      - The result of C(hostvars | ipsec_offload.mlx5.ipsec_pairs(groups=groups, keys='none')) (a dict with
-        C(pairs) and C(reqid_range)) or its C(pairs) list.
+      - The result of the P(ipsec_offload.mlx5.ipsec_pairs#filter) filter applied to C(hostvars) with
+        C(groups=groups) and C(keys='none') (a dict with C(pairs) and C(reqid_range)), or its C(pairs) list
+        (see EXAMPLES).
       - A result that holds C(hosts) (SA objects, possibly with keys) is refused.
     type: raw
     required: true
