@@ -10,6 +10,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: ipsec_keystore
 short_description: Keep the IPsec key store on the controller (keys per direction, pinned SPI/reqid)
+version_added: 0.1.0
 description:
   - Runs on the controller only (action plugin); no managed host is contacted.
   - For every directed pair given in O(pairs) (the secret-free result of the

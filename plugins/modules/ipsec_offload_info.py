@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: ipsec_offload_info
 short_description: Report IPsec packet-offload readiness, NIC capabilities and IPsec counters (read-only)
+version_added: 0.1.0
 description:
   - Gathers, without changing anything, what decides whether IPsec packet (full) offload can work
     on a host, and the counters that show whether it does.

@@ -10,6 +10,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: ipsec_run_lock
 short_description: One playbook run at a time per IPsec key store (controller side)
+version_added: 0.1.0
 description:
   - Runs on the controller only (action plugin); no managed host is contacted.
   - The SA lifecycle of C(site.yml) reads the hosts' SAs, compares them with the key store, then

@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: mlx_devlink_eswitch
 short_description: Eswitch mode, flow steering mode and VF port-function IPsec capabilities of a NIC, in one ordered transaction
+version_added: 0.1.0
 description:
   - Brings one devlink device (for example C(pci/0000:08:00.0); any bus, also
     C(netdevsim/netdevsim1)) to the eswitch mode, C(flow_steering_mode) and encap mode asked for,

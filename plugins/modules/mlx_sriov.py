@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: mlx_sriov
 short_description: SR-IOV VF count and VF driver binding of a PF, through sysfs
+version_added: 0.1.0
 description:
   - Sets the number of VFs of a PF (C(sriov_numvfs)) and which VFs are bound to a driver, in one
     run that is undone if a step fails.

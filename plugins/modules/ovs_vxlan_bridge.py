@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: ovs_vxlan_bridge
 short_description: An Open vSwitch bridge with VXLAN tunnel ports and plain ports, in one transaction
+version_added: 0.1.0
 description:
   - Ensures an OVS bridge exists with the listed plain ports (for example a VF representor) and
     VXLAN ports (remote/local tunnel endpoint, VNI, UDP port), as used by the

@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: rxe_link
 short_description: Soft-RoCE (rdma_rxe) links on netdevs, and the RoCE v2 GID to use on them
+version_added: 0.1.0
 description:
   - Makes (V(present)), removes (V(absent)) or reads (V(gathered)) the RDMA link bound to each listed
     netdev, with C(rdma link add NAME type rxe netdev DEV) / C(rdma link delete NAME), in the netdev's

@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: tc_flower_vlan
 short_description: tc flower rules on the ingress hook that pop/push VLAN tags and redirect or mirror
+version_added: 0.1.0
 description:
   - Manages a list of C(tc flower) filters on the ingress hook of network devices, as used by the
     NVIDIA "IPsec packet offload" topologies (for example the RoCE-over-VF example, where the uplink

@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: xfrm_guard_boot
 short_description: Keep the fail-closed IPsec guard policies of one network namespace for boot
+version_added: 0.1.0
 description:
   - Writes the guard policies (C(action block), the guard marks, never offloaded, no key) of one
     network namespace as C(ip -batch) lines to C(/etc/ipsec_offload_mlx5/guards/NAME.batch) (NAME

@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: xfrm_offload_policy
 short_description: IPsec policies (xfrm policies) with mlx5 packet offload, as one resource list
+version_added: 0.1.0
 description:
   - Manages a list of IPsec security policies (C(ip xfrm policy), main policy type) in one call, with
     IPsec packet offload ("full offload") on an NVIDIA ConnectX-6 Dx / ConnectX-7 / BlueField-2 port.

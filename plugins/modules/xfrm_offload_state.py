@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: xfrm_offload_state
 short_description: IPsec SAs (xfrm states) with mlx5 packet or crypto offload, as one resource list
+version_added: 0.1.0
 description:
   - Manages a list of ESP security associations (C(ip xfrm state)) in one call, with AES-GCM
     (V(rfc4106\(gcm\(aes\)\))), extended sequence numbers and IPsec packet offload ("full offload") or
