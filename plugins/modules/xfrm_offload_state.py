@@ -11,7 +11,7 @@ short_description: IPsec SAs (xfrm states) with mlx5 packet or crypto offload, a
 version_added: 0.1.0
 description:
   - Manages a list of ESP security associations (C(ip xfrm state)) in one call, with AES-GCM
-    (V(rfc4106\(gcm\(aes\)\))), extended sequence numbers and IPsec packet offload ("full offload") or
+    (V(rfc4106(gcm(aes\)\))), extended sequence numbers and IPsec packet offload ("full offload") or
     crypto offload on an NVIDIA ConnectX-6 Dx / ConnectX-7 / BlueField-2 port.
   - The identity of an SA is its destination address and SPI. An SA is owned by this collection when
     its reqid lies in O(owned_reqid_range); only owned SAs are ever replaced or deleted.
