@@ -96,56 +96,68 @@ path:
   description: Absolute path of the key store.
   returned: always
   type: str
+  sample: /home/ops/.ansible/ipsec_offload_mlx5/keystore.yml
 encrypted:
   description: Whether the key store is ansible-vault encrypted.
   returned: always
   type: bool
+  sample: true
 created:
   description: Directed pairs (C(a->b)) that got a new key.
   returned: always
   type: list
   elements: str
+  sample: ["gw1->gw3", "gw3->gw1"]
 pinned:
   description: Directed pairs whose SPI/reqid were recorded for the first time.
   returned: always
   type: list
   elements: str
+  sample: ["gw1->gw3", "gw3->gw1"]
 repinned:
   description: Directed pairs whose recorded SPI/reqid changed (hand-given override, or reqid range change).
   returned: always
   type: list
   elements: str
+  sample: ["gw2->gw3"]
 unused:
   description: Entries in the store for pairs that are no longer in the inventory (kept).
   returned: always
   type: list
   elements: str
+  sample: ["gw1->gw9", "gw9->gw1"]
 pairs:
   description: Number of directed pairs handled.
   returned: always
   type: int
+  sample: 6
 rotation_started:
   description: Directed pairs that got a new generation (new key and SPI) in this run.
   returned: always
   type: list
   elements: str
+  sample: ["gw1->gw2", "gw2->gw1"]
 rotation_continuing:
   description: Chosen pairs that were already in rotation (left as they are).
   returned: always
   type: list
   elements: str
+  sample: ["gw1->gw2"]
 rotation_advanced:
   description: Rotations moved to O(rotation_stage).
   returned: always
   type: list
   elements: str
+  sample: ["gw1->gw2", "gw2->gw1"]
 rotation_finished:
   description: Rotations finished in this run (previous generation dropped).
   returned: always
   type: list
   elements: str
+  sample: ["gw1->gw2", "gw2->gw1"]
 rotations:
   description: "Rotations in progress after this run, as a mapping C(a->b) to its stage."
   returned: always
   type: dict
+  sample: {"gw1->gw2": outbound, "gw2->gw1": outbound}
 """

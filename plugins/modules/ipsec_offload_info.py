@@ -108,6 +108,14 @@ kernel:
   description: Kernel facts.
   returned: always
   type: dict
+  sample:
+    release: 6.12.117+deb13-amd64
+    version: 6.12.117
+    meets_packet_offload_minimum: true
+    features: {esp4: loaded, esp6: module, esp4_offload: loaded, esp6_offload: module, xfrm_user: builtin,
+               xfrm_offload: builtin, gcm: module, mlx5_ipsec: builtin}
+    xfrm_stat_present: true
+    xfrm_stat: {XfrmInError: 0, XfrmInNoStates: 3, XfrmInStateSeqError: 0, XfrmOutNoStates: 0}
   contains:
     release:
       description: The release, as C(uname -r) prints it.
@@ -120,6 +128,7 @@ kernel:
     meets_packet_offload_minimum:
       description: Release is 6.6 or newer (the minimum NVIDIA documents); null when the release is not numeric.
       type: bool
+      sample: true
     features:
       description:
         - State of esp4, esp6, esp4_offload, esp6_offload, xfrm_user, xfrm_offload, gcm and mlx5_ipsec
@@ -130,29 +139,37 @@ kernel:
     xfrm_stat_present:
       description: Whether C(/proc/net/xfrm_stat) exists.
       type: bool
+      sample: true
     xfrm_stat:
       description: The counters in C(/proc/net/xfrm_stat) (XfrmInNoStates and the others).
       type: dict
+      sample: {XfrmInError: 0, XfrmInNoStates: 3, XfrmInStateSeqError: 0, XfrmOutNoStates: 0}
 iproute2:
   description: The C(ip) tool.
   returned: always
   type: dict
+  sample: {present: true, version: 6.15.0, offload_packet: true, list_nokeys: true, sa_dir: true}
   contains:
     present:
       description: Whether C(ip) was found.
       type: bool
+      sample: true
     version:
       description: Version from C(ip -V), for example 6.1.0 (old builds print a snapshot date such as ss190107).
       type: str
+      sample: 6.15.0
     offload_packet:
       description: Whether this C(ip) accepts C(offload packet); null when that could not be told.
       type: bool
+      sample: true
     list_nokeys:
       description: Whether this C(ip) supports C(list nokeys).
       type: bool
+      sample: true
     sa_dir:
       description: Whether this C(ip) accepts the SA C(dir in|out) keyword (iproute2 6.10 and newer).
       type: bool
+      sample: true
 tools:
   description: Which of ip, tc, ethtool and devlink were found.
   returned: always
@@ -162,10 +179,29 @@ devices:
   description: Per device, keyed by name.
   returned: always
   type: dict
+  sample:
+    p0:
+      present: true
+      driver: mlx5_core
+      driver_version: 6.12.117+deb13-amd64
+      firmware_version: 22.39.1002 (MT_0000000359)
+      bus_info: "0000:08:00.0"
+      esp_features:
+        esp_hw_offload: {enabled: true, fixed: false}
+        esp_tx_csum_hw_offload: {enabled: true, fixed: true}
+        tx_esp_segmentation: {enabled: true, fixed: true}
+        hw_tc_offload: {enabled: false, fixed: false}
+      ipsec_counters: {ipsec_rx_pkts: 38, ipsec_rx_bytes: 6004, ipsec_rx_drop_pkts: 0, ipsec_tx_pkts: 46,
+                       ipsec_tx_bytes: 7084, ipsec_tx_drop_pkts: 0}
+      tc_ingress: {filters: 0, in_hw: []}
+      devlink: pci/0000:08:00.0
+      offloaded_states: 2
+      problems: {}
   contains:
     present:
       description: Whether the netdev exists (in O(namespace)); null when it could not be looked up.
       type: bool
+      sample: true
     driver:
       description: Driver name; null when unknown.
       type: str
@@ -173,6 +209,7 @@ devices:
     driver_version:
       description: Driver version; null when unknown.
       type: str
+      sample: 6.12.117+deb13-amd64
     firmware_version:
       description: Firmware version; null when unknown.
       type: str
@@ -187,6 +224,11 @@ devices:
           with C(enabled) and C(fixed), or null when the kernel does not list it.
         - Null as a whole when ethtool could not answer.
       type: dict
+      sample:
+        esp_hw_offload: {enabled: true, fixed: false}
+        esp_tx_csum_hw_offload: {enabled: true, fixed: true}
+        tx_esp_segmentation: {enabled: true, fixed: true}
+        hw_tc_offload: {enabled: false, fixed: false}
     ipsec_counters:
       description: Every C(ethtool -S) counter whose name starts with C(ipsec_); null when ethtool could not answer.
       type: dict
@@ -197,41 +239,64 @@ devices:
           kind, chain, protocol, handle, in_hw_count and skip_sw).
         - Null when tc could not answer.
       type: dict
+      sample:
+        filters: 2
+        in_hw:
+          - {pref: 10, kind: flower, chain: 0, protocol: 802.1Q, handle: 1, in_hw_count: 1, skip_sw: false}
     devlink:
       description: The devlink handle of the device; null when none was found.
       type: str
+      sample: pci/0000:08:00.0
     offloaded_states:
       description: Number of SAs offloaded to this device; null when the SAs were not read.
       type: int
+      sample: 2
     problems:
       description: What could not be read and why (query name to message).
       type: dict
+      sample: {"ethtool -i": "unsupported: Cannot get driver information: Operation not supported"}
 devlink:
   description: Per devlink handle.
   returned: always
   type: dict
+  sample:
+    pci/0000:08:00.0:
+      eswitch_mode: switchdev
+      inline_mode: none
+      encap_mode: basic
+      flow_steering_mode: dmfs
+      vf_ports:
+        - {port: pci/0000:08:00.0/1, vfnum: 0, pfnum: 0, netdev: pf0vf0, ipsec_packet: true, ipsec_crypto: false}
+      problems: {}
   contains:
     eswitch_mode:
       description: C(legacy) or C(switchdev); null when unknown.
       type: str
+      sample: switchdev
     inline_mode:
       description: Inline mode; null when not reported.
       type: str
+      sample: none
     encap_mode:
       description: Encap mode; null when not reported.
       type: str
+      sample: basic
     flow_steering_mode:
       description: C(dmfs), C(smfs) or C(hmfs); null when unknown.
       type: str
+      sample: dmfs
     vf_ports:
       description:
         - VF ports with port, vfnum, pfnum, netdev, ipsec_packet and ipsec_crypto.
         - The caps are true or false, or null when the port function reports no such capability.
       type: list
       elements: dict
+      sample:
+        - {port: pci/0000:08:00.0/1, vfnum: 0, pfnum: 0, netdev: pf0vf0, ipsec_packet: true, ipsec_crypto: false}
     problems:
       description: What could not be read and why.
       type: dict
+      sample: {flow_steering_mode: "kernel answers: Invalid argument"}
 xfrm_states:
   description:
     - One entry per SA with src, dst, proto, spi (0x%08x), spi_int, reqid, mode, flags, dir, sel_src,
@@ -242,6 +307,32 @@ xfrm_states:
   returned: always
   type: list
   elements: dict
+  sample:
+    - src: 192.168.100.1
+      dst: 192.168.100.2
+      proto: esp
+      spi: "0x00001000"
+      spi_int: 4096
+      reqid: 1371537409
+      mode: transport
+      flags: [esn]
+      dir: out
+      sel_src: 192.168.100.1/32
+      sel_dst: 192.168.100.2/32
+      offloaded: true
+      offload_dev: p0
+      offload_dir: out
+      offload_mode: packet
+      replay_window: 0
+      seq: 0
+      oseq: 10
+      bytes: 640
+      packets: 10
+      replay_window_errors: 0
+      replay_errors: 0
+      integrity_failed: 0
+      added: "2026-11-24 09:09:18"
+      last_used: "2026-11-24 09:09:21"
 xfrm_health:
   description:
     - The SA lifecycle, as this host sees it (owned objects only; the pair view across hosts is
@@ -260,22 +351,31 @@ xfrm_states_problem:
   description: Why the SAs could not be read; null when they were.
   returned: always
   type: str
+  sample: "RTNETLINK answers: Operation not permitted"
 summary:
   description: Readiness for IPsec packet offload.
   returned: always
   type: dict
+  sample:
+    packet_offload_ready: false
+    reasons:
+      - "p0: esp-hw-offload is off: enable it with 'ethtool -K p0 esp-hw-offload on'"
+    unverified: []
   contains:
     packet_offload_ready:
       description: True when nothing is missing and nothing was left unverified.
       type: bool
+      sample: false
     reasons:
       description: What is missing, each entry saying what to do about it.
       type: list
       elements: str
+      sample: ["p0: esp-hw-offload is off: enable it with 'ethtool -K p0 esp-hw-offload on'"]
     unverified:
       description: What could not be checked.
       type: list
       elements: str
+      sample: ["p0: driver unknown (unsupported: Cannot get driver information: Operation not supported)"]
 '''
 
 import os

@@ -66,16 +66,20 @@ lock:
   description: The lock file.
   returned: unless skipped
   type: str
+  sample: /home/ops/.ansible/ipsec_offload_mlx5/.keystore.yml.run
 waited:
   description: Seconds spent waiting for another run.
   returned: when acquired
   type: float
+  sample: 0.0
 released:
   description: Whether this run held the lock and removed it (never reported as a change).
   returned: with O(state=released)
   type: bool
+  sample: true
 stale:
   description: The holder of a stale lock that was taken over (a run that no longer runs), or null.
   returned: when acquired
   type: str
+  sample: "PID 41822 on ctl1 (teardown.yml (4 hosts), since 2026-12-05 09:14:02 UTC)"
 """

@@ -149,42 +149,73 @@ before:
   description: Device state read before any change.
   returned: always
   type: dict
+  sample:
+    mode: legacy
+    encap_mode: basic
+    inline_mode: none
+    flow_steering_mode: smfs
+    ports:
+      - {port: pci/0000:08:00.0/65535, flavour: physical, vf: null, netdev: p0, ipsec_packet: null, ipsec_crypto: null}
   contains:
     mode:
       description: Eswitch mode (null when the device reports none).
       type: str
+      sample: legacy
     encap_mode:
       description: Encap mode (null when not reported).
       type: str
+      sample: basic
     inline_mode:
       description: Inline mode (null when not reported).
       type: str
+      sample: none
     flow_steering_mode:
       description: Runtime value of flow_steering_mode (null when the device has no such parameter).
       type: str
+      sample: smfs
     ports:
       description: Ports of the device with flavour, VF number, netdev and the two capabilities (true/false, null = not reported).
       type: list
       elements: dict
+      sample:
+        - {port: pci/0000:08:00.0/65535, flavour: physical, vf: null, netdev: p0, ipsec_packet: null, ipsec_crypto: null}
 after:
   description: Device state read after the change (predicted in check mode), same keys as RV(before).
   returned: always
   type: dict
+  sample:
+    mode: switchdev
+    encap_mode: basic
+    inline_mode: none
+    flow_steering_mode: dmfs
+    ports:
+      - {port: pci/0000:08:00.0/1, flavour: pcivf, vf: 0, netdev: pf0vf0, ipsec_packet: true, ipsec_crypto: false}
+      - {port: pci/0000:08:00.0/2, flavour: pcivf, vf: 1, netdev: pf0vf1, ipsec_packet: false, ipsec_crypto: false}
+      - {port: pci/0000:08:00.0/65535, flavour: physical, vf: null, netdev: p0, ipsec_packet: null, ipsec_crypto: null}
 vfs_unbound:
   description: PCI addresses of VFs unbound for the change and bound again.
   returned: always
   type: list
   elements: str
+  sample: ["0000:08:00.2", "0000:08:00.3"]
 notes:
   description: Remarks, for example that VF unbinding does not apply to netdevsim.
   returned: always
   type: list
   elements: str
+  sample:
+    - >-
+      unbind_vfs: not applicable to netdevsim (only PCI VFs have a driver to unbind; netdevsim VFs have no
+      PCI address)
 rollback:
   description: On failure, the undo steps that ran, each with its outcome.
   returned: failed
   type: list
   elements: str
+  sample:
+    - "devlink dev param set pci/0000:08:00.0 name flow_steering_mode value smfs cmode runtime: ok"
+    - "echo 0000:08:00.2 > /sys/bus/pci/drivers/mlx5_core/bind: ok"
+    - "echo 0000:08:00.3 > /sys/bus/pci/drivers/mlx5_core/bind: ok"
 '''
 
 import shlex

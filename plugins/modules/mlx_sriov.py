@@ -115,66 +115,92 @@ steps:
   type: list
   elements: str
   sample:
-    - echo 0 > /sys/bus/pci/devices/0000:08:00.0/sriov_numvfs
-    - echo 2 > /sys/bus/pci/devices/0000:08:00.0/sriov_numvfs
+    - echo 0 > /sys/devices/pci0000:00/0000:00:03.0/0000:08:00.0/sriov_numvfs
+    - echo 2 > /sys/devices/pci0000:00/0000:00:03.0/0000:08:00.0/sriov_numvfs
     - echo 0000:08:00.3 > /sys/bus/pci/drivers/mlx5_core/unbind
 device:
   description: The PF as found in sysfs.
   returned: always
   type: dict
+  sample: {bus: pci, name: "0000:08:00.0", devlink: pci/0000:08:00.0, driver: mlx5_core, netdevs: [p0]}
   contains:
     bus:
       description: C(pci) or C(netdevsim).
       type: str
+      sample: pci
     name:
       description: PCI address or netdevsim device name.
       type: str
+      sample: "0000:08:00.0"
     devlink:
       description: Its devlink handle.
       type: str
+      sample: pci/0000:08:00.0
     driver:
       description: The PF's driver.
       type: str
+      sample: mlx5_core
     netdevs:
       description: Netdevs of the PF.
       type: list
       elements: str
+      sample: [p0]
 before:
   description: SR-IOV state before the change.
   returned: always
   type: dict
+  sample: {num_vfs: 0, total_vfs: 4, drivers_autoprobe: true, vfs: []}
   contains:
     num_vfs:
       description: VF count.
       type: int
+      sample: 0
     total_vfs:
       description: Upper limit (sriov_totalvfs; netdevsim - max_vfs from debugfs when readable; else null).
       type: int
+      sample: 4
     drivers_autoprobe:
       description: sriov_drivers_autoprobe (null where it does not exist).
       type: bool
+      sample: true
     vfs:
       description: VFs with index, PCI address, driver (null = unbound) and netdevs; empty for netdevsim.
       type: list
       elements: dict
+      sample:
+        - {index: 0, address: "0000:08:00.2", driver: mlx5_core, netdevs: [pf0vf0]}
+        - {index: 1, address: "0000:08:00.3", driver: null, netdevs: []}
 after:
   description: SR-IOV state after the change (predicted in check mode), as RV(before).
   returned: always
   type: dict
+  sample:
+    num_vfs: 2
+    total_vfs: 4
+    drivers_autoprobe: true
+    vfs:
+      - {index: 0, address: "0000:08:00.2", driver: mlx5_core, netdevs: [pf0vf0]}
+      - {index: 1, address: "0000:08:00.3", driver: mlx5_core, netdevs: [pf0vf1]}
 notes:
   description: Remarks (also given as warnings), for example that binding does not apply to netdevsim.
   returned: always
   type: list
   elements: str
+  sample:
+    - >-
+      vfs_bound/vfs: not applicable to netdevsim/netdevsim1: netdevsim VFs have no PCI address and no
+      driver to bind; nothing was bound or unbound
 eswitch_mode:
   description: Eswitch mode read through devlink before a count change (null when not read or not reported).
   returned: always
   type: str
+  sample: legacy
 rollback:
   description: On failure, the undo steps that ran, each with its outcome.
   returned: failed
   type: list
   elements: str
+  sample: ["restore 2 VFs (/sys/devices/pci0000:00/0000:00:03.0/0000:08:00.0/sriov_numvfs) and their drivers: ok"]
 '''
 
 import re

@@ -120,10 +120,21 @@ cmd:
   returned: changed
   type: list
   elements: str
+  sample: [/usr/bin/ovs-vsctl, --timeout=10, --, add-br, br-ovs, --, br-set-external-id, br-ovs, ipsec_offload_mlx5, owned,
+           --, add-port, br-ovs, pf0vf0_rep, --, set, port, pf0vf0_rep, "external_ids:ipsec_offload_mlx5=owned"]
 bridge:
   description: The bridge as read after the change (ports with type, options and ownership).
   returned: always
   type: dict
+  sample:
+    owned: true
+    ports:
+      br-ovs: {type: internal, options: {}, owned: false}
+      pf0vf0_rep: {type: "", options: {}, owned: true}
+      vxlan1:
+        type: vxlan
+        options: {dst_port: "4789", key: "100", local_ip: 192.168.100.1, remote_ip: 192.168.100.2}
+        owned: true
 '''
 
 import re

@@ -106,34 +106,45 @@ links:
     netdev:
       description: The netdev.
       type: str
+      sample: vf0
     name:
       description: The configured (owned) RDMA device name.
       type: str
+      sample: rxe_vf0
     device:
       description: The RDMA device bound to the netdev after the run (owned or not), or null.
       type: str
+      sample: rxe_vf0
     owned:
       description: Whether RV(links[].device) is the configured, owned one.
       type: bool
+      sample: true
     action:
       description: C(add), C(delete) or null.
       type: str
+      sample: add
     state:
       description: Port state (C(ACTIVE), C(DOWN)) of RV(links[].device).
       type: str
+      sample: ACTIVE
     gid_index:
       description: Index of the RoCE v2 IPv4-mapped GID (null if there is none).
       type: int
+      sample: 1
     gid_address:
       description: The IPv4 address of that GID.
       type: str
+      sample: 192.168.10.1
     gids:
       description: The used GID table entries (index, gid, type, netdev, ipv4).
       type: list
       elements: dict
+      sample:
+        - {index: 1, gid: "0000:0000:0000:0000:0000:ffff:c0a8:0a01", type: RoCE v2, netdev: vf0, ipv4: 192.168.10.1}
     counters:
       description: C(sent_pkts) and C(rcvd_pkts) of the device's port 1 (rdma_rxe hw_counters); empty when absent.
       type: dict
+      sample: {sent_pkts: 200, rcvd_pkts: 200}
   sample:
     - netdev: vf0
       name: rxe_vf0
@@ -157,6 +168,7 @@ ibv_rc_pingpong:
   description: Whether C(ibv_rc_pingpong) (rdma-core's ibverbs-utils) is installed on the host.
   returned: always
   type: bool
+  sample: true
 '''
 
 import os

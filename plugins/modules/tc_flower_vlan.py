@@ -279,34 +279,80 @@ before:
   returned: when not rendered
   type: list
   elements: dict
+  sample:
+    - dev: pf0
+      chain: 0
+      prio: 10
+      protocol: 802.1q
+      hw: none
+      match: {vlan_id: 10}
+      actions: [{vlan: pop}, {mirred: redirect, dev: pf0vf0_rep}]
 after:
   description: The owned rules in scope after the run (read back; predicted in check mode).
   returned: when not rendered or gathered
   type: list
   elements: dict
+  sample:
+    - dev: pf0
+      chain: 0
+      prio: 10
+      protocol: 802.1q
+      hw: none
+      match: {vlan_id: 10, vlan_ethtype: 802.1q, cvlan_id: 5}
+      actions: [{vlan: pop}, {vlan: pop}, {mirred: redirect, dev: pf0vf0_rep}]
+    - dev: pf0vf0_rep
+      chain: 0
+      prio: 10
+      protocol: all
+      hw: none
+      match: {}
+      actions: [{vlan: push, id: 5, protocol: 802.1q, priority: 0}, {vlan: push, id: 10, protocol: 802.1q, priority: 0},
+                {mirred: redirect, dev: pf0}]
 gathered:
   description: The owned rules in scope (config format, usable as O(config)), with O(state=gathered).
   returned: when state is gathered
   type: list
   elements: dict
+  sample:
+    - dev: pf0
+      chain: 0
+      prio: 10
+      protocol: 802.1q
+      hw: none
+      match: {vlan_id: 10, vlan_ethtype: 802.1q, cvlan_id: 5}
+      actions: [{vlan: pop}, {vlan: pop}, {mirred: redirect, dev: pf0vf0_rep}]
 rendered:
   description: The C(tc -batch) lines that create the listed rules on a host without them.
   returned: when state is rendered
   type: list
   elements: str
+  sample:
+    - qdisc add dev pf0 ingress
+    - >-
+      filter add dev pf0 ingress protocol 802.1q chain 0 prio 10 handle 1 flower vlan_id 10 vlan_ethtype 802.1q
+      cvlan_id 5 action vlan pop cookie 69706f2d6d6c783501 action vlan pop action mirred egress redirect dev pf0vf0_rep
 failed_command:
   description: The batch line the kernel refused.
   returned: on failure while applying
   type: str
+  sample: >-
+    filter add dev pf0vf0_rep ingress protocol all chain 0 prio 10 handle 1 flower action vlan push id 5
+    protocol 802.1q priority 0 cookie 69706f2d6d6c783501 action vlan push id 10 protocol 802.1q priority 0
+    action mirred egress redirect dev pf0
 rollback:
   description: The lines run to undo what the failed run had applied.
   returned: on failure while applying
   type: list
   elements: str
+  sample:
+    - filter del dev pf0 ingress protocol 802.1q chain 0 prio 10
+    - qdisc del dev pf0vf0_rep ingress
+    - qdisc del dev pf0 ingress
 restored:
   description: True if, after the rollback, the ingress state of the touched devices equals the state before the run.
   returned: on failure while applying
   type: bool
+  sample: true
 '''
 
 from ansible.module_utils.basic import AnsibleModule

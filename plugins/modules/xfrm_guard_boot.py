@@ -88,11 +88,19 @@ systemd:
   description: The unit's handling - C(enabled), C(disabled), C(already enabled), C(not managed) and why.
   returned: always
   type: str
+  sample: enabled
 rendered:
   description: The batch lines of the boot file (guards hold no key).
   returned: with O(state=present)
   type: list
   elements: str
+  sample:
+    - >-
+      xfrm policy add src 192.0.2.1/32 dst 192.0.2.2/32 dir out mark 0x0 mask 0x1 action block
+      priority 4294967295 ptype main tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 0x51c00001 mode transport
+    - >-
+      xfrm policy add src 192.0.2.1/32 dst 192.0.2.2/32 dir out mark 0x1 mask 0x1 action block
+      priority 4294967295 ptype main tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 0x51c00001 mode transport
 '''
 
 import os

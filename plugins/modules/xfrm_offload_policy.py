@@ -201,6 +201,7 @@ changed:
   description: Whether policies were (or in check mode would be) added, updated or deleted.
   returned: always
   type: bool
+  sample: true
 commands:
   description: The batch lines (for C(ip -batch -)) of this run.
   returned: when a host was read
@@ -214,16 +215,40 @@ counts:
   description: Number of policies added, replaced (updated), deleted and unchanged.
   returned: when a host was read
   type: dict
+  sample: {added: 2, replaced: 0, deleted: 0, unchanged: 0}
 before:
   description: The owned policies before the run.
   returned: when a host was read and O(output=full)
   type: list
   elements: dict
+  sample:
+    - src: 192.168.100.1/32
+      dst: 192.168.100.2/32
+      dir: out
+      action: allow
+      priority: 0
+      tmpl: {src: 192.168.100.1, dst: 192.168.100.2, proto: esp, reqid: "0x51c00001", mode: transport, level: required}
+      offload: {type: packet, dev: p0}
 after:
   description: The owned policies after the run as read back (in check mode, as they would be).
   returned: when a host was read and O(output=full)
   type: list
   elements: dict
+  sample:
+    - src: 192.168.100.1/32
+      dst: 192.168.100.2/32
+      dir: out
+      action: allow
+      priority: 0
+      tmpl: {src: 192.168.100.1, dst: 192.168.100.2, proto: esp, reqid: "0x51c00001", mode: transport, level: required}
+      offload: {type: packet, dev: p0}
+    - src: 192.168.100.2/32
+      dst: 192.168.100.1/32
+      dir: in
+      action: allow
+      priority: 0
+      tmpl: {src: 192.168.100.2, dst: 192.168.100.1, proto: esp, reqid: "0x51c00002", mode: transport, level: required}
+      offload: {type: packet, dev: p0}
 offload:
   description: One entry per listed policy (not for O(state=deleted)), requested offload and what is in effect.
   returned: when a host was read
@@ -236,28 +261,44 @@ features:
   description: What C(ip) and the kernel support (probed or given).
   returned: when a host was read, and with O(state=rendered)
   type: dict
+  sample: {offload_packet: true, sa_dir: true, iproute2_sa_dir: true, kernel: "6.12"}
 gathered:
   description: The owned policies on the host.
   returned: O(state=gathered)
   type: list
   elements: dict
+  sample:
+    - src: 192.168.100.2/32
+      dst: 192.168.100.1/32
+      dir: in
+      action: allow
+      priority: 0
+      tmpl: {src: 192.168.100.2, dst: 192.168.100.1, proto: esp, reqid: "0x51c00002", mode: transport, level: required}
+      offload: {type: packet, dev: p0}
 rendered:
   description: The batch lines that would add the listed policies.
   returned: O(state=rendered)
   type: list
   elements: str
+  sample:
+    - >-
+      xfrm policy add src 192.168.100.1/32 dst 192.168.100.2/32 dir out priority 0 ptype main
+      offload packet dev p0 tmpl src 192.168.100.1 dst 192.168.100.2 proto esp reqid 0x51c00001 mode transport
 failed_object:
   description: The policy whose batch line failed or whose check after the change failed.
   returned: failure while applying
   type: str
+  sample: SP src 192.168.100.2/32 dst 192.168.100.1/32 dir in
 kernel_message:
   description: What C(ip) / the kernel said.
   returned: failure while applying
   type: str
+  sample: "RTNETLINK answers: Invalid argument"
 rolled_back:
   description: Whether the rollback restored every policy this run had touched.
   returned: failure while applying
   type: bool
+  sample: true
 '''
 
 from ansible.module_utils.basic import AnsibleModule

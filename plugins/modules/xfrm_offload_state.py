@@ -218,6 +218,7 @@ changed:
   description: Whether SAs were (or in check mode would be) added, replaced or deleted.
   returned: always
   type: bool
+  sample: true
 commands:
   description: The batch lines (for C(ip -batch -)) of this run, keys shown as C(<redacted>).
   returned: when a host was read
@@ -238,11 +239,46 @@ before:
   returned: when a host was read and O(output=full)
   type: list
   elements: dict
+  sample:
+    - src: 192.168.100.1
+      dst: 192.168.100.2
+      spi: "0x00001000"
+      reqid: "0x51c00001"
+      mode: transport
+      direction: out
+      aead: {name: "rfc4106(gcm(aes))", key: "<redacted>", icv: 128}
+      esn: true
+      replay_window: 0
+      sel: null
+      offload: {type: packet, dev: p0}
 after:
   description: The owned SAs after the run as read back from the host (in check mode, as they would be).
   returned: when a host was read and O(output=full)
   type: list
   elements: dict
+  sample:
+    - src: 192.168.100.1
+      dst: 192.168.100.2
+      spi: "0x00001000"
+      reqid: "0x51c00001"
+      mode: transport
+      direction: out
+      aead: {name: "rfc4106(gcm(aes))", key: "<redacted>", icv: 128}
+      esn: true
+      replay_window: 0
+      sel: null
+      offload: {type: packet, dev: p0}
+    - src: 192.168.100.2
+      dst: 192.168.100.1
+      spi: "0x00001001"
+      reqid: "0x51c00002"
+      mode: transport
+      direction: in
+      aead: {name: "rfc4106(gcm(aes))", key: "<redacted>", icv: 128}
+      esn: true
+      replay_window: 64
+      sel: null
+      offload: {type: packet, dev: p0}
 offload:
   description:
     - One entry per listed SA (not for O(state=deleted)), what offload was requested and what is in
@@ -263,23 +299,43 @@ gathered:
   returned: O(state=gathered)
   type: list
   elements: dict
+  sample:
+    - src: 192.168.100.2
+      dst: 192.168.100.1
+      spi: "0x00001001"
+      reqid: "0x51c00002"
+      mode: transport
+      direction: in
+      aead: {name: "rfc4106(gcm(aes))", key: "<redacted>", icv: 128}
+      esn: true
+      replay_window: 64
+      sel: null
+      offload: {type: packet, dev: p0}
 rendered:
   description: The batch lines that would add the listed SAs.
   returned: O(state=rendered)
   type: list
   elements: str
+  sample:
+    - >-
+      xfrm state add src 192.168.100.1 dst 192.168.100.2 proto esp spi 0x00001000 reqid 0x51c00001
+      mode transport replay-window 0 flag esn aead rfc4106(gcm(aes)) <redacted> 128
+      offload packet dev p0 dir out
 failed_object:
   description: The SA whose batch line failed or whose check after the change failed.
   returned: failure while applying
   type: str
+  sample: SA src 192.168.100.2 dst 192.168.100.1 spi 0x00001001
 kernel_message:
   description: What C(ip) / the kernel said (key material removed).
   returned: failure while applying
   type: str
+  sample: "Error: Requested AEAD algorithm not found."
 rolled_back:
   description: Whether the rollback restored every object this run had touched.
   returned: failure while applying
   type: bool
+  sample: true
 '''
 
 from ansible.module_utils.basic import AnsibleModule
