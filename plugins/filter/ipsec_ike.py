@@ -8,7 +8,8 @@ DOCUMENTATION = r"""
 name: ipsec_ike
 short_description: IKE backends (strongSwan, libreswan) - connections, config text, status parsing
 description:
-  - C(ipsec_offload.mlx5.ipsec_ike(derived, host, what, ...)) with O(what) choosing the operation.
+  - Applied to O(_input) (the derivation, a connection or a tool's text) with the positional O(host) and
+    keyword options; O(what) chooses the operation (see EXAMPLES).
   - C(connections) - this host's IKE connections from the pair derivation (the C(ipsec_pairs) filter
     result with keys, C(ipsec_derived)), one per peer, named C(ipsec_offload_mlx5-<a>-<b>), with one
     CHILD_SA per traffic-selector pair of the derived policies and a per-pair PSK (HMAC-SHA256 of the

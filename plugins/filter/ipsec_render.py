@@ -8,8 +8,8 @@ DOCUMENTATION = r"""
 name: ipsec_render
 short_description: The reviewable shell script and pair table of playbooks/render.yml
 description:
-  - C(host | ipsec_offload.mlx5.ipsec_render('script', namespace=..., states=..., policies=...,
-    reveal=...)) turns one host's rendered C(ip xfrm) batch lines (the C(rendered) results of
+  - With O(what=script) (the default), the filter applied to a host name with O(namespace), O(states),
+    O(policies) and O(reveal) (see EXAMPLES) turns one host's rendered C(ip xfrm) batch lines (the C(rendered) results of
     M(ipsec_offload.mlx5.xfrm_offload_state) and M(ipsec_offload.mlx5.xfrm_offload_policy)) into a
     POSIX shell script that feeds them to C(ip [-n NS] -batch -).
   - Every batch line is written as one single-quoted C(printf) argument, so no value can end a quote,
@@ -17,8 +17,8 @@ description:
     break, a control character) is refused, naming the host and the line, and nothing is written.
   - Host and namespace names are checked with the modules' own grammars (module_utils/_validate); a
     host name that could not be a file name in the output directory is refused.
-  - C(host | ipsec_render('file')) is the script's file name for a host (refused like the script).
-  - C(pairs | ipsec_render('pairs')) is the secret-free pair table (pairs.txt), every field checked.
+  - With O(what=file), the script's file name for a host (refused like the script).
+  - With O(what=pairs), applied to the C(pairs) list, the secret-free pair table (pairs.txt), every field checked.
 positional: _input, what
 options:
   _input:
