@@ -7,6 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: ipsec_ike
 short_description: IKE backends (strongSwan, libreswan) - connections, config text, status parsing
+version_added: 0.1.0
 description:
   - Applied to O(_input) (the derivation, a connection or a tool's text) with the positional O(host) and
     keyword options; O(what) chooses the operation (see EXAMPLES).

@@ -7,6 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: ipsec_pairs
 short_description: Derive mirrored IPsec SAs and SPs for every host from the inventory
+version_added: 0.1.0
 description:
   - Reads the C(ipsec_*) variables of the inventory hosts, finds every pair (from C(ipsec_peers) lists
     and C(ipsec_meshes) groups) and returns, for each host, the list of SAs for

@@ -7,6 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: ipsec_render
 short_description: The reviewable shell script and pair table of playbooks/render.yml
+version_added: 0.1.0
 description:
   - With O(what=script) (the default), the filter applied to a host name with O(namespace), O(states),
     O(policies) and O(reveal) (see EXAMPLES) turns one host's rendered C(ip xfrm) batch lines (the C(rendered) results of

@@ -7,6 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: ipsec_rollback
 short_description: What undoes one run of the ipsec role on a host (site-level rollback)
+version_added: 0.1.0
 description:
   - Takes the registered results of the ipsec role's two steps in THIS run (the
     M(ipsec_offload.mlx5.xfrm_offload_state) result and the M(ipsec_offload.mlx5.xfrm_offload_policy)

@@ -7,6 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: ipsec_keystore
 short_description: Read the IPsec key store (plain or ansible-vault encrypted) on the controller
+version_added: 0.1.0
 description:
   - Reads the key store that the M(ipsec_offload.mlx5.ipsec_keystore) action maintains and returns
     its content, decrypting it with the run's vault secrets if the file is ansible-vault encrypted.
