@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build (or reuse) the lab VM image: Debian rootfs (mmdebstrap) + netdevsim + ext4 -> qcow2 base.
+# Build (or reuse) the lab VM image: Debian rootfs (mmdebstrap) + netdevsim patched into the lab's
+# simulated ConnectX (lab/sim) + ext4 -> qcow2 base.
 #   build.sh [build]   build unless the cached image for the current inputs exists (prints its dir)
 #   build.sh key       print the cache key (hash of packages.txt, this file, vm/*, suite, disk size)
 #   build.sh dir       print the image directory for the current key (may not exist yet)
@@ -23,7 +24,7 @@ log() { printf '== lab build: %s\n' "$*" >&2; }
 die() { printf 'ERROR: lab build: %s\n' "$*" >&2; exit 1; }
 
 inputs=("$LAB_DIR/packages.txt" "$LAB_DIR/build.sh" "$LAB_DIR/vm/init" "$LAB_DIR/vm/customize.sh"
-	"$LAB_DIR/vm/essential.sh")
+	"$LAB_DIR/vm/essential.sh" "$LAB_DIR"/sim/*)
 
 variants() { # the variant names tagged in packages.txt ('@NAME pkg', NAME other than build)
 	sed -n -E 's/^[[:space:]]*@([a-z0-9]+)[[:space:]].*/\1/p' "$LAB_DIR/packages.txt" | grep -vx build | sort -u

@@ -14,17 +14,22 @@
 #             mlx_sriov 0 VFs with allow_switchdev: netdevsim falls back to legacy (module warns)
 #   xfrm      lab/device/xfrm.yml    xfrm_offload_state offload crypto on the uplink (ip shows the
 #             kernel's offload line) -> changed=false -> ipsec_offload_info -> eswitch refuses a mode
-#             change while SAs are offloaded -> offload packet refused with the kernel's message,
-#             rolled back -> deleted
-#   teardown  the suite's SAs (if a failed play left any), the netdevsim device, the kernel modules
+#             change while SAs are offloaded -> a third SA with offload packet added -> deleted
+#   packet    lab/device/packet.yml  packet offload of an SA pair (AES-256, ESN) and its SA policies
+#             with the 4 guards beside them -> changed=false -> a policy mlx5 refuses (priority
+#             0xffffffff): the device's message + hint, nothing changed -> uplink down: the kernel
+#             flushes the packet SAs and policies, the guards stay -> guards removed
+#   teardown  the suite's SAs and policies (if a failed play left any), the netdevsim device, the kernel modules
 #             this run loaded; the host's netdevs and devlink devices must be as before
 # Prints a report with timings; exit status 0 only if every step passed.
 #
 #   bash lab/device.sh                    # LAB_KEEP=1 leaves the pair running
 #
 # Its own lab pair (LAB_RUN=lab/run/device, SSH 2261/2262, link 4441); a running pair with the same
-# settings is reused. netdevsim cannot show packet offload, port-function capabilities,
-# flow_steering_mode, encap/inline modes, PCI VF binding or ESN offload (see lab/README.md).
+# settings is reused. The lab's netdevsim carries lab/sim/ipsec.c (mlx5's xfrm offload rules: crypto
+# and packet offload of SAs and policies, ESN, 128/256-bit keys); it still has no port-function
+# capabilities, flow_steering_mode, encap/inline modes, PCI VF binding or a packet-offload data path
+# (see lab/README.md).
 set -euo pipefail
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
@@ -32,7 +37,7 @@ source "$LAB_DIR/lib.sh"
 lab_pair device 2261 2262 4441
 NSIM_ID=1
 NSIM=/sys/bus/netdevsim/devices/netdevsim$NSIM_ID
-SPIS="192.0.2.2:0x0000d000 192.0.2.1:0x0000d001 192.0.2.3:0x0000d002"   # dst:spi of the suite's SAs (xfrm.yml)
+SPIS="192.0.2.2:0x0000d000 192.0.2.1:0x0000d001 192.0.2.3:0x0000d002 192.0.2.4:0x0000d010 192.0.2.1:0x0000d011"   # dst:spi of the suite's SAs (xfrm.yml)
 
 report_init "lab device-layer report (netdevsim)"
 T0=$(now)
@@ -67,7 +72,7 @@ checks() { # checks LOG: "CHECK name" -> ok|FAIL, from the default callback's ou
 		n != "" && /^(fatal|failed): / {print n "\tFAIL"; n = ""; next}
 		END {if (n != "") print n "\tFAIL (not finished)"}' "$1"
 }
-for part in sriov eswitch xfrm; do
+for part in sriov eswitch xfrm packet; do
 	t=$(now)
 	rc=0; r=$(play "device-$part" "" "lab/device/$part.yml" -l lab1 -e "device_id=$NSIM_ID" -e "device_uplink=$UPLINK") || rc=$?
 	n_ok=0 n_bad=0
@@ -93,6 +98,13 @@ for s in '$SPIS'; do
 	fi
 done
 echo "suite SAs left by the playbooks: $left"
+# policies of the packet part (selectors between 192.0.2.1 and .4/.5): none may be left either
+pols=$(ip xfrm policy list | grep -cE "^src 192[.]0[.]2[.][145]/32 dst 192[.]0[.]2[.][145]/32" || true)
+echo "suite policies left by the playbooks: $pols"
+for sel in "192.0.2.1/32 192.0.2.4/32 out" "192.0.2.4/32 192.0.2.1/32 in" "192.0.2.1/32 192.0.2.5/32 out"; do
+	set -- $sel
+	ip xfrm policy deleteall src "$1" dst "$2" dir "$3" 2> /dev/null || true
+done
 echo '$NSIM_ID' > /sys/bus/netdevsim/del_device
 for i in $(seq 50); do [ -e '$NSIM' ] || break; sleep 0.1; done
 [ ! -e '$NSIM' ] && echo "device deleted" || echo "DEVICE STILL THERE"
@@ -108,7 +120,7 @@ printf '%s\n' "$td" > "$OUT/teardown.txt"
 sas=$(owned_sas 1)
 record "teardown: SAs, netdevsim device, modules" "owned SAs now $sas ($(elapsed "$t") s)"
 while read -r line; do record "  teardown" "$line"; done <<< "$td"
-if grep -qE 'STILL|DIFFER|NOT UNLOADED' <<< "$td" || ! grep -q 'left by the playbooks: 0' <<< "$td" || [ "$sas" != 0 ]; then
+if grep -qE 'STILL|DIFFER|NOT UNLOADED' <<< "$td" || ! grep -q 'SAs left by the playbooks: 0' <<< "$td" || ! grep -q 'policies left by the playbooks: 0' <<< "$td" || [ "$sas" != 0 ]; then
 	bad "teardown: nothing of the suite left" "see $OUT/teardown.txt" || true
 fi
 record "total" "$(elapsed "$T0") s"

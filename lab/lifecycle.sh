@@ -20,8 +20,8 @@
 # frames (Ethernet type 0x88b5, "LCMARK <stage>:<event>") sent by lab1 into the capture.
 #
 # The inventory ($OUT/inventory/hosts.yml) offloads the SAs (crypto) to a netdevsim netdev nsim0 on
-# each VM (ipsec_key_bits 128 and ipsec_esn false: netdevsim takes AES-128 only and refuses ESN
-# offload, "Device doesn't support offload with ESN"); traffic runs over link0, so the
+# each VM (ipsec_key_bits 128 and ipsec_esn false, what upstream netdevsim took; the lab's
+# simulated ConnectX takes 256 and ESN too); traffic runs over link0, so the
 # kernel processes these SAs in software (the offload dev is not the route's dev): the suite shows
 # that (SA counters rise, netdevsim's debugfs tx count stays 0) and that the flush on link down
 # really deletes them. LC_OFFLOAD=none runs the same stages with software SAs (b is then moot).

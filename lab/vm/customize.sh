@@ -52,6 +52,8 @@ log "netdevsim for $kver from $src_pkg $src_ver"
 work=$root/tmp/nsim
 rm -rf "$work" && mkdir -p "$work"
 tar -C "$work" -xJf "$tarball" "linux-source-$series/drivers/net/netdevsim"
+# the lab's simulated ConnectX: mlx5's xfrm offload rules (crypto + packet) on netdevsim (lab/sim)
+bash "$labdir/sim/apply.sh" "$work/linux-source-$series/drivers/net/netdevsim" >&2
 in_root make -s -C "/usr/src/linux-headers-$kver" M="/tmp/nsim/linux-source-$series/drivers/net/netdevsim" \
 	CONFIG_NETDEVSIM=m -j"$(nproc)" modules >&2
 ko=$work/linux-source-$series/drivers/net/netdevsim/netdevsim.ko

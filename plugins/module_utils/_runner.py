@@ -55,6 +55,16 @@ HINTS = [
      "esp6 module is not loaded)"),
     (r"Device doesn't support offload with ESN",
      "the device cannot offload ESN states: disable esn for this SA or use another offload type"),
+    (r"Device does not support requested policy priority",
+     "mlx5 cannot offload a policy with priority 4294967295: give the policy's priority "
+     "(config[].priority) a value of at most 4294967294"),
+    (r"Cannot offload forward policy",
+     "mlx5 offloads in and out policies only: give the fwd policy offload type 'none'"),
+    (r"Cannot offload without reqid",
+     "a packet-offloaded SA needs a reqid (config[].reqid) that its policy's template names"),
+    (r"Device does not support upper protocol other than TCP/UDP",
+     "mlx5 offloads selectors with proto tcp, udp or none only: change sel.proto / the policy's "
+     "proto, or do not offload this object"),
     (r"Mismatched SA and offload direction",
      "the SA direction and the offload direction differ: make them the same"),
     # devlink eswitch / port function (mlx5 eswitch_offloads.c; appended for mlx_devlink_eswitch)

@@ -82,3 +82,17 @@ def test_json_decode_error_is_a_tool_error():
 
     run_module(_main_factory(body), {}, host)
     assert "could not decode JSON" in seen["msg"]
+
+
+# The mlx5 refusals the lab's simulated ConnectX (lab/sim/ipsec.c) reproduces, as `ip -batch`
+# prints them: each gets advice that names the field to change.
+@pytest.mark.parametrize("stderr,field", [
+    ("Error: netdevsim: Device does not support requested policy priority.", "config[].priority"),
+    ("Error: mlx5_core: Cannot offload forward policy.", "offload type 'none'"),
+    ("Error: mlx5_core: Cannot offload without reqid.", "config[].reqid"),
+    ("Error: mlx5_core: Device does not support upper protocol other than TCP/UDP.", "proto"),
+    ("Error: netdevsim: Unsupported replay window size.", "32, 64, 128 or 256"),
+])
+def test_hint_for_mlx5_refusals(stderr, field):
+    hint = _runner.hint_for(stderr)
+    assert hint is not None and field in hint
