@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Device-layer tests on netdevsim inside a lab VM (the pair of lab/lab.sh; only lab1 is used, lab2
-# idles). The REAL modules run against a real kernel's devlink/sysfs/xfrm through Ansible, and every
+# Device-layer tests on netdevsim inside the lab VMs (the pair of lab/lab.sh; lab1, and lab2 for the
+# datapath part). The REAL modules run against a real kernel's devlink/sysfs/xfrm through Ansible, and every
 # step is asserted twice: on the module's result and on an independent read of the kernel state
 # (devlink -j, sysfs, ip link / ip xfrm, netdevsim's debugfs table), see lab/device/vars.yml.
 #   setup     modprobe netdevsim (+ esp4, esp4_offload, xfrm_user when missing), echo "1 1" >
@@ -19,7 +19,11 @@
 #             with the 4 guards beside them -> changed=false -> a policy mlx5 refuses (priority
 #             0xffffffff): the device's message + hint, nothing changed -> uplink down: the kernel
 #             flushes the packet SAs and policies, the guards stay -> guards removed
-#   teardown  the suite's SAs and policies (if a failed play left any), the netdevsim device, the kernel modules
+#   datapath  lab/device/datapath.yml (both VMs) traffic over packet offload: link0 as the simulated
+#             NICs' wire, SAs + SA policies (packet) + guards by the modules on both hosts, pings
+#             both ways: all answered, only ESP on the wire, ethtool ipsec_tx/rx and SA counters up
+#             on both hosts, second run unchanged, all removed
+#   teardown  (both VMs) the suite's SAs and policies (if a failed play left any), the netdevsim device, the kernel modules
 #             this run loaded; the host's netdevs and devlink devices must be as before
 # Prints a report with timings; exit status 0 only if every step passed.
 #
@@ -27,9 +31,9 @@
 #
 # Its own lab pair (LAB_RUN=lab/run/device, SSH 2261/2262, link 4441); a running pair with the same
 # settings is reused. The lab's netdevsim carries lab/sim/ipsec.c (mlx5's xfrm offload rules: crypto
-# and packet offload of SAs and policies, ESN, 128/256-bit keys); it still has no port-function
-# capabilities, flow_steering_mode, encap/inline modes, PCI VF binding or a packet-offload data path
-# (see lab/README.md).
+# and packet offload of SAs and policies, ESN, 128/256-bit keys, an IPv4 transport-mode data path);
+# it still has no port-function capabilities, flow_steering_mode, encap/inline modes or PCI VF
+# binding (see lab/README.md).
 set -euo pipefail
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
@@ -37,7 +41,7 @@ source "$LAB_DIR/lib.sh"
 lab_pair device 2261 2262 4441
 NSIM_ID=1
 NSIM=/sys/bus/netdevsim/devices/netdevsim$NSIM_ID
-SPIS="192.0.2.2:0x0000d000 192.0.2.1:0x0000d001 192.0.2.3:0x0000d002 192.0.2.4:0x0000d010 192.0.2.1:0x0000d011"   # dst:spi of the suite's SAs (xfrm.yml)
+SPIS="192.0.2.2:0x0000d000 192.0.2.1:0x0000d001 192.0.2.3:0x0000d002 192.0.2.4:0x0000d010 192.0.2.1:0x0000d011 198.51.100.2:0x0000d021 198.51.100.1:0x0000d022"   # dst:spi of the suite's SAs (xfrm.yml)
 
 report_init "lab device-layer report (netdevsim)"
 T0=$(now)
@@ -61,9 +65,11 @@ for i in $(seq 50); do [ -n "$(ls '$NSIM'/net 2>/dev/null)" ] && break; sleep 0.
 up=$(ls '$NSIM'/net)
 ip link set dev "$up" up
 echo "$up"'
-t=$(now)
-if ! UPLINK=$(on 1 "$SETUP"); then bad "setup: netdevsim device" "see above"; exit 1; fi
-record "setup: netdevsim/netdevsim$NSIM_ID, uplink netdev $UPLINK" "modules loaded: $(on 1 'xargs < /run/device-suite.modules') ($(elapsed "$t") s)"
+for n in 1 2; do # lab2 only for the datapath part (traffic between the two simulated NICs)
+	t=$(now)
+	if ! UPLINK=$(on "$n" "$SETUP"); then bad "setup lab$n: netdevsim device" "see above"; exit 1; fi
+	record "setup lab$n: netdevsim/netdevsim$NSIM_ID, uplink netdev $UPLINK" "modules loaded: $(on "$n" 'xargs < /run/device-suite.modules') ($(elapsed "$t") s)"
+done
 
 # ---- the three playbooks; each CHECK task is one line of the report
 checks() { # checks LOG: "CHECK name" -> ok|FAIL, from the default callback's output
@@ -72,9 +78,10 @@ checks() { # checks LOG: "CHECK name" -> ok|FAIL, from the default callback's ou
 		n != "" && /^(fatal|failed): / {print n "\tFAIL"; n = ""; next}
 		END {if (n != "") print n "\tFAIL (not finished)"}' "$1"
 }
-for part in sriov eswitch xfrm packet; do
-	t=$(now)
-	rc=0; r=$(play "device-$part" "" "lab/device/$part.yml" -l lab1 -e "device_id=$NSIM_ID" -e "device_uplink=$UPLINK") || rc=$?
+for part in sriov eswitch xfrm packet datapath; do
+	t=$(now) hosts=lab1
+	[ "$part" = datapath ] && hosts=lab1,lab2
+	rc=0; r=$(play "device-$part" "" "lab/device/$part.yml" -l "$hosts" -e "device_id=$NSIM_ID" -e "device_uplink=$UPLINK") || rc=$?
 	n_ok=0 n_bad=0
 	while IFS=$'\t' read -r name verdict; do
 		if [ "$verdict" = ok ]; then record "  $name" "ok"; n_ok=$((n_ok + 1))
@@ -99,9 +106,10 @@ for s in '$SPIS'; do
 done
 echo "suite SAs left by the playbooks: $left"
 # policies of the packet part (selectors between 192.0.2.1 and .4/.5): none may be left either
-pols=$(ip xfrm policy list | grep -cE "^src 192[.]0[.]2[.][145]/32 dst 192[.]0[.]2[.][145]/32" || true)
+pols=$(ip xfrm policy list | grep -cE "^src (192[.]0[.]2[.][145]|198[.]51[.]100[.][12])/32 dst (192[.]0[.]2[.][145]|198[.]51[.]100[.][12])/32" || true)
 echo "suite policies left by the playbooks: $pols"
-for sel in "192.0.2.1/32 192.0.2.4/32 out" "192.0.2.4/32 192.0.2.1/32 in" "192.0.2.1/32 192.0.2.5/32 out"; do
+for sel in "192.0.2.1/32 192.0.2.4/32 out" "192.0.2.4/32 192.0.2.1/32 in" "192.0.2.1/32 192.0.2.5/32 out" \
+	"198.51.100.1/32 198.51.100.2/32 out" "198.51.100.2/32 198.51.100.1/32 in" "198.51.100.2/32 198.51.100.1/32 out" "198.51.100.1/32 198.51.100.2/32 in"; do
 	set -- $sel
 	ip xfrm policy deleteall src "$1" dst "$2" dir "$3" 2> /dev/null || true
 done
@@ -114,13 +122,15 @@ for m in $mods; do grep -q "^$m " /proc/modules && echo "MODULE STILL LOADED: $m
 [ "$(ls /sys/class/net | xargs)" = "$(cat /run/device-suite.netdevs)" ] && echo "netdevs as before" || echo "NETDEVS DIFFER: $(ls /sys/class/net | xargs)"
 devlink dev | cmp -s - /run/device-suite.devlink && echo "devlink devices as before" || echo "DEVLINK DEVICES DIFFER"
 rm -f /run/device-suite.netdevs /run/device-suite.devlink /run/device-suite.modules'
-t=$(now)
-td=$(on 1 "$TEARDOWN" 2>&1) || true
-printf '%s\n' "$td" > "$OUT/teardown.txt"
-sas=$(owned_sas 1)
-record "teardown: SAs, netdevsim device, modules" "owned SAs now $sas ($(elapsed "$t") s)"
-while read -r line; do record "  teardown" "$line"; done <<< "$td"
-if grep -qE 'STILL|DIFFER|NOT UNLOADED' <<< "$td" || ! grep -q 'SAs left by the playbooks: 0' <<< "$td" || ! grep -q 'policies left by the playbooks: 0' <<< "$td" || [ "$sas" != 0 ]; then
-	bad "teardown: nothing of the suite left" "see $OUT/teardown.txt" || true
-fi
+for n in 1 2; do
+	t=$(now)
+	td=$(on "$n" "$TEARDOWN" 2>&1) || true
+	printf '%s\n' "$td" > "$OUT/teardown-lab$n.txt"
+	sas=$(owned_sas "$n")
+	record "teardown lab$n: SAs, netdevsim device, modules" "owned SAs now $sas ($(elapsed "$t") s)"
+	while read -r line; do record "  teardown lab$n" "$line"; done <<< "$td"
+	if grep -qE 'STILL|DIFFER|NOT UNLOADED' <<< "$td" || ! grep -q 'SAs left by the playbooks: 0' <<< "$td" || ! grep -q 'policies left by the playbooks: 0' <<< "$td" || [ "$sas" != 0 ]; then
+		bad "teardown lab$n: nothing of the suite left" "see $OUT/teardown-lab$n.txt" || true
+	fi
+done
 record "total" "$(elapsed "$T0") s"

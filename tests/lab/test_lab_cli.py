@@ -177,6 +177,7 @@ def labcopy(tmp_path):
     shutil.copy2(BUILD_SH, dst / "build.sh")
     shutil.copy2(LAB / "packages.txt", dst / "packages.txt")
     shutil.copytree(LAB / "vm", dst / "vm")
+    shutil.copytree(LAB / "sim", dst / "sim")
     return dst
 
 
@@ -191,7 +192,8 @@ def test_cache_key_is_stable_and_follows_every_input(labcopy):
     assert len(base) == 16 and all(c in "0123456789abcdef" for c in base)
     assert key_of(labcopy) == base
     assert key_of(LAB) == base  # the copy keys like the original: the key is content, not path
-    for rel in ("packages.txt", "build.sh", "vm/init", "vm/customize.sh", "vm/essential.sh"):
+    for rel in ("packages.txt", "build.sh", "vm/init", "vm/customize.sh", "vm/essential.sh", "sim/ipsec.c",
+                "sim/apply.sh"):
         f = labcopy / rel
         original = f.read_text()
         f.write_text(original + "\n# changed\n")
