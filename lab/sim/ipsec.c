@@ -17,8 +17,8 @@
  * handed up with the SA in its secpath (CRYPTO_DONE/SUCCESS, as mlx5e_ipsec_offload_handle_rx_skb
  * does), so the stack accepts it under the offloaded in policy without a software lookup.
  * Per-SA packet/byte counters go to the SA's current lifetime (ip -s xfrm state) and to mlx5's
- * ethtool -S counter names (ipsec_rx_pkts ...). Without a wire, packets of packet-offloaded SAs
- * are dropped (the stack hands them over in clear), so nothing protected leaves in clear.
+ * ethtool -S counter names (ipsec_rx_pkts ...). Without a wire, protected packets are still
+ * encrypted (or dropped) before netdevsim's own peer forwarding, so nothing protected leaves in clear.
  * Crypto offload behaves as upstream netdevsim (the stack builds ESP; the device counts tx).
  */
 
@@ -626,19 +626,30 @@ static int sim_tx_esp(struct sim_ctx *c, struct sk_buff *skb)
 
 	if (!pskb_may_pull(skb, nh + sizeof(*iph)))
 		return 0;
+	iph = (struct iphdr *)(skb->data + nh);
+	ihl = iph->ihl * 4;
+	if (ihl < sizeof(*iph))
+		return 0;
+	if (!ip_is_fragment(iph) && (iph->protocol == IPPROTO_TCP || iph->protocol == IPPROTO_UDP) &&
+	    pskb_may_pull(skb, nh + ihl + 4)) {
+		iph = (struct iphdr *)(skb->data + nh);
+		ports = (const __be16 *)(skb->data + nh + ihl);
+	}
+	spin_lock_bh(&c->lock);
+	pol = sim_match_out(c, iph, ports);
+	spin_unlock_bh(&c->lock);
+	if (!pol)
+		return 0;
+	/* protected: one packet per skb, linear, exactly the IP datagram (else the NIC drops it) */
 	if (skb_is_gso(skb) || skb_linearize(skb))
 		return -EINVAL;
 	iph = (struct iphdr *)(skb->data + nh);
-	ihl = iph->ihl * 4;
-	if (ihl < sizeof(*iph) || skb->len < nh + ntohs(iph->tot_len))
-		return 0;
+	if (skb->len < nh + ntohs(iph->tot_len))
+		return -EINVAL;
 	if (skb->len > nh + ntohs(iph->tot_len))
 		__skb_trim(skb, nh + ntohs(iph->tot_len));
-	if (!ip_is_fragment(iph) && (iph->protocol == IPPROTO_TCP || iph->protocol == IPPROTO_UDP) &&
-	    skb->len >= nh + ihl + 4)
-		ports = (const __be16 *)(skb->data + nh + ihl);
 	spin_lock_bh(&c->lock);
-	pol = sim_match_out(c, iph, ports);
+	pol = sim_match_out(c, iph, ports ? (const __be16 *)(skb->data + nh + ihl) : NULL);
 	if (!pol) {
 		spin_unlock_bh(&c->lock);
 		return 0;
@@ -674,15 +685,18 @@ bool nsim_sim_xmit(struct netdevsim *ns, struct sk_buff *skb)
 	struct sim_ctx *c = sim_ctx(ns);
 	struct net_device *lower;
 
-	lower = c ? READ_ONCE(c->lower) : NULL;
-	if (!lower) {
-		/* no wire: a packet of a packet-offloaded policy must not reach a peer in clear */
+	if (!c)
 		return false;
-	}
+	/* with or without a wire: what an out policy offloaded here protects leaves encrypted or not
+	 * at all (without a wire, netdevsim forwards to its linked peer, if any, or drops)
+	 */
 	if (skb->protocol == htons(ETH_P_IP) && sim_tx_esp(c, skb) < 0) {
 		kfree_skb(skb);
 		return true;
 	}
+	lower = READ_ONCE(c->lower);
+	if (!lower)
+		return false;
 	skb->dev = lower;
 	dev_queue_xmit(skb);
 	return true;
