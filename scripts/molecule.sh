@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Run the molecule scenarios of the collection.
+# Run the molecule scenarios of the collection (extensions/molecule/<scenario>, where molecule looks for
+# them in a collection; run from the collection root).
 #
 #   scripts/molecule.sh                 # molecule test -s default: the QEMU lab pair, end to end,
 #                                       # once per topology: lab-vxlan, then lab-roce
 #   scripts/molecule.sh converge        # any molecule subcommand, scenario default
+#   scripts/molecule.sh setup           # only install molecule's venv (and the lab's host tools)
 #   MOLECULE_LAB_INVENTORIES="lab" scripts/molecule.sh   # the plain pair only (inventories/examples/lab)
-#   MOLECULE_SCENARIO=lab_dpu scripts/molecule.sh test   # real DPU hosts: see molecule/lab_dpu/README.md
+#   MOLECULE_SCENARIO=lab_dpu scripts/molecule.sh test   # real DPU hosts: see extensions/molecule/lab_dpu/README.md
 #
 # Installs molecule + pytest-testinfra (tests/requirements-molecule.txt) into their own venv
 # (.cache/molecule-venv; MOLECULE_VENV overrides) - not the project venv: molecule brings many
@@ -30,6 +32,10 @@ if [ "$SCENARIO" = default ]; then
 fi
 venv_need "$REPO_ROOT/tests/requirements-molecule.txt"
 command -v molecule >/dev/null || die "molecule is not installed in $VENV"
+if [ "$ACTION" = setup ]; then # install only (.ci/run: before two lanes that both run molecule)
+	log "molecule venv ready: $VENV ($(molecule --version 2>/dev/null | head -n 1 | tr -s ' '))"
+	exit 0
+fi
 if "$VENV/bin/python" -m pip show -q pytest-ansible >/dev/null 2>&1; then
 	log "pytest-ansible is installed in $VENV: the verifier disables it (-p no:pytest_ansible)"
 fi

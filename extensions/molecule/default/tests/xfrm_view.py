@@ -16,11 +16,13 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 DUMP_SCRIPT = HERE.parent / "files" / "xfrm_dump.py"
+# the collection's `ip xfrm` parser (stdlib only): sent to the host in front of xfrm_dump.py
+XFRM_TEXT = HERE.parents[3] / "plugins" / "module_utils" / "_xfrm_text.py"
 PHASES = ("converged", "torn_down")
 
 
 def project_dir() -> Path:
-    return Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or HERE.parents[2])
+    return Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or HERE.parents[3])
 
 
 def owned_range() -> tuple[int, int]:
@@ -34,9 +36,14 @@ def owned_range() -> tuple[int, int]:
     return int(str(lo), 0), int(str(hi), 0)
 
 
+def bundle() -> str:
+    """xfrm_dump.py with the collection's parser in front: one script text for `python3 -c`."""
+    return XFRM_TEXT.read_text(encoding="utf-8") + "\n" + DUMP_SCRIPT.read_text(encoding="utf-8")
+
+
 def dump(host, salt: str, netns: str = "") -> dict:
     """Run xfrm_dump.py on a testinfra host; return its JSON (states, policies, addresses)."""
-    script = DUMP_SCRIPT.read_text(encoding="utf-8")
+    script = bundle()
     cmd = "python3 -c " + shlex.quote(script) + " " + shlex.quote(salt)
     if netns:
         cmd += " " + shlex.quote(netns)
