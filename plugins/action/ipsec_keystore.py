@@ -60,13 +60,19 @@ class ActionModule(ActionBase):
             if "hosts" in pairs:
                 raise AnsibleActionFail("ipsec_keystore: pairs holds SA objects (and maybe keys); pass the "
                                         "result of ipsec_pairs(..., keys='none') or its .pairs list")
-            pairs = pairs.get("pairs")
+            if "packed" in pairs and "pairs" not in pairs:
+                try:
+                    pairs = _pairs.unpack_pairs(pairs["packed"])   # ipsec_pairs(..., keys='none', packed=true)
+                except _pairs.DeriveError as e:
+                    raise AnsibleActionFail("ipsec_keystore: %s" % e) from None
+            else:
+                pairs = pairs.get("pairs")
         if not isinstance(pairs, (list, tuple)):
             raise AnsibleActionFail("ipsec_keystore: pairs must be the result of ipsec_pairs(..., keys='none') or its .pairs list")
         try:
             rrange = _pairs.parse_reqid_range(rrange, "reqid_range") if rrange is not None else _pairs.DEFAULT_REQID_RANGE
             path = _keystore.resolve(args["path"], self._loader.get_basedir())
-            with _keystore.locked(path, create=not self._task.check_mode):
+            with _keystore.locked(path, create=not self._task.check_mode), _pairs.no_gc():
                 doc, vault = _keystore.read(path, _vault_secrets(self._loader))
                 entries = _pairs.parse_store(doc)
                 links = _pairs.links_from_summary(pairs)

@@ -82,6 +82,14 @@ options:
     type: str
     choices: [required, optional, none]
     default: required
+  packed:
+    description:
+      - With O(keys=none) - the allocation in a compact form for the M(ipsec_offload.mlx5.ipsec_keystore) action,
+        C(reqid_range), C(count) (directed pairs), C(host_names) and C(packed) (one JSON text of the pairs)
+        instead of the C(pairs) list. C(playbooks/derive.yml) keeps its allocation so - a full mesh of 300 hosts
+        has 89,700 directed pairs, which Ansible is slow to store and pass on as a list of mappings.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -131,6 +139,10 @@ _value:
         generation: {description: "Key generation in use (1 until the first rotation; known when derived with the key store)", type: int}
         rotation: {description: "Stage of an unfinished key rotation (inbound, outbound, retire), else null", type: str}
         previous_spi_hex: {description: "SPI of the previous generation while a rotation is unfinished, else null", type: str}
+    host_names:
+      description: The hosts that take part (sorted).
+      type: list
+      elements: str
     hosts:
       description:
         - Per host - C(namespace), C(peers) (hosts it sends to), C(states) (SA objects, keys included)
@@ -164,8 +176,23 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
 
 
 def ipsec_pairs(hostvars, groups=None, hosts=None, meshes=None, reqid_range=None, keystore=None, keys="required",
-                key_derivation="keystore", master_secret=None, lifecycle=None):
+                key_derivation="keystore", master_secret=None, lifecycle=None, packed=False):
+    with _pairs.no_gc():
+        return _ipsec_pairs(hostvars, groups, hosts, meshes, reqid_range, keystore, keys, key_derivation, master_secret,
+                            lifecycle, packed)
+
+
+def _ipsec_pairs(hostvars, groups, hosts, meshes, reqid_range, keystore, keys, key_derivation, master_secret,
+                 lifecycle, packed):
     try:
+        if packed:
+            if keys != "none":
+                raise _pairs.DeriveError(["packed=true: only with keys='none' (the secret-free allocation)"])
+            specs, links, rrange = _pairs.derive_links(
+                hostvars, hosts=hosts, groups=groups, meshes=meshes, reqid_range=reqid_range,
+                store=_pairs.parse_store(keystore) if keystore is not None else None, keys="none")
+            return {"reqid_range": list(rrange), "count": len(links), "host_names": sorted(specs),
+                    "packed": _pairs.pack_links(specs, links)}
         if key_derivation not in _pairs.KEY_DERIVATIONS:
             raise _pairs.DeriveError(["ipsec_key_derivation: must be one of %s, got %r"
                                       % (", ".join(_pairs.KEY_DERIVATIONS), key_derivation)])
@@ -173,12 +200,18 @@ def ipsec_pairs(hostvars, groups=None, hosts=None, meshes=None, reqid_range=None
             raise _pairs.DeriveError(["ipsec_master_secret: ipsec_key_derivation is hkdf, so every key is derived "
                                       "from this secret: set it (from ansible-vault, at least 32 bytes)"])
         store = _pairs.parse_store(keystore) if keystore is not None else None
-        return _pairs.derive(hostvars, hosts=hosts, groups=groups, meshes=meshes,
-                             reqid_range=reqid_range, store=store, keys=keys,
-                             master_secret=master_secret if key_derivation == "hkdf" and keys != "none" else None,
-                             lifecycle=lifecycle)
+        r = _pairs.derive(hostvars, hosts=hosts, groups=groups, meshes=meshes,
+                          reqid_range=reqid_range, store=store, keys=keys,
+                          master_secret=master_secret if key_derivation == "hkdf" and keys != "none" else None,
+                          lifecycle=lifecycle)
+        r["host_names"] = _host_names(r["pairs"])
+        return r
     except _pairs.DeriveError as e:
         raise AnsibleFilterError("ipsec_pairs: %s" % e) from None
+
+
+def _host_names(pairs):
+    return sorted({p["src_host"] for p in pairs} | {p["dst_host"] for p in pairs})
 
 
 class FilterModule:

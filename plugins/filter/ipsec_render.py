@@ -140,12 +140,21 @@ def ipsec_render_script(host, namespace=None, states=None, policies=None, reveal
     return "\n".join(out) + "\n"
 
 
+PAIRS_HEADER = "# directed pair          SPI         reqid       key            spi/reqid from     mode"
+
+
 def ipsec_render_pairs(pairs):
     filt = "ipsec_render_pairs"
     if not isinstance(pairs, (list, tuple)):
         _fail(filt, "must be the pairs list of the ipsec_pairs filter")
-    out = ["# directed pair          SPI         reqid       key            spi/reqid from     mode"]
-    for i, p in enumerate(pairs):
+    return "\n".join([PAIRS_HEADER] + list(pair_lines(pairs))) + "\n"
+
+
+def pair_lines(pairs, start=0):
+    """One table line per entry of an ipsec_pairs(...).pairs list (``start``: index of the first,
+    for the messages); refuses a field that is not printable text of one line."""
+    filt = "ipsec_render_pairs"
+    for i, p in enumerate(pairs, start):
         if not isinstance(p, dict):
             _fail(filt, "pairs[%d]: not an entry of ipsec_pairs(...).pairs" % i)
         fields = []
@@ -156,8 +165,7 @@ def ipsec_render_pairs(pairs):
                 _fail(filt, "pairs[%d].%s: %s is not printable text of one line" % (i, k, V.show(p.get(k))))
             fields.append(v)
         name, spi, reqid, ksrc, kbits, ssrc, rsrc, mode = fields
-        out.append("%-24s %-11s %-11s %-14s %-18s %s" % (name, spi, reqid, ksrc + "/" + kbits, ssrc + "/" + rsrc, mode))
-    return "\n".join(out) + "\n"
+        yield "%-24s %-11s %-11s %-14s %-18s %s" % (name, spi, reqid, ksrc + "/" + kbits, ssrc + "/" + rsrc, mode)
 
 
 def ipsec_render(_input, what="script", namespace=None, states=None, policies=None, reveal=False):

@@ -43,6 +43,7 @@ from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _keystore
 
 display = Display()
@@ -56,7 +57,8 @@ class LookupModule(LookupBase):
             path = _keystore.resolve(term, self._loader.get_basedir())
             vault = getattr(self._loader, "_vault", None)
             try:
-                doc, dummy = _keystore.read(path, getattr(vault, "secrets", None) or None)
+                with _pairs.no_gc():
+                    doc, dummy = _keystore.read(path, getattr(vault, "secrets", None) or None)
             except _keystore.KeyStoreError as e:
                 raise AnsibleLookupError(str(e)) from None
             for w in _keystore.loose_mode_warnings(path):

@@ -18,9 +18,8 @@ Shapes (see ../shared/reference/samples/devlink_*.txt and netdevsim/*.txt):
                                   (function.ipsec_packet / ipsec_crypto are "enable"/"disable" strings and
                                   are absent when the driver does not report the capability)
 
-It also holds the two pure scans that tell whether something holds the eswitch busy: offloaded
-IPsec objects (``ip xfrm state list nokeys`` / ``ip xfrm policy list`` text) and offloaded TC
-rules (``tc -j filter show dev X ingress``).
+What holds the eswitch busy is read by the parsers of those tools' output: offloaded IPsec objects
+by _xfrm_text.offloaded_xfrm, offloaded TC rules by _tc.tc_in_hw.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import json
 import re
 
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import ToolError
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._xfrm import offload_line
 
 MODES = ("legacy", "switchdev")
 ENCAP_MODES = ("none", "basic")
@@ -206,72 +204,38 @@ def port_fn_set_args(port, cap, enabled):
     return ["port", "function", "set", port, cap, "enable" if enabled else "disable"]
 
 
-# --------------------------------------------------------------------- what holds the eswitch busy
+# ------------------------------------------------------------ views for ipsec_offload_info
 
-_SPI_RE = re.compile(r"\bspi (0x[0-9a-fA-F]+|\d+)")
-_DIR_RE = re.compile(r"^\s*dir (\S+)")
-
-
-def offloaded_xfrm(text, kind, netdevs=None):
-    """Offloaded objects in ``ip xfrm state list nokeys`` (kind "state") or ``ip xfrm policy list``
-    (kind "policy") output, optionally only those bound to one of ``netdevs``.
-
-    -> list of {"kind", "dev", "dir", "mode", "label"}; label is the selector/SPI, never a key.
-    """
-    wanted = set(netdevs) if netdevs is not None else None
-    found = []
-    block = []
-
-    def flush():
-        if not block:
-            return
-        head = block[0].strip()
-        spi = dirn = None
-        for line in block[1:]:
-            m = _SPI_RE.search(line)
-            if m and spi is None:
-                spi = m.group(1)
-            m = _DIR_RE.match(line)
-            if m and dirn is None:
-                dirn = m.group(1)
-        for line in block:
-            off = offload_line(line)
-            if not off:
-                continue
-            dev, off_dir, off_mode = off
-            if wanted is not None and dev not in wanted:
-                continue
-            label = head
-            if kind == "state" and spi:
-                label += " spi " + spi
-            if kind == "policy" and dirn:
-                label += " dir " + dirn
-            found.append({"kind": kind, "dev": dev, "dir": off_dir or dirn, "mode": off_mode,
-                          "label": label})
-
-    for line in (text or "").splitlines():
-        if not line.strip():
-            continue
-        if not line[0].isspace():
-            flush()
-            block = [line]
-        else:
-            block.append(line)
-    flush()
-    return found
+def parse_dev_handles(data):
+    """``devlink -j dev`` -> set of handles."""
+    return set(((_decode(data) or {}).get("dev") or {}).keys())
 
 
-def tc_in_hw(data):
-    """Number of filters in ``tc -j filter show dev X ingress`` output that are in hardware."""
-    doc = _decode(data)
-    if not isinstance(doc, list):
-        return 0
-    n = 0
-    for f in doc:
-        opts = (f or {}).get("options") or {}
-        if opts.get("in_hw") is True or (opts.get("in_hw_count") or 0) > 0:
-            n += 1
-    return n
+def device_of_netdev(ports, netdev):
+    """The devlink device whose port (as parse_ports gives it) carries ``netdev`` (first match), or None."""
+    for port in ports or []:
+        if port["netdev"] == netdev:
+            return port["device"]
+    return None
+
+
+def eswitch_facts(data, handle):
+    """parse_eswitch with the names ipsec_offload_info returns: {'eswitch_mode', 'inline_mode', 'encap_mode'}."""
+    attrs = parse_eswitch(data, handle)
+    return {"eswitch_mode": attrs["mode"], "inline_mode": attrs["inline_mode"], "encap_mode": attrs["encap_mode"]}
+
+
+def param_value(data, handle, name, cmode="runtime"):
+    """``devlink -j dev param show H name N`` -> the value for ``cmode``, or None."""
+    return (parse_param(data, handle, name) or {}).get(cmode)
+
+
+def vf_ports(ports, handle):
+    """VF ports (flavour pcivf) of devlink device ``handle`` with their IPsec caps (True/False, or
+    None when the port function does not report the capability)."""
+    return [{"port": p["port"], "vfnum": p["vfnum"], "pfnum": p["pfnum"], "netdev": p["netdev"],
+             "ipsec_packet": p["caps"]["ipsec_packet"], "ipsec_crypto": p["caps"]["ipsec_crypto"]}
+            for p in ports or [] if p["device"] == handle and p["flavour"] == "pcivf"]
 
 
 # ----------------------------------------------------------------------------------- the client

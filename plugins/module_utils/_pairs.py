@@ -41,9 +41,12 @@ records (pins) every allocation, which closes that gap too.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import hmac
 import ipaddress
+import json
 import re
 import secrets as _secrets
 from collections.abc import Mapping
@@ -72,6 +75,32 @@ _SELECTOR_FIELDS = ("proto", "sport", "dport")
 _PROBE_HASHES = 32
 
 
+_PROBLEMS_SHOWN = 40
+
+
+@contextlib.contextmanager
+def no_gc():
+    """Python's cyclic garbage collector paused while a mesh's millions of (acyclic) objects are
+    built: each full collection walks every object, and they come more often as objects pile up
+    (300-host full mesh, key store read-modify-write: 4.7 -> 2.8 s CPU; store parse 1.7 -> 0.6 s).
+    Restored as it was, whatever happens."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _some(names, limit=5):
+    """'a, b, c' or 'a, b, c, d, e and 12 more' (messages about large meshes stay short)."""
+    names = list(names)
+    if len(names) <= limit + 1:
+        return ", ".join(names)
+    return "%s and %d more" % (", ".join(names[:limit]), len(names) - limit)
+
+
 class DeriveError(ValueError):
     """One or more problems with the inventory; each names the host and the variable."""
 
@@ -80,8 +109,11 @@ class DeriveError(ValueError):
         if len(self.problems) == 1:
             text = self.problems[0]
         else:
-            text = "%d problems in the IPsec inventory:\n  - %s" % (
-                len(self.problems), "\n  - ".join(self.problems))
+            shown = self.problems if len(self.problems) <= _PROBLEMS_SHOWN + 10 else self.problems[:_PROBLEMS_SHOWN]
+            text = "%d problems in the IPsec inventory:\n  - %s" % (len(self.problems), "\n  - ".join(shown))
+            if len(shown) < len(self.problems):
+                # a mesh of hundreds of hosts can give thousands: the first ones name the cause
+                text += "\n  - ... and %d more" % (len(self.problems) - len(shown))
         super().__init__(text)
 
 
@@ -275,6 +307,12 @@ def _read_selectors(host, value, problems):
     return sorted(out, key=lambda s: (str(s.get("proto", "")), s.get("sport", -1), s.get("dport", -1)))
 
 
+def _plain_str(value):
+    """A str subclass (Ansible's tagged inventory values) as a plain str, the same text: every SA and
+    policy of a mesh carries these values, and plain str is what the caches and checks expect."""
+    return str(value) if isinstance(value, str) else value
+
+
 def _read_host(name, hv, problems):
     spec = HostSpec(name)
     ip = hv.get("ipsec_local_ip")
@@ -287,14 +325,14 @@ def _read_host(name, hv, problems):
             problems.append("%s (give the address without a prefix length)" % e)
 
     try:
-        spec.offload = V.choice(_where(name, "ipsec_offload"), hv.get("ipsec_offload", "packet"), OFFLOAD_TYPES)
+        spec.offload = _plain_str(V.choice(_where(name, "ipsec_offload"), hv.get("ipsec_offload", "packet"), OFFLOAD_TYPES))
     except V.InputError as e:
         problems.append(str(e))
 
     dev = hv.get("ipsec_dev")
     if dev is not None:
         try:
-            spec.dev = V.ifname(_where(name, "ipsec_dev"), dev)
+            spec.dev = _plain_str(V.ifname(_where(name, "ipsec_dev"), dev))
         except V.InputError as e:
             problems.append(str(e))
     elif spec.offload != "none":
@@ -302,7 +340,7 @@ def _read_host(name, hv, problems):
                         "(set ipsec_dev, or ipsec_offload: none)" % (_where(name, "ipsec_dev"), spec.offload))
 
     try:
-        spec.mode = V.choice(_where(name, "ipsec_mode"), hv.get("ipsec_mode", "transport"), MODES)
+        spec.mode = _plain_str(V.choice(_where(name, "ipsec_mode"), hv.get("ipsec_mode", "transport"), MODES))
     except V.InputError as e:
         problems.append(str(e))
 
@@ -367,7 +405,7 @@ def _read_host(name, hv, problems):
     ns = hv.get("ipsec_namespace")
     if ns is not None and ns != "":   # "" = the default namespace, as in the ipsec role
         try:
-            spec.namespace = V.netns(_where(name, "ipsec_namespace"), ns)
+            spec.namespace = _plain_str(V.netns(_where(name, "ipsec_namespace"), ns))
         except V.InputError as e:
             problems.append(str(e))
 
@@ -558,18 +596,47 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
             problems.append("%s: %s is also the tunnel address of %s; every host needs its own"
                             % (_where(hs[1], "ipsec_local_ip"), ip, ", ".join(hs[:1] + hs[2:])))
 
-    # per pair agreement
+    # reqids are unique per host: a host with P peers needs 2P of them (one per direction and peer)
+    size = rrange[1] - rrange[0] + 1
+    short = sorted((h for h in peers_of if 2 * len(peers_of[h]) > size), key=lambda h: (-len(peers_of[h]), h))
+    if short:
+        worst = short[0]
+        problems.append("%s: 0x%x..0x%x holds %d reqids, but %s has %d peers and needs %d (one per direction and "
+                        "peer; reqids are unique per host)%s: widen the range (at least %d values)"
+                        % (_where(worst, "ipsec_owned_reqid_range"), rrange[0], rrange[1], size, worst,
+                           len(peers_of[worst]), 2 * len(peers_of[worst]),
+                           "" if len(short) == 1 else "; so do hosts %s" % _some(short[1:]),
+                           2 * len(peers_of[worst])))
+
+    # per pair agreement; a value that differs is blamed on the end that disagrees with more peers
+    # (a host in two meshes of different settings: one message naming it, not one per pair)
+    odd = {}   # (var, host) -> [peers]
+    for var, attr in (("ipsec_mode", "mode"), ("ipsec_esn", "esn"), ("ipsec_key_bits", "key_bits")):
+        diff = [(a, b) for a, b in sorted(pairs) if getattr(specs[a], attr) != getattr(specs[b], attr)]
+        count = {}
+        for a, b in diff:
+            count[a] = count.get(a, 0) + 1
+            count[b] = count.get(b, 0) + 1
+        for a, b in diff:
+            h, p = (b, a) if count[b] > count[a] else (a, b)
+            odd.setdefault((var, attr, h), []).append(p)
+    for (var, attr, h), peers in sorted(odd.items(), key=lambda kv: (kv[0][0], kv[0][2])):
+        mine = getattr(specs[h], attr)
+        theirs = {}
+        for p in peers:
+            theirs.setdefault(getattr(specs[p], attr), []).append(p)
+        what = "; ".join("peer%s %s use%s %s" % ("s" if len(ps) > 1 else "", _some(sorted(ps)),
+                                                 "" if len(ps) > 1 else "s", v)
+                         for v, ps in sorted(theirs.items(), key=lambda kv: str(kv[0])))
+        meshes_of = in_mesh.get(h) or []
+        problems.append("%s: %s, but %s; both ends of a pair must agree%s"
+                        % (_where(h, var), mine, what,
+                           " (%s is in meshes %s: give them the same %s)" % (h, ", ".join(meshes_of), var)
+                           if len(meshes_of) > 1 else ""))
     for a, b in sorted(pairs):
         sa, sb = specs[a], specs[b]
         if sa.ip is not None and sb.ip is not None and sa.ip.version != sb.ip.version:
             problems.append("%s: IPv%d, but peer %s has IPv%d" % (_where(a, "ipsec_local_ip"), sa.ip.version, b, sb.ip.version))
-        if sa.mode != sb.mode:
-            problems.append("%s: %s, but peer %s uses %s; both ends of a pair must agree" % (_where(a, "ipsec_mode"), sa.mode, b, sb.mode))
-        if sa.esn != sb.esn:
-            problems.append("%s: %s, but peer %s uses %s; both ends of a pair must agree"
-                            % (_where(a, "ipsec_esn"), sa.esn, b, sb.esn))
-        if sa.key_bits != sb.key_bits:
-            problems.append("%s: %d, but peer %s uses %d; both ends of a pair must agree" % (_where(a, "ipsec_key_bits"), sa.key_bits, b, sb.key_bits))
         if sa.selectors != sb.selectors:
             problems.append("%s: differ from peer %s's (%s vs %s); both ends of a pair must protect the same traffic"
                             % (_where(a, "ipsec_selectors"), b, _sel_text(sa.selectors), _sel_text(sb.selectors)))
@@ -770,6 +837,7 @@ def allocate(links, reqid_range=DEFAULT_REQID_RANGE, pins=None):
         if lk.reqid is None and v is not None and lo <= v <= hi and reqid_free(lk, v):
             take_reqid(lk, v, "pinned")
     # 3. hashed
+    starved = []
     for lk in ordered:
         if lk.spi is None:
             for v, i in _hash_candidates("spi", lk.src, lk.dst, SPI_RANGE[0], SPI_RANGE[1]):
@@ -782,7 +850,10 @@ def allocate(links, reqid_range=DEFAULT_REQID_RANGE, pins=None):
                     take_reqid(lk, v, "hash" if i == 0 else "probed")
                     break
             else:
-                problems.append("ipsec_owned_reqid_range: 0x%x..0x%x has no free reqid left for %s" % (lo, hi, lk.name))
+                starved.append(lk.name)
+    if starved:
+        problems.append("ipsec_owned_reqid_range: 0x%x..0x%x has no free reqid left for %s (%d directed pairs): "
+                        "widen the range" % (lo, hi, _some(starved), len(starved)))
     if problems:
         raise DeriveError(problems)
     return links
@@ -1002,26 +1073,40 @@ def host_objects(specs, links, held=None, fresh=None):
     xfrm_offload_state refuses to add one that vanished after the hosts were read (a link down, a
     teardown at the same time) instead of installing its key a second time.  None: no marking.
     """
+    return {h: host_slice(specs, h, items, held, fresh) for h, items in links_by_host(specs, links).items()}
+
+
+def links_by_host(specs, links):
+    """{host: [(link, "out"|"in"), ...]} for every participating host (sorted), each host's links in
+    the order of sorted (src, dst): the order host_objects() adds them in."""
+    by_host = {h: [] for h in sorted(specs)}
+    for lk in sorted(links, key=lambda x: (x.src, x.dst)):
+        by_host[lk.src].append((lk, "out"))
+        by_host[lk.dst].append((lk, "in"))
+    return by_host
+
+
+def host_slice(specs, host, items, held=None, fresh=None):
+    """One host's {"namespace", "peers", "states", "policies", "guards"} (see host_objects) from its
+    entry of links_by_host(): only this host's objects are built, so a caller that goes host by
+    host (render.yml's one-step render) never holds the whole mesh's objects (issue 18)."""
     from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _guard
 
     held = held or {}
-    hosts = {}
-    for h in sorted(specs):
-        hosts[h] = {"namespace": specs[h].namespace, "peers": [], "states": [], "policies": [], "guards": []}
-    for lk in sorted(links, key=lambda x: (x.src, x.dst)):
-        for host, direction in ((lk.src, "out"), (lk.dst, "in")):
-            gens = held[lk.name][direction] if lk.name in held else generations_present(lk, direction)
-            for gen in gens:
-                sa = sa_object(lk, specs, direction, previous=gen == "previous")
-                if fresh is not None and (gen == "previous" or lk.name not in fresh):
-                    sa["installed"] = True
-                hosts[host]["states"].append(sa)
-            hosts[host]["policies"].extend(policy_objects(lk, specs, direction))
-        hosts[lk.src]["peers"].append(lk.dst)
-    for h, obj in hosts.items():
-        if specs[h].fail_closed:
-            obj["guards"] = _guard.guards_for(obj["policies"])
-    return hosts
+    obj = {"namespace": specs[host].namespace, "peers": [], "states": [], "policies": [], "guards": []}
+    for lk, direction in items:
+        gens = held[lk.name][direction] if lk.name in held else generations_present(lk, direction)
+        for gen in gens:
+            sa = sa_object(lk, specs, direction, previous=gen == "previous")
+            if fresh is not None and (gen == "previous" or lk.name not in fresh):
+                sa["installed"] = True
+            obj["states"].append(sa)
+        obj["policies"].extend(policy_objects(lk, specs, direction))
+        if direction == "out":
+            obj["peers"].append(lk.dst)
+    if specs[host].fail_closed:
+        obj["guards"] = _guard.guards_for(obj["policies"])
+    return obj
 
 
 def heal_steps(specs, links, fresh):
@@ -1079,7 +1164,8 @@ def pair_summary(link, specs):
 STORE_HEADER = (
     "# ipsec_offload.mlx5 key store: one AES-GCM key||salt per direction, plus the SPI and reqid\n"
     "# allocated to it (pinned so that adding hosts never renumbers a pair).  SECRET: keep it mode\n"
-    "# 0600 and encrypt it at rest with ansible-vault.  Written by the ipsec_keystore action.\n"
+    "# 0600 and encrypt it at rest with ansible-vault.  Written by the ipsec_keystore action, as JSON\n"
+    "# (one pair entry per line; YAML tools read it too).\n"
 )
 
 
@@ -1566,6 +1652,26 @@ def derive(hostvars, hosts=None, groups=None, meshes=None, reqid_range=None, sto
     throw-away keys (never stored, never installed), as are pairs that have no key yet.
     Raises DeriveError.
     """
+    specs, links, rrange = derive_links(hostvars, hosts, groups, meshes, reqid_range, store, keys, master_secret,
+                                        lifecycle)
+    life = lifecycle or {}
+    out = {
+        "reqid_range": list(rrange),
+        "pairs": [pair_summary(lk, specs) for lk in sorted(links, key=lambda x: (x.src, x.dst))],
+    }
+    if keys != "none":
+        out["hosts"] = host_objects(specs, links, life.get("held"),
+                                    None if lifecycle is None or "fresh" not in life else life["fresh"])
+        out["rekey"] = rekey_steps(specs, links)
+        out["heal"] = heal_steps(specs, links, life.get("fresh"))
+        out["rotations"] = {lk.name: lk.stage for lk in sorted(links, key=lambda x: (x.src, x.dst)) if lk.stage}
+    return out
+
+
+def derive_links(hostvars, hosts=None, groups=None, meshes=None, reqid_range=None, store=None, keys="required",
+                 master_secret=None, lifecycle=None):
+    """The work of derive() without its output: (specs, links with SPI/reqid/keys, reqid range).
+    Same arguments; raises DeriveError."""
     if keys not in KEYS_MODES:
         raise DeriveError(["keys=: %r is not one of %s" % (keys, ", ".join(KEYS_MODES))])
     life = lifecycle or {}
@@ -1592,20 +1698,45 @@ def derive(hostvars, hosts=None, groups=None, meshes=None, reqid_range=None, sto
             elif check and lk.key is None and keys == "required":
                 lk.key = generate_key(lk.key_bits)
                 lk.key_source = "check mode: a new key"
-    out = {
-        "reqid_range": list(rrange),
-        "pairs": [pair_summary(lk, specs) for lk in sorted(links, key=lambda x: (x.src, x.dst))],
-    }
-    if keys != "none":
-        out["hosts"] = host_objects(specs, links, life.get("held"),
-                                    None if lifecycle is None or "fresh" not in life else life["fresh"])
-        out["rekey"] = rekey_steps(specs, links)
-        out["heal"] = heal_steps(specs, links, life.get("fresh"))
-        out["rotations"] = {lk.name: lk.stage for lk in sorted(links, key=lambda x: (x.src, x.dst)) if lk.stage}
-    return out
+    return specs, links, rrange
 
 
 _SUMMARY_FIELDS = ("src_host", "dst_host", "spi", "reqid", "key_bits", "spi_source", "reqid_source", "key_source")
+_PACKED_FIELDS = ("src_host", "dst_host", "src", "dst", "spi", "spi_source", "reqid", "reqid_source", "key_bits",
+                  "key_source")
+
+
+def pack_pairs(pairs):
+    """A pairs list (secret-free summaries) -> one JSON text of rows (_PACKED_FIELDS): what the key
+    store action needs, as one string.  derive.yml keeps its allocation fact in this form: Ansible
+    handles one string of a few MB quickly, but 90,000 dicts (a 300-host full mesh) took it about
+    a minute per task that set or passed them (issue 18)."""
+    return json.dumps([[p[f] for f in _PACKED_FIELDS] for p in pairs], separators=(",", ":"))
+
+
+def pack_links(specs, links):
+    """pack_pairs() of the pairs derive() would list, straight from the links (no summaries built)."""
+    rows = []
+    for lk in sorted(links, key=lambda x: (x.src, x.dst)):
+        rows.append([lk.src, lk.dst, str(specs[lk.src].ip), str(specs[lk.dst].ip), lk.spi, lk.spi_source, lk.reqid,
+                     lk.reqid_source, lk.key_bits, lk.key_source])
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def unpack_pairs(text):
+    """pack_pairs() text -> [{field: value}] with the _PACKED_FIELDS and the pair name."""
+    try:
+        rows = json.loads(text)
+    except (TypeError, ValueError):
+        raise DeriveError(["packed pairs: not the text pack_pairs() makes"]) from None
+    out = []
+    for i, row in enumerate(rows if isinstance(rows, list) else [None]):
+        if not isinstance(row, list) or len(row) != len(_PACKED_FIELDS):
+            raise DeriveError(["packed pairs[%d]: not a row of pack_pairs()" % i])
+        d = dict(zip(_PACKED_FIELDS, row))
+        d["name"] = "%s->%s" % (d["src_host"], d["dst_host"])
+        out.append(d)
+    return out
 
 
 def links_from_summary(pairs):

@@ -26,7 +26,8 @@ HINTS = [
      "this iproute2 is too old for 'offload packet' (needs iproute2 >= 6.2); upgrade iproute2 "
      "or use offload type 'crypto' or 'none'"),
     (r"Changing fs mode is not supported when eswitch offloads enabled|"
-     r"Moving to \S+ is not supported when eswitch offloads enabled",
+     r"Moving to \S+ is not supported when eswitch offloads enabled|"
+     r"Software managed steering is not supported when eswitch offloads enabled",
      "flow_steering_mode can only change while the eswitch is in legacy mode: set the eswitch to "
      "legacy first, or let mlx_devlink_eswitch order it (steering mode before switchdev)"),
     (r"Can't change eswitch mode when IPsec SA and/or policies are configured",
@@ -34,6 +35,9 @@ HINTS = [
      "xfrm_offload_policy state=deleted), then change the eswitch mode"),
     (r"Can't change mode, E-Switch is busy",
      "the eswitch is busy (offloaded TC rules or IPsec objects hold it): remove them, then retry"),
+    (r"Device does not support policy priority",
+     "mlx5 offers policy priorities only where it offers packet offload: with flow_steering_mode smfs "
+     "in switchdev mode it has neither; set dmfs (while legacy) before switchdev"),
     (r"Device doesn't support IPsec packet|Packet offload is not supported",
      "this device/firmware does not offer IPsec packet offload here: check the NIC is "
      "crypto-enabled, flow_steering_mode is dmfs before switchdev, and for a VF that "
@@ -47,9 +51,6 @@ HINTS = [
     (r"Policy offload is not supported",
      "this device cannot offload policies: use offload type 'none' for the policy (or a NIC "
      "that supports packet offload)"),
-    (r"Device or resource busy",
-     "the device is busy: on mlx5, IPsec offload and offloaded TC rules on the same netdev exclude "
-     "each other until the IPsec tables exist; create IPsec states/policies before TC rules"),
     (r"Requested AEAD algorithm not found|Requested type not found",
      "the kernel lacks ESP or AES-GCM support (CONFIG_INET_ESP / CONFIG_CRYPTO_GCM, or the esp4/"
      "esp6 module is not loaded)"),
@@ -75,8 +76,15 @@ HINTS = [
      "the VF's eswitch vport is not enabled: create the VF (mlx_sriov num_vfs) and put the eswitch "
      "in switchdev mode before setting its port function"),
     (r"Failed to set IPsec (packet mode|crypto)",
-     "the firmware refused the port-function change: check dmesg for the mlx5 syndrome; the VF "
-     "must be unbound while its IPsec capability changes"),
+     "the firmware refused the port-function change: the VF must be unbound from its driver while "
+     "its IPsec capability changes (mlx_devlink_eswitch does that for PCI VFs with unbind_vfs: true); "
+     "else check dmesg for the mlx5 syndrome"),
+    (r"Bad parameter: supported values are",
+     "this kernel does not know that flow_steering_mode value (6.12 takes dmfs and smfs; hmfs came "
+     "later): choose one it lists"),
+    (r"Packet offload tunnel mode is disabled due to encap settings",
+     "mlx5 made its IPsec tables while the eswitch encap mode was basic (switchdev): tunnel-mode "
+     "packet offload needs encap_mode: none before the first IPsec object, or use transport mode"),
     (r"Can't set encapsulation when (flows|IPsec SA)",
      "the encap mode cannot change while offloaded flows or IPsec SAs/policies exist: remove them "
      "first (tc_flower_vlan / xfrm_offload_state / xfrm_offload_policy state=deleted)"),
@@ -84,6 +92,17 @@ HINTS = [
      "switchdev mode is not possible while a multi-PF (Socket Direct) netdev is configured"),
     (r"Can't change mode while devlink traps are active",
      "disable the active devlink traps (devlink trap set ... action drop) before changing the eswitch mode"),
+    # the xfrm core's words when the driver refused without a message of its own (xfrm_dev_state_add)
+    (r"Device failed to offload this state",
+     "the device refused the SA without saying why: on mlx5 that is what the PF answers (EBUSY) while a "
+     "VF of it has ipsec_crypto/ipsec_packet enabled on its port function (disable them with "
+     "mlx_devlink_eswitch, or offload on the VF); else check dmesg"),
+    # generic: last, so that the specific messages above win when devlink prints both
+    (r"Device or resource busy",
+     "the device is busy: on mlx5, IPsec offload and offloaded TC rules on the same netdev exclude "
+     "each other until the IPsec tables exist (create IPsec states/policies before TC rules), and a "
+     "PF cannot offload IPsec while one of its VFs has ipsec_crypto/ipsec_packet enabled on its port "
+     "function (nor a VF get one while the PF has IPsec objects offloaded)"),
 ]
 
 

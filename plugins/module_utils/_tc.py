@@ -40,7 +40,8 @@ import re
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import ObjectKind
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import hint_for as _runner_hint
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._xfrm import offload_devices
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._iproute2 import link_parent
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._xfrm_text import offload_devices
 
 # "ipo-mlx5" in ASCII.  Cookies may hold up to 16 bytes; we use 9.
 COOKIE_PREFIX = "69706f2d6d6c7835"
@@ -552,9 +553,9 @@ def parse_filters(dev, text):
             "handle": opts.get("handle", opts.get("fh")),
             "owned": False,
             "cookie": None,
-            "in_hw": bool(opts.get("in_hw")),
+            "in_hw": _in_hw(opts),
             "in_hw_count": opts.get("in_hw_count"),
-            "offload": "in_hw" if opts.get("in_hw") else "not_in_hw" if opts.get("not_in_hw") else "unknown",
+            "offload": "in_hw" if _in_hw(opts) else "not_in_hw" if opts.get("not_in_hw") else "unknown",
             "rule": None,
             "extra": [],
             "raw": strip_volatile(obj),
@@ -584,6 +585,47 @@ def parse_filters(dev, text):
     return out
 
 
+def _in_hw(opts):
+    """A filter's options say it is in hardware ("in_hw": true, or "in_hw_count" > 0)."""
+    return bool(opts.get("in_hw")) or (opts.get("in_hw_count") or 0) > 0
+
+
+def hw_rules(data):
+    """``tc -j filter show dev D ingress`` (text or decoded) -> the rules with their hardware state:
+    [{pref, kind, chain, protocol, handle, in_hw, in_hw_count, skip_sw}], in dump order.
+
+    Entries without "options" are the per-(chain, pref) heads; entries whose options carry none of
+    in_hw / not_in_hw / in_hw_count (u32 hash tables) are not rules either.  Output that is not a
+    JSON list holds no rule; invalid JSON raises ParseError.
+    """
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data) if data.strip() else []
+        except ValueError as exc:
+            raise ParseError("tc -j filter show printed no valid JSON: %s" % exc)
+    rules = []
+    for entry in data if isinstance(data, list) else []:
+        opts = entry.get("options") if isinstance(entry, dict) else None
+        if not isinstance(opts, dict) or not ("in_hw" in opts or "not_in_hw" in opts or "in_hw_count" in opts):
+            continue
+        rules.append({"pref": entry.get("pref"), "kind": entry.get("kind"), "chain": entry.get("chain"),
+                      "protocol": entry.get("protocol"), "handle": opts.get("handle", opts.get("fh")),
+                      "in_hw": _in_hw(opts), "in_hw_count": opts.get("in_hw_count"),
+                      "skip_sw": bool(opts.get("skip_sw"))})
+    return rules
+
+
+def tc_offloaded(data):
+    """ipsec_offload_info's view of hw_rules: {'filters': N, 'in_hw': [the rules in hardware]}."""
+    rules = hw_rules(data)
+    return {"filters": len(rules), "in_hw": [dict((k, r[k]) for k in r if k != "in_hw") for r in rules if r["in_hw"]]}
+
+
+def tc_in_hw(data):
+    """mlx_devlink_eswitch's view of hw_rules: how many rules are in hardware (they hold the eswitch)."""
+    return sum(1 for r in hw_rules(data) if r["in_hw"])
+
+
 def strip_volatile(obj):
     """A copy of a dumped object without counters/indexes (to compare before/after)."""
     if isinstance(obj, dict):
@@ -610,16 +652,12 @@ def parse_qdiscs(text):
 def parse_links(text):
     """``ip -d -j link show`` -> {interface name: parent device ("pci/0000:08:00.0") or None}.
 
-    The parent ("parentbus"/"parentdev", iproute2 >= 5.14) is the device the driver registered the
-    netdev on: for mlx5 the PCI function, which the uplink and the VF representors share.
+    The parent: _iproute2.link_parent.
     """
     out = {}
     for x in load_json(text, "ip -d -j link show"):
         if isinstance(x, dict) and x.get("ifname"):
-            parent = None
-            if x.get("parentbus") and x.get("parentdev"):
-                parent = "%s/%s" % (x["parentbus"], x["parentdev"])
-            out[x["ifname"]] = parent
+            out[x["ifname"]] = link_parent(x)
     return out
 
 

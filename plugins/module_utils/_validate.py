@@ -20,6 +20,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_text
+
 
 class InputError(ValueError):
     """Bad input, with the path of the offending field."""
@@ -50,15 +52,9 @@ _PREFIX_RE = re.compile(r"[0-9A-Fa-f.:]{2,45}(?:/[0-9]{1,3})?")
 _WORD_RE = re.compile(r"[A-Za-z0-9_.:-]*")
 
 # IP protocols by name, as iproute2 prints and accepts them (/etc/protocols may be missing on
-# minbase images: ip then prints numbers).  PROTO_NAMES: the canonical name of each number.
-PROTO_NUMBERS = {
-    "icmp": 1, "igmp": 2, "ipip": 4, "tcp": 6, "udp": 17, "ipv6": 41, "gre": 47, "esp": 50,
-    "ah": 51, "ipv6-icmp": 58, "icmpv6": 58, "dccp": 33, "sctp": 132, "mobility-header": 135,
-    "ipv6-mh": 135, "udplite": 136,
-}
-PROTO_NAMES = {1: "icmp", 2: "igmp", 4: "ipip", 6: "tcp", 17: "udp", 41: "ipv6", 47: "gre", 50: "esp",
-               51: "ah", 58: "ipv6-icmp", 33: "dccp", 132: "sctp", 135: "mobility-header", 136: "udplite"}
-PORT_PROTOS = (6, 17, 33, 132)   # tcp, udp, dccp, sctp: a selector with one of these carries ports
+# minbase images: ip then prints numbers).  PROTO_NAMES: the canonical name of each number.  The
+# table lives with the `ip xfrm` parsers (_xfrm_text, stdlib only) that read these names.
+PROTO_NUMBERS, PROTO_NAMES, PORT_PROTOS = _xfrm_text.PROTO_NUMBERS, _xfrm_text.PROTO_NAMES, _xfrm_text.PORT_PROTOS
 
 
 def show(value, limit=80):
@@ -215,24 +211,63 @@ def _zone_or_grammar(field, value, regex, what):
         raise InputError(field, "%s is not %s" % (show(value), what))
 
 
+# Parsed addresses and prefixes by their text (ipaddress objects are immutable): a mesh host's
+# objects repeat the same few addresses thousands of times (issue 18).  Only successful parses of
+# strings are kept (by their text); a bad value is checked (and named) every time.
+_PARSED = {}
+_PARSED_MAX = 1 << 16
+
+
+def _remember(key, obj):
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[key] = obj
+    return obj
+
+
+_TEXT = {}
+
+
+def text(obj):
+    """str() of an ipaddress object (address or network), remembered: the same text every time."""
+    t = _TEXT.get(obj)
+    if t is None:
+        if len(_TEXT) >= _PARSED_MAX:
+            _TEXT.clear()
+        t = _TEXT[obj] = str(obj)
+    return t
+
+
 def address(field, value):
     """An IPv4/IPv6 address (no prefix length, no zone id) -> ipaddress object."""
+    key = ("a", str(value)) if isinstance(value, str) else None
+    if key is not None:
+        hit = _PARSED.get(key)
+        if hit is not None:
+            return hit
     what = "an IPv4 or IPv6 address"
     _zone_or_grammar(field, value, _ADDR_RE, what)
     try:
-        return ipaddress.ip_address(value)
+        obj = ipaddress.ip_address(value)
     except ValueError:
         raise InputError(field, "%s is not %s" % (show(value), what)) from None
+    return _remember(key, obj) if key is not None else obj
 
 
 def prefix(field, value, strict=False):
     """An address or prefix (10.0.0.1, 10.0.0.0/24, 2001:db8::/64) -> ip_network.
 
     strict=True refuses host bits (10.0.0.1/24), naming the network address to write instead."""
+    key = ("p", bool(strict), str(value)) if isinstance(value, str) else None
+    if key is not None:
+        hit = _PARSED.get(key)
+        if hit is not None:
+            return hit
     what = "an IPv4/IPv6 address or prefix"
     _zone_or_grammar(field, value, _PREFIX_RE, what)
     try:
-        return ipaddress.ip_network(value, strict=strict)
+        obj = ipaddress.ip_network(value, strict=strict)
+        return _remember(key, obj) if key is not None else obj
     except ValueError as exc:
         if strict and "host bits" in str(exc):
             raise InputError(field, "%s has host bits set; write the network address (for example %s)"

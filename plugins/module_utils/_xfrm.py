@@ -1,14 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) ipsec_offload.mlx5 contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""IPsec SA (xfrm state) and SP (xfrm policy) model: parse, validate, compare, render.  Pure: no I/O.
+"""IPsec SA (xfrm state) and SP (xfrm policy) model: validate, compare, render.  Pure: no I/O.
 
-`ip xfrm` has no JSON output, so we parse its text.  Layout (iproute2 ip/ipxfrm.c): a block starts
-with an unindented "src ..." line; every other line of the block is indented (TAB, or 8 spaces in
-copies from mail).  We handle the plain and `-s` layouts, `replay-window 0` + "anti-replay esn
-context: ... replay_window N" (ESN), a missing "sel" line (af-unspec SAs), the "dir in|out" line
-(kernel >= 6.10 with iproute2 >= 6.11), "crypto offload parameters: dev X [dir D] [mode M]" (mode
-from iproute2 6.2 on; policies print no dir), fwd policies and policies without a template.
+The text of `ip xfrm` is parsed in _xfrm_text (re-exported here).
 
 Ownership: an SA, or an SP through its template, belongs to this collection iff its reqid lies in
 the owned range (OWNED_REQID_RANGE by default).  Only owned objects are ever replaced or deleted.
@@ -33,6 +28,12 @@ from __future__ import annotations
 import re
 
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
+# The parsers of `ip xfrm` text live in _xfrm_text (stdlib only, also run by the lab/molecule
+# helpers); re-exported here beside the model they fill.
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._xfrm_text import (  # noqa: F401 pylint: disable=unused-import
+    OFFLOAD_LINE_RE, _NO_OFFLOAD, _parse_selector, offload_devices,
+    offload_line, parse_policies, parse_state_usage, parse_states)
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._iproute2 import parse_link_names  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import ObjectKind
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._validate import InputError
 
@@ -65,7 +66,6 @@ PORT_PROTOS = V.PORT_PROTOS
 RENDER_FEATURES = {"offload_packet": True, "sa_dir": True}
 
 _HEX_LONG_RE = re.compile(r"(?:0x)?[0-9a-fA-F]{40,}")
-_INT_PAREN_RE = re.compile(r"\(.*\)$")
 
 
 def scrub(text):
@@ -76,66 +76,8 @@ def scrub(text):
 
 
 # --------------------------------------------------------------------------------------------
-# parsing
+# selectors and marks as parsed
 # --------------------------------------------------------------------------------------------
-
-def _int(tok):
-    """'0x00001000', '4096', '0x00001001(4097)', '2(0x00000002)' -> int."""
-    tok = _INT_PAREN_RE.sub("", tok)
-    return int(tok, 16) if tok.lower().startswith("0x") else int(tok, 10)
-
-
-def _proto_num(tok):
-    if tok.isdigit():
-        return int(tok)
-    return PROTO_NUMBERS.get(tok.lower(), tok)
-
-
-def _blocks(text):
-    """Split `ip xfrm` output into blocks: (header tokens, [stripped body lines])."""
-    blocks = []
-    cur = None
-    for raw in text.splitlines():
-        if not raw.strip():
-            continue
-        if raw[0] not in " \t":
-            if raw.startswith("src "):
-                cur = (raw.split(), [])
-                blocks.append(cur)
-            else:
-                cur = None  # a prompt, a comment, "Error: ...": not ours
-            continue
-        if cur is not None:
-            cur[1].append(raw.strip())
-    return blocks
-
-
-def _parse_selector(tokens):
-    """Tokens after 'sel' (SA) or of a policy header: src A/n dst B/n [proto P [sport|dport N]]."""
-    sel = {"src": None, "dst": None, "proto": None, "sport": None, "dport": None, "dev": None}
-    i = 0
-    n = len(tokens)
-    while i < n:
-        t = tokens[i]
-        v = tokens[i + 1] if i + 1 < n else None
-        if t in ("src", "dst"):
-            sel[t] = v
-        elif t == "proto":
-            sel["proto"] = _proto_num(v)
-        elif t in ("sport", "type", "key"):
-            sel["sport"] = int(v) if v.isdigit() else v
-        elif t in ("dport", "code"):
-            sel["dport"] = int(v) if v.isdigit() else v
-        elif t == "dev":
-            sel["dev"] = v
-        elif t == "uid":
-            pass
-        else:
-            i += 1
-            continue
-        i += 2
-    return sel
-
 
 def selector_is_any(sel):
     """True for no selector or the all-zero one `ip xfrm state add` sets without `sel`."""
@@ -143,141 +85,6 @@ def selector_is_any(sel):
         return True
     return (sel.get("src") in (None, "0.0.0.0/0", "::/0") and sel.get("dst") in (None, "0.0.0.0/0", "::/0")
             and not sel.get("proto") and not sel.get("sport") and not sel.get("dport") and not sel.get("dev"))
-
-
-def _parse_offload(tokens):
-    """'crypto offload parameters: dev X [dir D] [mode M]' tokens after 'parameters:'."""
-    off = {"type": "crypto", "dev": None, "dir": None}
-    for i in range(0, len(tokens) - 1):
-        t, v = tokens[i], tokens[i + 1]
-        if t == "dev":
-            off["dev"] = v
-        elif t == "dir":
-            off["dir"] = v
-        elif t == "mode":
-            off["type"] = v
-    # iproute2 < 6.2 prints no "mode": it could only create crypto offload, so report crypto.
-    return off
-
-
-_NO_OFFLOAD = {"type": "none", "dev": None, "dir": None}
-
-# The one pattern for the offload line of `ip xfrm state`/`ip xfrm policy` output, shared by the
-# modules that only need to know which netdevs hold offloaded objects (tc precondition, eswitch busy
-# check, info counters).  iproute2 < 6.2 prints neither "mode" nor, for policies, "dir".
-OFFLOAD_LINE_RE = re.compile(r"^\s*crypto offload parameters: dev (\S+)(?: dir (\S+))?(?: mode (\S+))?")
-
-
-def offload_line(line):
-    """One output line -> (dev, dir, mode) when it is a "crypto offload parameters" line, else None
-    (dir/mode None when not printed)."""
-    m = OFFLOAD_LINE_RE.match(line)
-    return m.groups() if m else None
-
-
-def offload_devices(text):
-    """Netdevs named on the offload lines of `ip xfrm state`/`policy` output."""
-    return {dev for dev, _d, _m in filter(None, map(offload_line, (text or "").splitlines()))}
-
-
-def parse_states(text):
-    """Parse `ip [-s] xfrm state [list]` output into a list of SA dicts."""
-    out = []
-    for head, body in _blocks(text):
-        if len(head) < 4 or head[2] != "dst":
-            continue
-        sa = {"src": head[1], "dst": head[3], "proto": None, "spi": None, "reqid": 0, "mode": None,
-              "direction": None, "aead": None, "esn": False, "replay_window": 0, "sel": None,
-              "offload": dict(_NO_OFFLOAD), "mark": None, "if_id": None, "flags": [], "extras": [],
-              "stats": None}
-        header_window = None
-        esn_window = None
-        section = None
-        for line in body:
-            tok = line.split()
-            first = tok[0]
-            if first == "proto" and sa["proto"] is None:
-                sa["proto"] = tok[1]
-                for i in range(2, len(tok) - 1):
-                    if tok[i] == "spi":
-                        sa["spi"] = _int(tok[i + 1])
-                    elif tok[i] == "reqid":
-                        sa["reqid"] = _int(tok[i + 1])
-                    elif tok[i] == "mode":
-                        sa["mode"] = tok[i + 1]
-                section = None
-            elif first == "replay-window" and section != "stats":
-                if header_window is None:
-                    header_window = int(tok[1])
-                if "flag" in tok:
-                    flags = [f for f in tok[tok.index("flag") + 1:] if not f.startswith("(")]
-                    sa["flags"] = flags
-                    sa["esn"] = "esn" in flags
-            elif first == "aead":
-                key = tok[2] if len(tok) > 2 else None
-                icv = tok[-1]
-                if key is None or not key.lower().startswith("0x"):
-                    key = None  # "<<Keys hidden>>" (list nokeys)
-                else:
-                    key = key[2:].lower()
-                    if not key.strip("0"):
-                        key = None  # kernel lockdown=confidentiality zeroes keys
-                sa["aead"] = {"name": tok[1], "key": key, "icv": int(icv) if icv.isdigit() else None}
-            elif first in ("enc", "auth", "auth-trunc", "comp", "encap", "coa", "output-mark", "tfcpad",
-                           "security", "pcpu-num"):
-                sa["extras"].append(first)
-            elif first == "mark":
-                sa["mark"] = tok[1]
-                sa["extras"].append("mark")
-            elif first == "if_id":
-                sa["if_id"] = _int(tok[1])
-                sa["extras"].append("if_id")
-            elif first == "anti-replay":
-                section = "esn" if "esn" in tok else None
-            elif first == "replay_window" and section == "esn":
-                esn_window = int(tok[1].rstrip(","))
-            elif first == "crypto" and len(tok) > 2 and tok[1] == "offload":
-                sa["offload"] = _parse_offload(tok[3:])
-            elif first == "dir" and len(tok) == 2:
-                sa["direction"] = tok[1]
-            elif first == "sel":
-                sa["sel"] = _parse_selector(tok[1:])
-            elif first == "lifetime":
-                section = "current" if tok[1] == "current:" else "config"
-            elif first == "stats:":
-                section = "stats"
-            elif section == "current" and first.endswith("(bytes),"):
-                sa["stats"] = sa["stats"] or {}
-                sa["stats"]["bytes"] = int(first.split("(")[0])
-                sa["stats"]["packets"] = int(tok[1].split("(")[0])
-            elif section == "stats" and first == "replay-window":
-                sa["stats"] = sa["stats"] or {}
-                for i in range(0, len(tok) - 1, 2):
-                    if tok[i] in ("replay", "failed"):
-                        sa["stats"][tok[i]] = int(tok[i + 1])
-        if sa["direction"] is None and sa["offload"]["dir"]:
-            sa["direction"] = sa["offload"]["dir"]
-        sa["replay_window"] = esn_window if esn_window is not None else (header_window or 0)
-        extra_flags = [f for f in sa["flags"] if f != "esn"]
-        if extra_flags:
-            sa["extras"].append("flag " + " ".join(extra_flags))
-        out.append(sa)
-    return out
-
-
-_MARK_TEXT_RE = re.compile(r"(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})/(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})\Z")
-
-
-def _parse_mark(tok):
-    """A policy's "mark V/M" token (iproute2 prints "%#x/%#x": "0/0x1", "0x1/0x1") -> {value, mask},
-    None when it is not in that form.  0/0 (never printed: the kernel's "no mark") -> None too."""
-    m = _MARK_TEXT_RE.match(tok)
-    if m is None:
-        return None
-    v, mask = (int(x, 16) if x.startswith("0x") else int(x, 10) for x in m.groups())
-    if v > 0xFFFFFFFF or mask > 0xFFFFFFFF:
-        return None
-    return {"value": v, "mask": mask}
 
 
 def mark_key(mark):
@@ -289,78 +96,6 @@ def mark_key(mark):
         v, m = mark.get("value") or 0, mark.get("mask") or 0
         return None if v == 0 and m == 0 else (v, m)
     return mark
-
-
-def parse_policies(text):
-    """Parse `ip [-s] xfrm policy [list]` output into a list of SP dicts."""
-    out = []
-    for head, body in _blocks(text):
-        sel = _parse_selector(head)
-        sp = {"src": sel["src"], "dst": sel["dst"], "proto": sel["proto"], "sport": sel["sport"],
-              "dport": sel["dport"], "dir": None, "ptype": "main", "priority": 0, "action": "allow",
-              "tmpls": [], "offload": {"type": "none", "dev": None}, "mark": None, "if_id": None,
-              "extras": [], "socket": False}
-        if sel["dev"]:
-            sp["extras"].append("dev " + sel["dev"])
-        for line in body:
-            tok = line.split()
-            first = tok[0]
-            if first in ("dir", "socket"):
-                sp["socket"] = first == "socket"
-                sp["dir"] = tok[1]
-                for i in range(2, len(tok) - 1):
-                    if tok[i] == "priority":
-                        sp["priority"] = int(tok[i + 1])
-                    elif tok[i] == "action":
-                        sp["action"] = tok[i + 1]
-                    elif tok[i] == "ptype":
-                        sp["ptype"] = tok[i + 1]
-                    elif tok[i] == "flag" and not tok[i + 1].startswith("("):
-                        sp["extras"].append("flag " + tok[i + 1])
-            elif first == "tmpl":
-                sp["tmpls"].append({"src": tok[2] if len(tok) > 2 else None, "dst": tok[4] if len(tok) > 4 else None,
-                                    "proto": None, "spi": 0, "reqid": 0, "mode": None, "level": "required"})
-            elif first == "proto" and sp["tmpls"]:
-                t = sp["tmpls"][-1]
-                t["proto"] = tok[1]
-                for i in range(2, len(tok) - 1):
-                    if tok[i] == "spi":
-                        t["spi"] = _int(tok[i + 1])
-                    elif tok[i] == "reqid":
-                        t["reqid"] = _int(tok[i + 1])
-                    elif tok[i] == "mode":
-                        t["mode"] = tok[i + 1]
-            elif first == "level" and sp["tmpls"]:
-                sp["tmpls"][-1]["level"] = tok[1]
-            elif first == "crypto" and len(tok) > 2 and tok[1] == "offload":
-                off = _parse_offload(tok[3:])
-                sp["offload"] = {"type": off["type"], "dev": off["dev"]}
-            elif first == "mark":
-                mark = _parse_mark(tok[1] if len(tok) > 1 else "")
-                if mark is None:  # not the "V/M" iproute2 prints: keep it visible as an extra
-                    sp["mark"] = tok[1] if len(tok) > 1 else ""
-                    sp["extras"].append("mark")
-                else:
-                    sp["mark"] = mark
-            elif first == "if_id":
-                sp["if_id"] = _int(tok[1])
-                sp["extras"].append("if_id")
-            elif first == "action" and len(tok) > 1:  # not printed on its own line today
-                sp["action"] = tok[1]
-            elif first == "security":
-                sp["extras"].append("ctx")
-        out.append(sp)
-    return out
-
-
-def parse_link_names(text):
-    """`ip -o link show` -> set of interface names ("5: veth0@if4: <...>" -> "veth0")."""
-    names = set()
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) >= 2 and parts[0].strip().isdigit():
-            names.add(parts[1].strip().split("@", 1)[0])
-    return names
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,7 +176,7 @@ def validate_sa(field, item, state, rng):
     src = V.address(field + ".src", item["src"]) if item.get("src") is not None else None
     if src is not None:
         V.same_family(field, src, dst)
-    sa = {"src": str(src) if src is not None else None, "dst": str(dst), "proto": "esp", "spi": spi,
+    sa = {"src": V.text(src) if src is not None else None, "dst": V.text(dst), "proto": "esp", "spi": spi,
           "reqid": None, "mode": None, "direction": None, "aead": None, "esn": None, "replay_window": None,
           "sel": None, "offload": None, "family": dst.version, "field": field}
     if state == "deleted":
@@ -492,7 +227,7 @@ def validate_sa(field, item, state, rng):
                 raise InputError(field + ".sel." + f, "mixes IPv4 and IPv6 addresses")
         proto, sport, dport = _sel_upper(field + ".sel", sel)
         zero = "0.0.0.0/0" if dst.version == 4 else "::/0"
-        sa["sel"] = {"src": str(s) if s is not None else zero, "dst": str(d) if d is not None else zero,
+        sa["sel"] = {"src": V.text(s) if s is not None else zero, "dst": V.text(d) if d is not None else zero,
                      "proto": proto, "sport": sport, "dport": dport, "dev": None}
     off = item.get("offload")
     if off is not None:
@@ -660,7 +395,7 @@ def validate_sp(field, item, state, rng):
         raise InputError(field, "mixes IPv4 and IPv6 addresses")
     direction = V.choice(field + ".dir", item["dir"], SP_DIRS)
     proto, sport, dport = _sel_upper(field, item)
-    sp = {"src": str(s), "dst": str(d), "proto": proto, "sport": sport, "dport": dport, "dir": direction,
+    sp = {"src": V.text(s), "dst": V.text(d), "proto": proto, "sport": sport, "dport": dport, "dir": direction,
           "ptype": "main", "priority": None, "action": None, "tmpls": None, "offload": None,
           "mark": validate_mark(field + ".mark", item.get("mark")), "if_id": None, "family": s.version,
           "field": field}
@@ -687,7 +422,7 @@ def validate_sp(field, item, state, rng):
             for f, v in (("src", ts), ("dst", td)):
                 if v is not None and v.version != s.version:
                     raise InputError(field + ".tmpl." + f, "transport mode: the address family must match the selector")
-        sp["tmpls"] = [{"src": str(ts) if ts is not None else None, "dst": str(td) if td is not None else None,
+        sp["tmpls"] = [{"src": V.text(ts) if ts is not None else None, "dst": V.text(td) if td is not None else None,
                         "proto": V.choice(field + ".tmpl.proto", tmpl.get("proto") or "esp", ("esp",)),
                         "spi": 0, "reqid": _reqid(field + ".tmpl.reqid", tmpl["reqid"], rng), "mode": mode,
                         "level": V.choice(field + ".tmpl.level", tmpl.get("level") or "required",
@@ -1154,8 +889,6 @@ def to_text(objs):
 # capabilities
 # --------------------------------------------------------------------------------------------
 
-_SA_DIR_USAGE_RE = re.compile(r"reqid REQID \]\s*\[ dir DIR \]")
-_OFFLOAD_PACKET_USAGE_RE = re.compile(r"offload \[ crypto \| packet \]")
 SA_DIR_KERNEL = (6, 10)
 
 
@@ -1173,8 +906,9 @@ def parse_features(state_usage, kernel_release):
     set by `offload ... dir`) and kernel >= 6.10 honours it.  It decides the outbound replay
     window (see out_replay_window).
     """
-    ip_dir = bool(_SA_DIR_USAGE_RE.search(state_usage or ""))
+    usage = parse_state_usage(state_usage)  # the one usage parser (ipsec_offload_info reads it too)
+    ip_dir = bool(usage["sa_dir"])
     kv = kernel_version(kernel_release)
-    return {"offload_packet": bool(_OFFLOAD_PACKET_USAGE_RE.search(state_usage or "")),
+    return {"offload_packet": bool(usage["offload_packet"]),
             "sa_dir": ip_dir and kv >= SA_DIR_KERNEL,
             "iproute2_sa_dir": ip_dir, "kernel": "%d.%d" % kv}

@@ -16,6 +16,7 @@ import os
 import re
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._iproute2 import parse_link_names
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import plan as make_plan
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import (
     Runner, ToolError, batch_text, failed_batch_line, hint_for)
@@ -148,7 +149,7 @@ class XfrmHost:
     def link_names(self):
         """Interface names, or None when (check mode) the namespace does not exist yet."""
         try:
-            return X.parse_link_names(self._out(["-o", "link", "show"], "listing interfaces (ip -o link show)"))
+            return parse_link_names(self._out(["-o", "link", "show"], "listing interfaces (ip -o link show)"))
         except _NoNamespace:
             return None
 
@@ -342,6 +343,23 @@ def _fail(module, msg, result, **extra):
           **{k: v for k, v in result.items() if not k.startswith("_")})
 
 
+def render_config(spec, params, rng):
+    """state=rendered, no host: (the batch lines of params' config, the features used).
+
+    Pure: the modules' rendered output and the ipsec_render_files action (render.yml writes every
+    host's file in one step) both come from here.  ``spec.kind`` must be built for ``rng``.
+    Raises InputError naming the field."""
+    feats = dict(X.RENDER_FEATURES)
+    for k, v in (params.get("features") or {}).items():
+        if v is not None:
+            feats[k] = bool(v)
+    desired = complete_config(spec, validate_config(spec, params, "rendered", rng), "rendered", [])
+    spec.check(desired, [], feats)
+    ops = [("add", d, None) for d in desired]
+    keys = "reveal" if params.get("reveal_keys") else "mask"
+    return _render(spec.kind, ops, feats, keys), feats
+
+
 def run(module, spec, params):
     """The whole module run.  Calls exit_json/fail_json."""
     state = params["state"]
@@ -357,15 +375,8 @@ def run(module, spec, params):
             raise InputError("reveal_keys", "is only allowed with state rendered")
 
         if state == "rendered":
-            feats = dict(X.RENDER_FEATURES)
-            for k, v in (params.get("features") or {}).items():
-                if v is not None:
-                    feats[k] = bool(v)
-            desired = complete_config(spec, validate_config(spec, params, state, rng), state, [])
-            spec.check(desired, [], feats)
-            ops = [("add", d, None) for d in desired]
-            keys = "reveal" if params.get("reveal_keys") else "mask"
-            _exit(module, changed=False, rendered=_render(kind, ops, feats, keys), features=feats)
+            lines, feats = render_config(spec, params, rng)
+            _exit(module, changed=False, rendered=lines, features=feats)
 
         validated = validate_config(spec, params, state, rng)  # before any command
         host = XfrmHost(module, params.get("namespace"))

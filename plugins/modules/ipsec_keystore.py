@@ -20,8 +20,9 @@ description:
     renumber it.
   - Allocation is redone here with the pins already in the store, so a new pair that collides with an
     existing one moves, never the existing one.
-  - The file is YAML, created mode 0600 atomically (temporary file + rename) in a directory created
-    0700, under an exclusive lock. If it is ansible-vault encrypted it is decrypted with the run's vault
+  - The file is JSON under a comment header (one pair entry per line; YAML tools read it too, and stores
+    written as YAML by earlier versions are read), created mode 0600 atomically (temporary file + rename)
+    in a directory created 0700, under an exclusive lock. If it is ansible-vault encrypted it is decrypted with the run's vault
     secrets and written back encrypted with the same vault id.
   - Existing keys are never changed or removed here except by a rotation (O(rotate)); entries of
     pairs no longer in the inventory are kept and listed in RV(unused). A stored key whose size no
@@ -44,7 +45,7 @@ options:
     description:
       - The result of the P(ipsec_offload.mlx5.ipsec_pairs#filter) filter applied to C(hostvars) with
         C(groups=groups) and C(keys='none') (a dict with C(pairs) and C(reqid_range)), or its C(pairs) list
-        (see EXAMPLES).
+        (see EXAMPLES), or the filter's packed form (C(packed=true) - C(packed) and C(reqid_range)).
       - A result that holds C(hosts) (SA objects, possibly with keys) is refused.
     type: raw
     required: true

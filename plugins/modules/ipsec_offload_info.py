@@ -27,7 +27,10 @@ description:
     replay/integrity failure counts from C(ip -s xfrm state list nokeys). Key material is never read
     when this C(ip) supports C(nokeys), and key lines are dropped by the parser in any case.
   - A summary - C(packet_offload_ready) with the C(reasons) it is not, and what could not be
-    verified.
+    verified. In switchdev mode, IPsec on a device that is the devlink device's own netdev (the
+    PF, as in a VXLAN overlay) is not ready while any VF port function has C(ipsec_crypto) or
+    C(ipsec_packet) enabled (mlx5 refuses the PF's SAs then); IPsec on VF netdevs (RoCE over VF)
+    needs C(ipsec_packet) on the VF port functions.
   - Whatever is missing on the host (a tool, a devlink device, a driver without ethtool support,
     a NIC that is not an mlx5) is reported as absent or unknown, not as a failure. Only bad input
     and a named namespace that does not exist fail the module.
@@ -61,6 +64,17 @@ options:
     description: The reqid range the collection owns (as for the xfrm modules), for RV(xfrm_health).
     type: list
     elements: raw
+  packet_offload_drivers:
+    description:
+      - The netdev drivers the summary accepts as doing IPsec packet offload the way mlx5 does. A
+        device with another driver makes C(packet_offload_ready) false.
+      - The default is the mlx5 driver. Add a driver only when it implements mlx5's packet offload at
+        the kernel API, as the lab's simulated ConnectX does (C(netdevsim) built with the
+        collection's C(lab/sim), see docs/lab-sim.md).
+    type: list
+    elements: str
+    default: [mlx5_core]
+    version_added: 0.2.0
 extends_documentation_fragment:
   - ipsec_offload.mlx5.common
 attributes:
@@ -388,337 +402,26 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validat
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._ethtool import Ethtool, esp_features
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _guard
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _iproute2 as IP
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _kernel as K
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _tc as TC
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._xfrm import offload_line
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_text as XT
 
 # Vendor (MLNX_EN "IPsec Full Offload"): "This feature requires Linux kernel v6.6, or higher".
 MIN_KERNEL = (6, 6)
 MLX5_DRIVER = "mlx5_core"
-
-# Kernel pieces: result name -> (module name or None, CONFIG symbol)
-KERNEL_FEATURES = (
-    ("esp4", "esp4", "CONFIG_INET_ESP"),
-    ("esp6", "esp6", "CONFIG_INET6_ESP"),
-    ("esp4_offload", "esp4_offload", "CONFIG_INET_ESP_OFFLOAD"),
-    ("esp6_offload", "esp6_offload", "CONFIG_INET6_ESP_OFFLOAD"),
-    ("xfrm_user", "xfrm_user", "CONFIG_XFRM_USER"),
-    ("xfrm_offload", None, "CONFIG_XFRM_OFFLOAD"),
-    ("gcm", "gcm", "CONFIG_CRYPTO_GCM"),
-    ("mlx5_ipsec", None, "CONFIG_MLX5_EN_IPSEC"),
-)
 
 # Root for the host files we read; tests point it at a temporary tree.
 FS_ROOT = "/"
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure functions: text/JSON in, plain data out.  No I/O.
+# Pure: the readiness summary.  The parsers of what the host prints are in module_utils (one per
+# tool output): _kernel, _iproute2, _xfrm_text, _devlink, _ethtool, _tc.
 # ---------------------------------------------------------------------------------------------
 
-def version_tuple(text):
-    """'6.12.117+deb13-amd64' -> (6, 12, 117); '6.1.0' -> (6, 1, 0); non-numeric -> None."""
-    m = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", text or "")
-    if not m:
-        return None
-    return tuple(int(g) for g in m.groups(default="0"))
-
-
-def parse_ip_version(text):
-    """`ip -V` -> '6.1.0' ('ip utility, iproute2-6.1.0, libbpf 1.1.2'), 'ss190107' on old
-    builds, or None."""
-    m = re.search(r"iproute2-(?:v)?([0-9][0-9.]*[0-9]|ss[0-9]+)", text or "")
-    return m.group(1) if m else None
-
-
-def parse_xfrm_state_usage(text):
-    """Usage text of `ip xfrm state help` -> which keywords this ip's parser knows.
-
-    iproute2 <= 6.1 prints ``[ offload [dev DEV] dir DIR ]``; >= 6.2 prints
-    ``[ offload [ crypto | packet ] dev DEV dir DIR ]``.  Unrecognised text -> None values.
-    """
-    text = text or ""
-    if "Usage: ip xfrm state" not in text or "offload" not in text:
-        return {"offload_packet": None, "list_nokeys": None, "sa_dir": None}
-    return {
-        "offload_packet": bool(re.search(r"offload\s*\[\s*crypto\s*\|\s*packet\s*\]", text)),
-        "list_nokeys": bool(re.search(r"list\s*\[\s*nokeys\s*\]", text)),
-        "sa_dir": bool(re.search(r"\[\s*dir DIR\s*\]", text)),
-    }
-
-
-def parse_proc_modules(text):
-    """/proc/modules -> set of loaded module names."""
-    return set(line.split()[0] for line in (text or "").splitlines() if line.strip())
-
-
-def parse_module_paths(text):
-    """modules.builtin / modules.dep -> set of module names ('kernel/net/ipv4/esp4.ko[.xz]: ...' ->
-    'esp4').  Names are normalised with '-' -> '_' as the kernel does."""
-    names = set()
-    for line in (text or "").splitlines():
-        path = line.split(":", 1)[0].strip()
-        if not path:
-            continue
-        base = os.path.basename(path)
-        m = re.match(r"^(.*?)\.ko(?:\.\w+)?$", base)
-        if m:
-            names.add(m.group(1).replace("-", "_"))
-    return names
-
-
-def parse_kernel_config(text):
-    """Kernel .config text -> {symbol: 'y'|'m'|'n'|value}; '# CONFIG_X is not set' -> 'n'."""
-    conf = {}
-    for line in (text or "").splitlines():
-        line = line.strip()
-        m = re.match(r"^# (CONFIG_\w+) is not set$", line)
-        if m:
-            conf[m.group(1)] = "n"
-            continue
-        m = re.match(r"^(CONFIG_\w+)=(.*)$", line)
-        if m:
-            conf[m.group(1)] = m.group(2)
-    return conf
-
-
-def kernel_features(loaded=None, builtin=None, available=None, config=None):
-    """Combine the sources (each None when unreadable) into
-    {feature: 'loaded'|'builtin'|'module'|'absent'|'unknown'}."""
-    out = {}
-    for name, mod, symbol in KERNEL_FEATURES:
-        state = "unknown"
-        if mod and loaded is not None and mod in loaded:
-            state = "loaded"
-        elif mod and builtin is not None and mod in builtin:
-            state = "builtin"
-        elif config is not None:
-            val = config.get(symbol, "n")
-            state = {"y": "builtin", "m": "module"}.get(val, "absent")
-            if state == "module" and mod and available is not None and mod not in available:
-                state = "absent"  # configured as a module but not installed
-        elif mod and available is not None and mod in available:
-            state = "module"
-        elif mod and builtin is not None and available is not None:
-            state = "absent"  # neither built in nor installed as a module
-        out[name] = state
-    return out
-
-
-def parse_xfrm_stat(text):
-    """/proc/net/xfrm_stat -> {name: int}."""
-    stats = {}
-    for line in (text or "").splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            stats[parts[0]] = int(parts[1])
-    return stats
-
-
-def parse_netns_list(text):
-    """`ip netns list` -> set of names ('ns0 (id: 0)' or 'ns0')."""
-    return set(line.split()[0] for line in (text or "").splitlines() if line.strip())
-
-
-def parse_link(obj):
-    """`ip -d -j link show dev D` JSON -> {'ifname', 'operstate', 'parent'} ('parent' is
-    'bus/device' from parentbus/parentdev, the devlink handle form) or None."""
-    if not isinstance(obj, list) or not obj or not isinstance(obj[0], dict):
-        return None
-    link = obj[0]
-    parent = None
-    if link.get("parentbus") and link.get("parentdev"):
-        parent = "%s/%s" % (link["parentbus"], link["parentdev"])
-    return {"ifname": link.get("ifname"), "operstate": link.get("operstate"), "parent": parent}
-
-
-def devlink_dev_handles(obj):
-    """`devlink -j dev` -> set of handles."""
-    return set(((obj or {}).get("dev") or {}).keys())
-
-
-def devlink_ports(obj):
-    """`devlink -j port show` -> list of ports (the pure parser of _devlink)."""
-    return D.parse_ports(obj)
-
-
-def devlink_handle_for_netdev(ports, netdev):
-    """The devlink device whose port carries ``netdev`` (first match), or None."""
-    for port in ports or []:
-        if port["netdev"] == netdev:
-            return port["device"]
-    return None
-
-
-def parse_eswitch(obj, handle):
-    """`devlink -j dev eswitch show H` -> {'eswitch_mode', 'inline_mode', 'encap_mode'} (None when
-    the kernel did not report one)."""
-    attrs = D.parse_eswitch(obj, handle)
-    return {"eswitch_mode": attrs["mode"], "inline_mode": attrs["inline_mode"], "encap_mode": attrs["encap_mode"]}
-
-
-def parse_param(obj, handle, name, cmode="runtime"):
-    """`devlink -j dev param show H name N` -> the value for ``cmode``, or None."""
-    return (D.parse_param(obj, handle, name) or {}).get(cmode)
-
-
-def vf_ports(ports, handle):
-    """VF ports (flavour pcivf) of devlink device ``handle`` with their IPsec caps (True/False, or
-    None when the port function does not report the capability)."""
-    return [{"port": p["port"], "vfnum": p["vfnum"], "pfnum": p["pfnum"], "netdev": p["netdev"],
-             "ipsec_packet": p["caps"]["ipsec_packet"], "ipsec_crypto": p["caps"]["ipsec_crypto"]}
-            for p in ports or [] if p["device"] == handle and p["flavour"] == "pcivf"]
-
-
-def tc_offloaded(obj):
-    """`tc -j filter show dev D ingress` -> {'filters': N, 'in_hw': [rules in hardware]}.
-
-    Entries without "options" are chain/pref headers; entries whose options carry neither
-    in_hw nor not_in_hw (u32 hash tables) are not rules either."""
-    filters = 0
-    in_hw = []
-    for entry in obj or []:
-        opts = entry.get("options") if isinstance(entry, dict) else None
-        if not isinstance(opts, dict) or not ("in_hw" in opts or "not_in_hw" in opts):
-            continue
-        filters += 1
-        if opts.get("in_hw"):
-            in_hw.append({"pref": entry.get("pref"), "kind": entry.get("kind"), "chain": entry.get("chain"),
-                          "protocol": entry.get("protocol"), "handle": opts.get("handle", opts.get("fh")),
-                          "in_hw_count": opts.get("in_hw_count"), "skip_sw": bool(opts.get("skip_sw"))})
-    return {"filters": filters, "in_hw": in_hw}
-
-
-# --- per-SA counters from `ip -s xfrm state` (counters only; the full SA model lives in _xfrm) ---
-
-_SA_HEAD_RE = re.compile(r"^src (\S+) dst (\S+)\s*$")
-# Lines that carry key material: dropped as soon as they are seen, never stored.
-_SA_KEY_LINE_RE = re.compile(r"^(aead|enc|auth|auth-trunc|comp)\s")
-_SA_RE = {
-    "proto": re.compile(r"^proto (\S+)"),
-    "spi": re.compile(r"\bspi (0x[0-9a-fA-F]+)"),
-    "reqid": re.compile(r"\breqid (\d+)"),
-    "mode": re.compile(r"\bmode (\S+)"),
-    "esn_seq": re.compile(r"^seq-hi (0x[0-9a-fA-F]+), seq (0x[0-9a-fA-F]+), oseq-hi (0x[0-9a-fA-F]+), "
-                          r"oseq (0x[0-9a-fA-F]+)"),
-    "esn_window": re.compile(r"^replay_window (\d+), bitmap-length"),
-    "legacy": re.compile(r"^anti-replay context: seq (0x[0-9a-fA-F]+), oseq (0x[0-9a-fA-F]+)"),
-    "dir": re.compile(r"^dir (in|out)\s*$"),
-    "sel": re.compile(r"^sel src (\S+) dst (\S+)"),
-    "lifetime": re.compile(r"^(\d+)\(bytes\), (\d+)\(packets\)\s*$"),
-    "times": re.compile(r"^add (\S+ \S+|-) use (\S+ \S+|-)\s*$"),
-    "stats": re.compile(r"^replay-window (\d+) replay (\d+) failed (\d+)\s*$"),
-    "header": re.compile(r"^replay-window (\d+)(.*)$"),
-}
-
-
-def _new_sa(src, dst):
-    return {
-        "src": src, "dst": dst, "proto": None, "spi": None, "spi_int": None, "reqid": None, "mode": None,
-        "flags": [], "dir": None, "sel_src": None, "sel_dst": None,
-        "offloaded": False, "offload_dev": None, "offload_dir": None, "offload_mode": None,
-        "replay_window": None, "seq": None, "oseq": None,
-        "bytes": None, "packets": None, "added": None, "last_used": None,
-        "replay_window_errors": None, "replay_errors": None, "integrity_failed": None,
-    }
-
-
-def _header_flags(rest):
-    """' seq 0x00000000 flag esn (0x10000000)' / ' flag af-unspec esn' -> ['esn'] / ['af-unspec', 'esn']."""
-    tokens = rest.split()
-    if "flag" not in tokens:
-        return []
-    flags = []
-    for tok in tokens[tokens.index("flag") + 1:]:
-        if tok.startswith("("):
-            break
-        flags.append(tok)
-    return flags
-
-
-def parse_xfrm_sa_counters(text):
-    """`ip [-s] xfrm state [list nokeys]` text -> list of per-SA counter dicts (see RETURN).
-
-    Counters-only parser for the info module: it keeps identifiers, offload facts and counts, and
-    drops every key line (aead/enc/auth/auth-trunc/comp) the moment it reads it.  Indentation may
-    be tabs (ip) or spaces (copies from e-mail); an SA starts with "src A dst B" in column 0.
-    """
-    sas = []
-    cur = None
-    for raw in (text or "").splitlines():
-        m = _SA_HEAD_RE.match(raw)
-        if m:
-            cur = _new_sa(m.group(1), m.group(2))
-            sas.append(cur)
-            continue
-        line = raw.strip()
-        if cur is None or not line:
-            continue
-        if _SA_KEY_LINE_RE.match(line):
-            continue
-        if line.startswith("proto "):
-            cur["proto"] = _SA_RE["proto"].match(line).group(1)
-            spi = _SA_RE["spi"].search(line)
-            if spi:
-                cur["spi_int"] = int(spi.group(1), 16)
-                cur["spi"] = "0x%08x" % cur["spi_int"]
-            reqid = _SA_RE["reqid"].search(line)
-            cur["reqid"] = int(reqid.group(1)) if reqid else None
-            mode = _SA_RE["mode"].search(line)
-            cur["mode"] = mode.group(1) if mode else None
-            continue
-        m = _SA_RE["stats"].match(line)
-        if m:
-            cur["replay_window_errors"], cur["replay_errors"], cur["integrity_failed"] = (int(g) for g in m.groups())
-            continue
-        m = _SA_RE["header"].match(line)
-        if m:
-            if cur["replay_window"] is None:
-                cur["replay_window"] = int(m.group(1))
-            cur["flags"] = _header_flags(m.group(2))
-            continue
-        m = _SA_RE["esn_seq"].match(line)
-        if m:
-            hi, lo, ohi, olo = (int(g, 16) for g in m.groups())
-            cur["seq"], cur["oseq"] = (hi << 32) | lo, (ohi << 32) | olo
-            continue
-        m = _SA_RE["esn_window"].match(line)
-        if m:
-            cur["replay_window"] = int(m.group(1))  # with ESN the header says 0; this is the real window
-            continue
-        m = _SA_RE["legacy"].match(line)
-        if m:
-            cur["seq"], cur["oseq"] = int(m.group(1), 16), int(m.group(2), 16)
-            continue
-        off = offload_line(line)
-        if off:
-            cur["offloaded"] = True
-            cur["offload_dev"], cur["offload_dir"], cur["offload_mode"] = off
-            continue
-        m = _SA_RE["dir"].match(line)
-        if m:
-            cur["dir"] = m.group(1)
-            continue
-        m = _SA_RE["sel"].match(line)
-        if m:
-            cur["sel_src"], cur["sel_dst"] = m.groups()
-            continue
-        m = _SA_RE["lifetime"].match(line)
-        if m:
-            cur["bytes"], cur["packets"] = int(m.group(1)), int(m.group(2))
-            continue
-        m = _SA_RE["times"].match(line)
-        if m:
-            cur["added"], cur["last_used"] = (None if g == "-" else g for g in m.groups())
-            continue
-    for sa in sas:
-        if sa["dir"] is None and sa["offload_dir"]:
-            sa["dir"] = sa["offload_dir"]
-    return sas
-
-
-# --- summary ---
-
-def summarize(result, devices_given, namespace=None):
+def summarize(result, devices_given, namespace=None, drivers=(MLX5_DRIVER,)):
     """Readiness for packet offload from the gathered facts -> (ready, reasons, unverified)."""
     reasons, unverified = [], []
     kernel = result["kernel"]
@@ -763,9 +466,10 @@ def summarize(result, devices_given, namespace=None):
             continue
         if dev["driver"] is None:
             unverified.append("%s: driver unknown (%s)" % (name, dev["problems"].get("ethtool -i", "no answer")))
-        elif dev["driver"] != MLX5_DRIVER:
-            reasons.append("%s: driver is %s, not %s (this collection drives mlx5 packet offload)"
-                           % (name, dev["driver"], MLX5_DRIVER))
+        elif dev["driver"] not in drivers:
+            reasons.append("%s: driver is %s, not %s (this collection drives mlx5 packet offload; "
+                           "packet_offload_drivers lists the drivers accepted)"
+                           % (name, dev["driver"], " or ".join(drivers)))
         feat = (dev["esp_features"] or {}).get("esp_hw_offload")
         if feat is None:
             unverified.append("%s: esp-hw-offload unknown (%s)" % (name, dev["problems"].get("ethtool -k", "not listed by ethtool -k")))
@@ -796,6 +500,20 @@ def summarize(result, devices_given, namespace=None):
                            "eswitch to legacy, set flow_steering_mode dmfs, then switchdev again" % handle)
         elif fsm is None:
             unverified.append("%s: flow_steering_mode unknown (%s)" % (handle, dl["problems"].get("flow_steering_mode", "not reported")))
+        # IPsec on this device's own netdev (the PF / uplink): mlx5 refuses the PF's offloaded SAs and
+        # policies while any VF holds an IPsec capability (eswitch.c mlx5_eswitch_block_ipsec), and
+        # the VFs need none. IPsec on VF netdevs (RoCE over VF): every VF port needs ipsec_packet.
+        on_pf = sorted(n for n, d in result["devices"].items() if d.get("devlink") == handle)
+        if on_pf:
+            held = [vf["port"] for vf in dl["vf_ports"] if vf["ipsec_packet"] or vf["ipsec_crypto"]]
+            if held:
+                reasons.append("%s: IPsec is offloaded to %s (the PF) while the VF port function(s) %s have "
+                               "ipsec_crypto/ipsec_packet enabled: mlx5 refuses the PF's offloaded SAs and "
+                               "policies then (EBUSY); disable them on the VFs (nic_prep_vf_ipsec_packet: []), "
+                               "or run IPsec on the VF netdevs instead" % (handle, ", ".join(on_pf), ", ".join(held)))
+            continue
+        if any(d.get("present") and d.get("devlink") is None for d in result["devices"].values()):
+            continue  # PF or VF netdev cannot be told (reported above as unverified for mlx5)
         for vf in dl["vf_ports"]:
             what = "%s (VF %s%s)" % (vf["port"], vf["vfnum"], (", netdev %s" % vf["netdev"]) if vf["netdev"] else "")
             if vf["ipsec_packet"] is False:
@@ -835,18 +553,18 @@ def kernel_release():
 
 def gather_kernel():
     release = kernel_release()
-    vt = version_tuple(release)
+    vt = K.version_tuple(release)
     loaded_text = _read_text("/proc/modules")
     builtin_text = _read_text("/lib/modules/%s/modules.builtin" % release)
     dep_text = _read_text("/lib/modules/%s/modules.dep" % release)
     config_text = _read_text("/proc/config.gz")
     if config_text is None:
         config_text = _read_text("/boot/config-%s" % release)
-    features = kernel_features(
-        loaded=parse_proc_modules(loaded_text) if loaded_text is not None else None,
-        builtin=parse_module_paths(builtin_text) if builtin_text is not None else None,
-        available=parse_module_paths(dep_text) if dep_text is not None else None,
-        config=parse_kernel_config(config_text) if config_text is not None else None)
+    features = K.kernel_features(
+        loaded=K.parse_proc_modules(loaded_text) if loaded_text is not None else None,
+        builtin=K.parse_module_paths(builtin_text) if builtin_text is not None else None,
+        available=K.parse_module_paths(dep_text) if dep_text is not None else None,
+        config=K.parse_kernel_config(config_text) if config_text is not None else None)
     stat_text = _read_text("/proc/net/xfrm_stat")
     return {
         "release": release,
@@ -854,7 +572,7 @@ def gather_kernel():
         "meets_packet_offload_minimum": (vt[:2] >= MIN_KERNEL) if vt else None,
         "features": features,
         "xfrm_stat_present": stat_text is not None,
-        "xfrm_stat": parse_xfrm_stat(stat_text),
+        "xfrm_stat": K.parse_xfrm_stat(stat_text),
     }
 
 
@@ -899,7 +617,7 @@ class Gatherer:
 
     def namespaces(self):
         out, problem = self._try(self.ip_host, ["netns", "list"])
-        return (parse_netns_list(out) if out is not None else None), problem
+        return (IP.parse_netns_list(out) if out is not None else None), problem
 
     def iproute2(self):
         res = {"present": self.ip_host.available(), "version": None, "offload_packet": None,
@@ -907,11 +625,11 @@ class Gatherer:
         if not res["present"]:
             return res
         rc, out, err = self.ip_host.run(["-V"], ok_rcs=range(256))
-        res["version"] = parse_ip_version(out + err)
+        res["version"] = IP.parse_ip_version(out + err)
         # The usage text is printed before ip opens a netlink socket (rc 255 by design): this probe
         # can never add or change state, unlike a trial `xfrm state add ... offload packet`.
         rc, out, err = self.ip_host.run(["xfrm", "state", "help"], ok_rcs=range(256))
-        res.update(parse_xfrm_state_usage(out + "\n" + err))
+        res.update(XT.parse_state_usage(out + "\n" + err))
         return res
 
     def device(self, name, dl_ports, dl_devs):
@@ -919,7 +637,7 @@ class Gatherer:
                "bus_info": None, "esp_features": None, "ipsec_counters": None, "tc_ingress": None,
                "devlink": None, "offloaded_states": None, "problems": {}}
         link, problem = self._try(self.ip, ["-d", "-j", "link", "show", "dev", name], as_json=True)
-        parsed = parse_link(link)
+        parsed = IP.parse_link(link)
         if parsed is None:
             dev["problems"]["ip link"] = problem or "no such device"
             if problem and problem.startswith("absent:"):
@@ -950,10 +668,10 @@ class Gatherer:
                 dev["problems"]["ethtool -S"] = problem
         tc, problem = self._try(self.tc, ["-j", "filter", "show", "dev", name, "ingress"], as_json=True)
         if problem is None:
-            dev["tc_ingress"] = tc_offloaded(tc)
+            dev["tc_ingress"] = TC.tc_offloaded(tc)
         else:
             dev["problems"]["tc filter"] = problem
-        handle = devlink_handle_for_netdev(dl_ports, name)
+        handle = D.device_of_netdev(dl_ports, name)
         if handle is None and parsed["parent"] and parsed["parent"] in (dl_devs or ()):
             handle = parsed["parent"]
         dev["devlink"] = handle
@@ -966,19 +684,19 @@ class Gatherer:
             return None, [], problem
         ports, problem = self._try(self.devlink, ["-j", "port", "show"], as_json=True)
         if problem:
-            return devlink_dev_handles(devs), [], problem
+            return D.parse_dev_handles(devs), [], problem
         try:
-            return devlink_dev_handles(devs), devlink_ports(ports), None
+            return D.parse_dev_handles(devs), D.parse_ports(ports), None
         except D.DevlinkParseError as exc:
-            return devlink_dev_handles(devs), [], "devlink -j port show: %s" % exc
+            return D.parse_dev_handles(devs), [], "devlink -j port show: %s" % exc
 
     def devlink_device(self, handle, ports):
         dl = {"eswitch_mode": None, "inline_mode": None, "encap_mode": None, "flow_steering_mode": None,
-              "vf_ports": vf_ports(ports, handle), "problems": {}}
+              "vf_ports": D.vf_ports(ports, handle), "problems": {}}
         obj, problem = self._try(self.devlink, ["-j", "dev", "eswitch", "show", handle], as_json=True)
         try:
             if problem is None:
-                dl.update(parse_eswitch(obj, handle))
+                dl.update(D.eswitch_facts(obj, handle))
         except D.DevlinkParseError as exc:
             problem = str(exc)
         if problem is not None:
@@ -987,7 +705,7 @@ class Gatherer:
                                  as_json=True)
         try:
             if problem is None:
-                dl["flow_steering_mode"] = parse_param(obj, handle, "flow_steering_mode")
+                dl["flow_steering_mode"] = D.param_value(obj, handle, "flow_steering_mode")
         except D.DevlinkParseError as exc:
             problem = str(exc)
         if problem is not None:
@@ -1000,7 +718,7 @@ class Gatherer:
         if problem:
             return None, problem
         # Parse at once: only counters leave the parser; the raw text goes no further.
-        return parse_xfrm_sa_counters(out), None
+        return XT.parse_xfrm_sa_counters(out), None
 
 
 def xfrm_health(states, policies, rng):
@@ -1052,6 +770,19 @@ def validate(params):
     return devices, handles, ns
 
 
+_DRIVER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def validate_drivers(drivers):
+    if not drivers:
+        raise V.InputError("packet_offload_drivers", "is empty: give at least one driver (the default is %s)" % MLX5_DRIVER)
+    for i, name in enumerate(drivers):
+        if not isinstance(name, str) or not _DRIVER_RE.fullmatch(name):
+            raise V.InputError("packet_offload_drivers[%d]" % i, "%s is not a driver name (as ethtool -i prints it: "
+                                                                 "letters, digits, _ and -)" % V.show(name))
+    return drivers
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -1060,11 +791,13 @@ def main():
             "sa_counters": {"type": "bool", "default": True},
             "owned_reqid_range": {"type": "list", "elements": "raw"},
             "namespace": {"type": "str"},
+            "packet_offload_drivers": {"type": "list", "elements": "str", "default": [MLX5_DRIVER]},
         },
         supports_check_mode=True,
     )
     try:
         devices, handles, ns = validate(module.params)
+        drivers = validate_drivers(module.params["packet_offload_drivers"])
         rng = X.owned_range(module.params["owned_reqid_range"])
     except V.InputError as exc:
         module.fail_json(msg=str(exc))
@@ -1113,7 +846,7 @@ def main():
         else:
             result["xfrm_states_problem"] = problem
 
-    ready, reasons, unverified = summarize(result, bool(devices), ns)
+    ready, reasons, unverified = summarize(result, bool(devices), ns, tuple(drivers))
     result["summary"] = {"packet_offload_ready": ready, "reasons": reasons, "unverified": unverified}
     module.exit_json(**result)
 

@@ -20,7 +20,8 @@ description:
     steering change is not asked for in switchdev mode (unless O(steering_via_legacy)), no IPsec
     state or policy is offloaded to a netdev of this device and no offloaded (in_hw) TC rule
     exists on one when the mode, encap or steering mode must change, port functions name VF ports
-    that report the capability. Each refusal says what to do."
+    that report the capability, and the first VF capability is not asked for while IPsec objects are
+    offloaded to the PF (mlx5 answers that with EBUSY and no message). Each refusal says what to do."
   - If a step fails, the steps already done are undone in reverse order, unbound VFs are bound
     again, and the module fails with the kernel's message and a hint.
   - Changing the eswitch mode destroys and recreates the VF representors (and what was configured
@@ -41,12 +42,15 @@ options:
     description:
       - The mlx5 C(flow_steering_mode) devlink parameter (cmode runtime). Omit to keep it.
       - IPsec packet offload in switchdev mode needs C(dmfs).
-      - Refused when the device has no such parameter (netdevsim, non-mlx5 NICs).
+      - Refused when the device has no such parameter (upstream netdevsim, non-mlx5 NICs; the lab's
+        simulated ConnectX has it).
     type: str
     choices: [dmfs, smfs, hmfs]
   encap_mode:
     description:
-      - Eswitch encap mode. Omit to keep it. Refused when the device does not report one (netdevsim).
+      - Eswitch encap mode. Omit to keep it. Refused when the device does not report one (upstream netdevsim).
+      - In legacy mode mlx5 only stores it; in switchdev mode it cannot change while IPsec objects are
+        offloaded (refused before anything changes), and tunnel-mode packet offload needs C(none).
     type: str
     choices: [none, basic]
   steering_via_legacy:
@@ -89,7 +93,8 @@ options:
         change its C(ipsec_packet) capability.
       - "Refused when a VF is bound to another driver than the PF's (for example C(vfio-pci) for a VM):
         unbinding it would block until the VM releases it."
-      - Not applicable to netdevsim (its VFs have no PCI address); the result says so.
+      - Not applicable to netdevsim (its VFs have no PCI address); the result says so. (The lab's
+        simulated ConnectX keeps a debugfs list of VFs it treats as bound, see lab/README.md.)
     type: bool
     default: true
 attributes:
@@ -120,10 +125,14 @@ EXAMPLES = r'''
       - vf: 0
         ipsec_packet: true
 
-- name: Lab (netdevsim) - switchdev only; netdevsim has no steering parameter nor port-function caps
+- name: Lab (the simulated ConnectX on netdevsim, lab/sim) - the same sequence as on mlx5
   ipsec_offload.mlx5.mlx_devlink_eswitch:
     device: netdevsim/netdevsim1
+    flow_steering_mode: dmfs
     mode: switchdev
+    port_functions:
+      - vf: 0
+        ipsec_packet: true
 
 - name: Back to legacy
   ipsec_offload.mlx5.mlx_devlink_eswitch:
@@ -222,7 +231,7 @@ import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _lock, _sysfs, _validate
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _lock, _sysfs, _tc, _validate, _xfrm_text
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
 
 
@@ -284,8 +293,28 @@ def validate(params):
 
 # ----------------------------------------------------------------------------- pure planning
 
-def _step(kind, args, undo_args, label=None):
-    return {"kind": kind, "args": args, "undo": undo_args, "label": label}
+def _step(kind, args, undo=None, label=None):
+    """One named step: ``args`` are its named arguments, ``undo`` the arguments of the same kind of
+    step that puts back what it changes (None: nothing to undo, or undone by other means)."""
+    return {"kind": kind, "args": args, "undo": undo, "label": label}
+
+
+# the devlink step kinds and their argument lists (named arguments -> devlink argv)
+_DEVLINK_ARGV = {
+    "mode": lambda a: _devlink.eswitch_set_args(a["device"], mode=a["mode"]),
+    "encap": lambda a: _devlink.eswitch_set_args(a["device"], encap_mode=a["encap_mode"]),
+    "fsm": lambda a: _devlink.param_set_args(a["device"], _devlink.FSM_PARAM, a["value"]),
+    "port": lambda a: _devlink.port_fn_set_args(a["port"], a["cap"], a["enabled"]),
+}
+
+
+def devlink_argv(kind, args):
+    """The devlink argument list of a devlink step kind with these named arguments.  Pure."""
+    return _DEVLINK_ARGV[kind](args)
+
+
+def _mode(dev, mode):
+    return {"device": dev, "mode": mode}
 
 
 def plan_device(state, want):
@@ -302,39 +331,40 @@ def plan_device(state, want):
     fsm_change = want["fsm"] is not None and want["fsm"] != state["flow_steering_mode"]
     if want["fsm"] is not None and not state["fsm_supported"]:
         raise Refused("flow_steering_mode", "device %s has no flow_steering_mode parameter (it is an mlx5 "
-                                            "parameter: netdevsim and other drivers do not have it); omit "
-                                            "flow_steering_mode" % dev)
+                                            "parameter: upstream netdevsim and other drivers do not have "
+                                            "it); omit flow_steering_mode" % dev)
     encap_change = want["encap"] is not None and want["encap"] != state["encap_mode"]
     if want["encap"] is not None and state["encap_mode"] is None:
-        raise Refused("encap_mode", "device %s reports no encap mode (netdevsim has none); omit encap_mode" % dev)
+        raise Refused("encap_mode", "device %s reports no encap mode (upstream netdevsim has none); omit "
+                                    "encap_mode" % dev)
 
     steps = []
     mode_now = cur_mode
     if fsm_change and cur_mode == "switchdev":
         if target == "switchdev" and not want["via_legacy"]:
             raise Refused("flow_steering_mode",
-                          "cannot change from %s to %s while the eswitch of %s is in switchdev mode (the kernel "
-                          "refuses: 'Changing fs mode is not supported when eswitch offloads enabled'); set "
-                          "steering_via_legacy: true to let this module go through legacy mode (every VF "
-                          "representor is destroyed and recreated), or run once with mode: legacy"
+                          "cannot change from %s to %s while the eswitch of %s is in switchdev mode (mlx5 "
+                          "refuses it: recent kernels with 'Changing fs mode is not supported when eswitch "
+                          "offloads enabled', 6.12 for smfs with 'Software managed steering is not supported "
+                          "when eswitch offloads enabled.', and a dmfs that 6.12 takes there does not reach "
+                          "the eswitch tables made at switchdev entry); set steering_via_legacy: true to let "
+                          "this module go through legacy mode (every VF representor is destroyed and "
+                          "recreated), or run once with mode: legacy"
                           % (state["flow_steering_mode"], want["fsm"], dev))
-        steps.append(_step("mode", _devlink.eswitch_set_args(dev, mode="legacy"),
-                           _devlink.eswitch_set_args(dev, mode="switchdev")))
+        steps.append(_step("mode", _mode(dev, "legacy"), _mode(dev, "switchdev")))
         mode_now = "legacy"
     elif target == "legacy" and cur_mode != "legacy" and cur_mode is not None:
-        steps.append(_step("mode", _devlink.eswitch_set_args(dev, mode="legacy"),
-                           _devlink.eswitch_set_args(dev, mode=cur_mode)))
+        steps.append(_step("mode", _mode(dev, "legacy"), _mode(dev, cur_mode)))
         mode_now = "legacy"
     if fsm_change:
         prev = state["flow_steering_mode"]
-        steps.append(_step("fsm", _devlink.param_set_args(dev, _devlink.FSM_PARAM, want["fsm"]),
-                           _devlink.param_set_args(dev, _devlink.FSM_PARAM, prev) if prev else None))
+        steps.append(_step("fsm", {"device": dev, "value": want["fsm"]},
+                           {"device": dev, "value": prev} if prev else None))
     if encap_change:
-        steps.append(_step("encap", _devlink.eswitch_set_args(dev, encap_mode=want["encap"]),
-                           _devlink.eswitch_set_args(dev, encap_mode=state["encap_mode"])))
+        steps.append(_step("encap", {"device": dev, "encap_mode": want["encap"]},
+                           {"device": dev, "encap_mode": state["encap_mode"]}))
     if target is not None and mode_now != target:
-        steps.append(_step("mode", _devlink.eswitch_set_args(dev, mode=target),
-                           _devlink.eswitch_set_args(dev, mode=mode_now)))
+        steps.append(_step("mode", _mode(dev, target), _mode(dev, mode_now)))
     return steps
 
 
@@ -365,19 +395,84 @@ def plan_port_functions(ports, wanted, notes=None):
             if cur is None:
                 raise Refused("%s.%s" % (w["field"], cap),
                               "port %s does not report %s: the driver or firmware does not offer this "
-                              "capability here (netdevsim never does; mlx5 needs a crypto-enabled NIC, "
-                              "kernel >= 6.6 and iproute2 >= 6.7); omit %s" % (_devlink.describe_port(p), cap, cap))
+                              "capability here (upstream netdevsim never does; mlx5 needs a crypto-enabled "
+                              "NIC, kernel >= 6.6 and iproute2 >= 6.7); omit %s" % (_devlink.describe_port(p), cap, cap))
             if cur != w["caps"][cap]:
-                steps.append(_step("port", _devlink.port_fn_set_args(p["port"], cap, w["caps"][cap]),
-                                   _devlink.port_fn_set_args(p["port"], cap, cur), label=_devlink.describe_port(p)))
+                steps.append(_step("port", {"port": p["port"], "cap": cap, "enabled": w["caps"][cap]},
+                                   {"port": p["port"], "cap": cap, "enabled": cur}, label=_devlink.describe_port(p)))
     return steps
 
 
 def vfs_of_port_steps(ports, steps):
     """VF numbers (local controller) whose port a step changes.  Pure."""
-    changed = set(s["args"][3] for s in steps)
+    changed = set(s["args"]["port"] for s in steps)
     return set(p["vfnum"] for p in ports if p["port"] in changed and p["vfnum"] is not None
                and not p.get("external"))
+
+
+def plan_run(dev_steps, to_unbind, port_steps, deferred_ports):
+    """The whole change as one ordered list of named steps, computed once: check mode reports it and
+    the real run executes it, step by step.  Pure.
+
+    Order: the steering/encap steps before the first mode step (they need legacy mode) -> "unbind"
+    each VF -> the rest of the device steps -> "ports_after_mode" (when a mode change must first
+    create the VF ports: the port functions are read and planned once the mode has changed) or the
+    port-function steps -> "bind" each VF again.  ``to_unbind``: [(PCI address, driver)].
+    """
+    first_mode = next((i for i, s in enumerate(dev_steps) if s["kind"] == "mode"), len(dev_steps))
+    vfs = [{"address": addr, "driver": drv} for addr, drv in to_unbind]
+    plan = list(dev_steps[:first_mode])
+    plan += [_step("unbind", vf, vf) for vf in vfs]  # undone by binding it again
+    plan += dev_steps[first_mode:]
+    if deferred_ports:
+        plan.append(_step("ports_after_mode", {"wanted": deferred_ports}))
+    plan += port_steps
+    plan += [_step("bind", vf) for vf in vfs]
+    return plan
+
+
+def _pending_ports(wanted):
+    """(who, cap, word) for each capability of port_functions planned after the mode change."""
+    out = []
+    for w in wanted:
+        who = w["port"] or "<port of VF %d%s>" % (w["vf"], "" if w["controller"] is None
+                                                  else " on controller %d" % w["controller"])
+        for cap, v in sorted(w["caps"].items()):
+            out.append((who, cap, "enable" if v else "disable"))
+    return out
+
+
+def step_lines(step, sysfs):
+    """What a step shows in ``steps``: its devlink command or sysfs write; a "ports_after_mode" step
+    (check mode only: the real run reports the port steps it plans then) one line per capability."""
+    kind, args = step["kind"], step["args"]
+    if kind in _DEVLINK_ARGV:
+        return [_argv_text(devlink_argv(kind, args))]
+    if kind in ("unbind", "bind"):
+        return [_sysfs.echo_text(sysfs, _sysfs.driver_file(sysfs, args["driver"], kind), args["address"])]
+    return ["devlink port function set %s %s %s (if not already; the port exists after the mode change)" % p
+            for p in _pending_ports(args["wanted"])]
+
+
+# what mlx5 says when IPsec objects hold the eswitch (eswitch_offloads.c), quoted in our refusals
+KERNEL_BUSY = {
+    "mode": " (mlx5 refuses it: 'Can't change eswitch mode when IPsec SA and/or policies are configured')",
+    "encap_mode": " (mlx5 refuses it in switchdev mode: 'Can't set encapsulation when IPsec SA and/or policies "
+                  "are configured')",
+}
+
+
+def port_step_field(wanted, ports, step):
+    """The input field (port_functions[i].cap) of a port step.  Pure."""
+    port, cap = step["args"]["port"], step["args"]["cap"]
+    for w in wanted:
+        try:
+            p = _devlink.find_port(ports, port=w["port"], vf=w["vf"], controller=w["controller"])
+        except LookupError:
+            continue
+        if p["port"] == port:
+            return "%s.%s" % (w["field"], cap)
+    return "port_functions"
 
 
 def busy_reasons(xfrm_found, tc_counts):
@@ -417,10 +512,9 @@ def predict(before, want, port_steps):
     if want["encap"]:
         after["encap_mode"] = want["encap"]
     for s in port_steps:
-        port, cap, word = s["args"][3], s["args"][4], s["args"][5]
         for p in after["ports"]:
-            if p["port"] == port:
-                p[cap] = word == "enable"
+            if p["port"] == s["args"]["port"]:
+                p[s["args"]["cap"]] = s["args"]["enabled"]
     return after
 
 
@@ -475,16 +569,18 @@ def device_netdevs(sysfs, device, ports):
     return sorted(names)
 
 
-def scan_busy(module, netdevs):
+def scan_busy(module, netdevs, with_tc=True):
     ip = Runner(module, "ip")
     found = []
-    found += _devlink.offloaded_xfrm(ip.out(["xfrm", "state", "list", "nokeys"]), "state", netdevs)
-    found += _devlink.offloaded_xfrm(ip.out(["xfrm", "policy", "list"]), "policy", netdevs)
+    found += _xfrm_text.offloaded_xfrm(ip.out(["xfrm", "state", "list", "nokeys"]), "state", netdevs)
+    found += _xfrm_text.offloaded_xfrm(ip.out(["xfrm", "policy", "list"]), "policy", netdevs)
+    if not with_tc:
+        return found, {}, True
     tc = Runner(module, "tc", required=False)
     counts = {}
     if tc.available():
         for dev in netdevs:
-            counts[dev] = _devlink.tc_in_hw(tc.out(["-j", "filter", "show", "dev", dev, "ingress"]))
+            counts[dev] = _tc.tc_in_hw(tc.out(["-j", "filter", "show", "dev", dev, "ingress"]))
     return found, counts, tc.available()
 
 
@@ -538,59 +634,15 @@ def _main(module):
 
     # ---- plan and preconditions (nothing changes before all of them pass)
     try:
-        dev_steps = plan_device(state, want)
+        dev_steps, port_steps, deferred = plan_changes(module, sysfs, state, want, notes)
         mode_changes = any(s["kind"] == "mode" for s in dev_steps)
-        deferred = bool(want["ports"]) and mode_changes
-        check_vfs_exist(sysfs, device, want["ports"])
-        port_steps = [] if deferred else plan_port_functions(state["ports"], want["ports"], notes)
-        if dev_steps:
-            netdevs = device_netdevs(sysfs, device, state["ports"])
-            try:
-                found, tc_counts, have_tc = scan_busy(module, netdevs)
-            except ToolError as exc:
-                module.fail_json(msg="cannot check for offloaded IPsec objects / TC rules: %s" % exc.message,
-                                 **exc.as_result())
-            if not have_tc:
-                notes.append("tc not found: offloaded TC rules were not checked")
-            # offloaded TC rules only matter to mode and encap changes
-            if not any(s["kind"] in ("mode", "encap") for s in dev_steps):
-                tc_counts = {}
-            reasons = busy_reasons(found, tc_counts)
-            if reasons:
-                field = "mode" if mode_changes else ("encap_mode" if any(s["kind"] == "encap" for s in dev_steps)
-                                                     else "flow_steering_mode")
-                raise Refused(field, "the eswitch of %s cannot change now: %s" % (device, " / ".join(reasons)))
         to_unbind = []
         if want["unbind_vfs"] and (mode_changes or port_steps or deferred):
-            if device.startswith("pci/"):
-                # a mode change: every bound VF; port functions only: the VFs whose port changes
-                only = None if (mode_changes or deferred) else vfs_of_port_steps(state["ports"], port_steps)
-                try:
-                    pf = _sysfs.device_from_name(sysfs, device)
-                    pf_driver = _sysfs.driver_of(sysfs, pf["path"])
-                    for vf in _sysfs.vfs_of(sysfs, pf):
-                        if vf["driver"] is None or (only is not None and vf["index"] not in only):
-                            continue
-                        if vf["driver"] != pf_driver:
-                            raise Refused("unbind_vfs", "VF %d (%s) is bound to %s (a VM's passthrough driver?): "
-                                                        "unbinding it would block until its user lets go; "
-                                                        "detach it, or set unbind_vfs: false"
-                                                        % (vf["index"], vf["address"], vf["driver"]))
-                        to_unbind.append((vf["address"], vf["driver"]))
-                except _sysfs.SysfsError as exc:
-                    raise Refused("unbind_vfs", "cannot list the VFs of %s in sysfs: %s" % (device, exc))
-            else:
-                notes.append("unbind_vfs: not applicable to %s (only PCI VFs have a driver to unbind; netdevsim "
-                             "VFs have no PCI address)" % device.split("/")[0])
+            # a mode change: every bound VF; port functions only: the VFs whose port changes
+            only = None if (mode_changes or deferred) else vfs_of_port_steps(state["ports"], port_steps)
+            to_unbind = vfs_to_unbind(sysfs, device, only, notes)
     except Refused as exc:
         module.fail_json(msg=str(exc), field=exc.field, **result)
-
-    # ---- the ordered steps as text
-    def unbind_text(addr, drv):
-        return _sysfs.echo_text(sysfs, _sysfs.driver_file(sysfs, drv, "unbind"), addr)
-
-    def bind_text(addr, drv):
-        return _sysfs.echo_text(sysfs, _sysfs.driver_file(sysfs, drv, "bind"), addr)
 
     changed = bool(dev_steps or port_steps or deferred)
     result["changed"] = changed
@@ -600,27 +652,13 @@ def _main(module):
             result["diff"] = {"before": render_text(before, device), "after": render_text(before, device)}
         module.exit_json(**result)
 
+    plan = plan_run(dev_steps, to_unbind, port_steps, want["ports"] if deferred else [])
     if module.check_mode:
-        planned = []
-        # steering/encap changes that happen before the VFs are unbound (legacy side)
-        first_mode = next((i for i, s in enumerate(dev_steps) if s["kind"] == "mode"), len(dev_steps))
-        planned += [_argv_text(s["args"]) for s in dev_steps[:first_mode]]
-        planned += [unbind_text(a, d) for a, d in to_unbind]
-        planned += [_argv_text(s["args"]) for s in dev_steps[first_mode:]]
-        planned += [_argv_text(s["args"]) for s in port_steps]
-        pending = []
-        if deferred:
-            for w in want["ports"]:
-                who = w["port"] or "<port of VF %d%s>" % (w["vf"], "" if w["controller"] is None
-                                                          else " on controller %d" % w["controller"])
-                for cap, v in sorted(w["caps"].items()):
-                    planned.append("devlink port function set %s %s %s (if not already; the port exists after the "
-                                   "mode change)" % (who, cap, "enable" if v else "disable"))
-                    pending.append("%s: %s=%s" % (who, cap, "enable" if v else "disable"))
-        planned += [bind_text(a, d) for a, d in to_unbind]
-        result["steps"] = planned
-        result["vfs_unbound"] = [pair[0] for pair in to_unbind]
+        result["steps"] = [line for step in plan for line in step_lines(step, sysfs)]
+        result["vfs_unbound"] = [s["args"]["address"] for s in plan if s["kind"] == "unbind"]
         after = predict(before, want, port_steps)
+        pending = ["%s: %s=%s" % p for s in plan if s["kind"] == "ports_after_mode"
+                   for p in _pending_ports(s["args"]["wanted"])]
         if pending:
             after["pending_ports"] = pending
         result["after"] = after
@@ -628,92 +666,7 @@ def _main(module):
             result["diff"] = {"before": render_text(before, device), "after": render_text(after, device)}
         module.exit_json(**result)
 
-    # ---- run, undo on failure
-    ran = result["steps"]
-    undo = []          # (text, callable) in the order done
-    unbound = []       # (addr, driver) unbound by this run and not yet bound again
-
-    def run_devlink(step):
-        dl.run(step["args"], what=_argv_text(step["args"]))
-        ran.append(_argv_text(step["args"]))
-        if step["undo"] is not None:
-            undo.append((_argv_text(step["undo"]), lambda a=step["undo"]: dl.run(a, what=_argv_text(a))))
-
-    def rebind_all():
-        errors = []
-        for addr, drv in list(unbound):
-            try:
-                _sysfs.bind(sysfs, drv, addr)
-                unbound.remove((addr, drv))
-                ran.append(bind_text(addr, drv))
-            except _sysfs.SysfsError as exc:
-                errors.append(str(exc))
-        return errors
-
-    failed_step = None
-    try:
-        first_mode = next((i for i, s in enumerate(dev_steps) if s["kind"] == "mode"), len(dev_steps))
-        for s in dev_steps[:first_mode]:
-            failed_step = _argv_text(s["args"])
-            run_devlink(s)
-        for addr, drv in to_unbind:
-            failed_step = unbind_text(addr, drv)
-            _sysfs.unbind(sysfs, drv, addr)
-            unbound.append((addr, drv))
-            ran.append(failed_step)
-            result["vfs_unbound"].append(addr)
-        for s in dev_steps[first_mode:]:
-            failed_step = _argv_text(s["args"])
-            run_devlink(s)
-        if deferred:
-            failed_step = "devlink -j port show (ports after the mode change)"
-            port_steps = plan_port_functions(dl.ports(device), want["ports"], notes)
-        for s in port_steps:
-            failed_step = _argv_text(s["args"])
-            run_devlink(s)
-        failed_step = "bind the VFs again"
-        errors = rebind_all()
-        if errors:
-            raise _sysfs.SysfsError("; ".join(errors))
-    except (ToolError, _sysfs.SysfsError, Refused, _devlink.DevlinkParseError) as exc:
-        rollback = []
-        for text, fn in reversed(undo):
-            try:
-                fn()
-                rollback.append("%s: ok" % text)
-            except (ToolError, _sysfs.SysfsError) as uexc:
-                rollback.append("%s: FAILED: %s" % (text, getattr(uexc, "message", str(uexc))))
-        for addr, drv in list(unbound):
-            text = bind_text(addr, drv)
-            try:
-                _sysfs.bind(sysfs, drv, addr)
-                unbound.remove((addr, drv))
-                rollback.append("%s: ok" % text)
-            except _sysfs.SysfsError as uexc:
-                rollback.append("%s: FAILED: %s" % (text, uexc))
-        clean = all(r.endswith(": ok") for r in rollback)
-        extra = {}
-        if isinstance(exc, ToolError):
-            extra = exc.as_result()
-            msg = exc.message
-            if "Device or resource busy" in (exc.stderr + exc.stdout) and "function" in exc.cmd:
-                msg += (" (for a port function: the VF is still bound -- keep unbind_vfs: true -- or the PF "
-                        "already has offloaded IPsec objects while no VF has the capability yet)")
-        elif isinstance(exc, _sysfs.SysfsError):
-            extra = exc.as_result()
-            msg = "%s: %s" % (failed_step, exc)
-        elif isinstance(exc, Refused):
-            # only the port functions of a device whose mode had to change first are checked here
-            msg = "%s (checked after the mode change, once the VF ports existed)" % exc
-            extra["field"] = exc.field
-        else:
-            msg = "%s: %s" % (failed_step, exc)
-        result["rollback"] = rollback
-        result["failed_step"] = failed_step
-        result["changed"] = bool(ran)
-        module.fail_json(msg="%s -- %s" % (msg, "every step done was undone" if clean else
-                                           "UNDO INCOMPLETE, see rollback"), **dict(result, **extra))
-
+    execute(module, dl, sysfs, device, plan, notes, result)
     try:
         after = state_dict(read_state(dl, device))
     except (ToolError, _devlink.DevlinkParseError) as exc:
@@ -722,6 +675,179 @@ def _main(module):
     if module._diff:
         result["diff"] = {"before": render_text(before, device), "after": render_text(after, device)}
     module.exit_json(**result)
+
+
+def plan_changes(module, sysfs, state, want, notes):
+    """Device and port steps, after every precondition passed -> (dev_steps, port_steps, deferred);
+    raise Refused.  deferred: the port functions wait for the mode change (their ports appear then)."""
+    device = want["device"]
+    dev_steps = plan_device(state, want)
+    mode_changes = any(s["kind"] == "mode" for s in dev_steps)
+    deferred = bool(want["ports"]) and mode_changes
+    check_vfs_exist(sysfs, device, want["ports"])
+    port_steps = [] if deferred else plan_port_functions(state["ports"], want["ports"], notes)
+    # an encap change alone in legacy mode is only stored by mlx5: nothing holds it
+    held = [s for s in dev_steps
+            if not (s["kind"] == "encap" and not mode_changes and state["mode"] == "legacy")]
+    found, tc_counts, have_tc = [], {}, True
+    if held or port_steps:
+        netdevs = device_netdevs(sysfs, device, state["ports"])
+        try:
+            found, tc_counts, have_tc = scan_busy(module, netdevs, with_tc=bool(held))
+        except ToolError as exc:
+            module.fail_json(msg="cannot check for offloaded IPsec objects / TC rules: %s" % exc.message,
+                             **exc.as_result())
+    if held:
+        if not have_tc:
+            notes.append("tc not found: offloaded TC rules were not checked")
+        # offloaded TC rules only matter to mode and encap changes
+        if not any(s["kind"] in ("mode", "encap") for s in held):
+            tc_counts = {}
+        reasons = busy_reasons(found, tc_counts)
+        if reasons:
+            field = "mode" if mode_changes else ("encap_mode" if any(s["kind"] == "encap" for s in held)
+                                                 else "flow_steering_mode")
+            raise Refused(field, "the eswitch of %s cannot change now: %s%s"
+                          % (device, " / ".join(reasons), KERNEL_BUSY.get(field, "") if found else ""))
+    if port_steps and found and not any(p["caps"]["ipsec_crypto"] or p["caps"]["ipsec_packet"]
+                                        for p in state["ports"] if p["flavour"] == "pcivf"):
+        s0 = port_steps[0]
+        raise Refused(port_step_field(want["ports"], state["ports"], s0),
+                      "no VF of %s has an IPsec capability yet and IPsec objects are offloaded to its "
+                      "netdevs (%s): mlx5 refuses the first VF capability then (EBUSY, without a message); "
+                      "remove them first (xfrm_offload_state / xfrm_offload_policy with state: deleted), "
+                      "then rerun" % (device, "; ".join("%s %s on %s" % (x["kind"], x["label"], x["dev"])
+                                                        for x in found[:3])))
+    return dev_steps, port_steps, deferred
+
+
+def vfs_to_unbind(sysfs, device, only, notes):
+    """[(PCI address, driver)] of the bound VFs of ``device`` (only the VF numbers in ``only`` unless
+    it is None); raise Refused for a VF bound to another driver than the PF's."""
+    if not device.startswith("pci/"):
+        notes.append("unbind_vfs: not applicable to %s (only PCI VFs have a driver to unbind; netdevsim "
+                     "VFs have no PCI address)" % device.split("/")[0])
+        return []
+    to_unbind = []
+    try:
+        pf = _sysfs.device_from_name(sysfs, device)
+        pf_driver = _sysfs.driver_of(sysfs, pf["path"])
+        for vf in _sysfs.vfs_of(sysfs, pf):
+            if vf["driver"] is None or (only is not None and vf["index"] not in only):
+                continue
+            if vf["driver"] != pf_driver:
+                raise Refused("unbind_vfs", "VF %d (%s) is bound to %s (a VM's passthrough driver?): "
+                                            "unbinding it would block until its user lets go; "
+                                            "detach it, or set unbind_vfs: false"
+                                            % (vf["index"], vf["address"], vf["driver"]))
+            to_unbind.append((vf["address"], vf["driver"]))
+    except _sysfs.SysfsError as exc:
+        raise Refused("unbind_vfs", "cannot list the VFs of %s in sysfs: %s" % (device, exc))
+    return to_unbind
+
+
+class _Execution:
+    """Runs the steps of a plan in order, remembering how to undo each one done."""
+
+    def __init__(self, dl, sysfs, device, notes, result):
+        self.dl, self.sysfs, self.device, self.notes = dl, sysfs, device, notes
+        self.result = result
+        self.ran = result["steps"]
+        self.undo = []          # (text, devlink argv) in the order done
+        self.unbound = []       # (addr, driver) unbound by this run and not yet bound again
+        self.bind_errors = []
+        self.failed_step = None
+
+    def run_devlink(self, step):
+        argv = devlink_argv(step["kind"], step["args"])
+        self.failed_step = _argv_text(argv)
+        self.dl.run(argv, what=self.failed_step)
+        self.ran.append(self.failed_step)
+        if step["undo"] is not None:
+            back = devlink_argv(step["kind"], step["undo"])
+            self.undo.append((_argv_text(back), back))
+
+    def run(self, step):
+        kind, args = step["kind"], step["args"]
+        if kind in _DEVLINK_ARGV:
+            self.run_devlink(step)
+        elif kind == "unbind":
+            self.failed_step = step_lines(step, self.sysfs)[0]
+            _sysfs.unbind(self.sysfs, args["driver"], args["address"])
+            self.unbound.append((args["address"], args["driver"]))
+            self.ran.append(self.failed_step)
+            self.result["vfs_unbound"].append(args["address"])
+        elif kind == "ports_after_mode":
+            self.failed_step = "devlink -j port show (ports after the mode change)"
+            for s in plan_port_functions(self.dl.ports(self.device), args["wanted"], self.notes):
+                self.run_devlink(s)
+        elif kind == "bind":
+            # every VF is bound again even when one fails; the failures are raised after the last
+            self.failed_step = "bind the VFs again"
+            try:
+                _sysfs.bind(self.sysfs, args["driver"], args["address"])
+                self.unbound.remove((args["address"], args["driver"]))
+                self.ran.append(step_lines(step, self.sysfs)[0])
+            except _sysfs.SysfsError as exc:
+                self.bind_errors.append(str(exc))
+
+    def rollback(self):
+        """Undo the devlink steps done (newest first), then bind the VFs still unbound."""
+        out = []
+        for text, argv in reversed(self.undo):
+            try:
+                self.dl.run(argv, what=text)
+                out.append("%s: ok" % text)
+            except (ToolError, _sysfs.SysfsError) as uexc:
+                out.append("%s: FAILED: %s" % (text, getattr(uexc, "message", str(uexc))))
+        for addr, drv in list(self.unbound):
+            text = _sysfs.echo_text(self.sysfs, _sysfs.driver_file(self.sysfs, drv, "bind"), addr)
+            try:
+                _sysfs.bind(self.sysfs, drv, addr)
+                self.unbound.remove((addr, drv))
+                out.append("%s: ok" % text)
+            except _sysfs.SysfsError as uexc:
+                out.append("%s: FAILED: %s" % (text, uexc))
+        return out
+
+
+def execute(module, dl, sysfs, device, plan, notes, result):
+    """Run the plan; on a failure undo what was done and fail the module with the kernel's message."""
+    ex = _Execution(dl, sysfs, device, notes, result)
+    try:
+        for step in plan:
+            ex.run(step)
+        if ex.bind_errors:
+            raise _sysfs.SysfsError("; ".join(ex.bind_errors))
+    except (ToolError, _sysfs.SysfsError, Refused, _devlink.DevlinkParseError) as exc:
+        rollback = ex.rollback()
+        clean = all(r.endswith(": ok") for r in rollback)
+        msg, extra = _failure_message(exc, ex.failed_step)
+        result["rollback"] = rollback
+        result["failed_step"] = ex.failed_step
+        result["changed"] = bool(ex.ran)
+        module.fail_json(msg="%s -- %s" % (msg, "every step done was undone" if clean else
+                                           "UNDO INCOMPLETE, see rollback"), **dict(result, **extra))
+
+
+def _failure_message(exc, failed_step):
+    extra = {}
+    if isinstance(exc, ToolError):
+        extra = exc.as_result()
+        msg = exc.message
+        if "Device or resource busy" in (exc.stderr + exc.stdout) and "function" in exc.cmd:
+            msg += (" (for a port function: the VF is still bound -- keep unbind_vfs: true -- or the PF "
+                    "already has offloaded IPsec objects while no VF has the capability yet)")
+    elif isinstance(exc, _sysfs.SysfsError):
+        extra = exc.as_result()
+        msg = "%s: %s" % (failed_step, exc)
+    elif isinstance(exc, Refused):
+        # only the port functions of a device whose mode had to change first are checked here
+        msg = "%s (checked after the mode change, once the VF ports existed)" % exc
+        extra["field"] = exc.field
+    else:
+        msg = "%s: %s" % (failed_step, exc)
+    return msg, extra
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@ requirements:
     C(rdma_rxe) kernel module for V(present) (loaded on demand by C(rdma link add)).
 notes:
   - Run as root.
+  - A kernel without the RDMA core (C(ib_core) neither loaded nor loadable, so C(rdma) answers
+    C(Failed to open NETLINK_RDMA socket)) has no RDMA device - V(gathered) reports none and
+    V(absent) has nothing to remove (both say why in RV(rdma_problem)); V(present) fails.
 '''
 
 EXAMPLES = r'''
@@ -169,6 +172,12 @@ ibv_rc_pingpong:
   returned: always
   type: bool
   sample: true
+rdma_problem:
+  description: Why the host has no RDMA device to list (no RDMA core in the kernel); null when C(rdma) could list them.
+  returned: always
+  type: str
+  sample: "rdma -j link show failed (rc=1): Failed to open NETLINK_RDMA socket -- the kernel's RDMA core (ib_core) is not loaded"
+  version_added: 0.2.0
 '''
 
 import os
@@ -183,6 +192,9 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validat
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
 
 SYSFS_IB = "/sys/class/infiniband"
+# what `rdma` says when the kernel has no RDMA netlink: ib_core is neither loaded nor loadable (a
+# host or container without RDMA); such a host has no RDMA device at all
+NO_RDMA_NETLINK = "Failed to open NETLINK_RDMA socket"
 GID_WAIT = (10, 0.3)  # tries, seconds between: the IPv4 GID follows the link a moment later
 
 
@@ -275,11 +287,20 @@ def _main(module):
     state = p["state"]
     # gathered on a host without the rdma tool (iproute2 without it): no RDMA link, not a failure
     rdma = Runner(module, "rdma", namespace=namespace, required=state != "gathered")
+    rdma_problem = None
     try:
         before = read_links(rdma) if rdma.available() else []
     except (ToolError, ValueError) as exc:
         msg = exc.message if isinstance(exc, ToolError) else str(exc)
-        module.fail_json(msg="cannot list the RDMA links: %s" % msg)
+        no_core = isinstance(exc, ToolError) and NO_RDMA_NETLINK in exc.stderr + exc.stdout
+        if no_core:
+            msg += " -- the kernel's RDMA core (ib_core) is not loaded"
+        if not no_core or state == "present":
+            module.fail_json(msg="cannot list the RDMA links: %s%s" % (
+                msg, " (Soft-RoCE needs it: modprobe rdma_rxe)" if no_core else ""))
+        # no RDMA core: no RDMA device can exist, so nothing to read or to remove
+        rdma_problem = msg
+        before = []
     if state == "gathered" and not config:
         config = [{"netdev": lk["netdev"], "name": lk["name"]} for lk in before if lk["netdev"]]
     try:
@@ -288,7 +309,7 @@ def _main(module):
         module.fail_json(msg=str(exc), field=exc.field)
 
     commands = [shlex.join(["rdma"] + _rdma.render(*a)) for a in actions]
-    result = dict(changed=bool(actions), commands=commands,
+    result = dict(changed=bool(actions), commands=commands, rdma_problem=rdma_problem,
                   ibv_rc_pingpong=module.get_bin_path("ibv_rc_pingpong") is not None)
     after = before
     if actions and not module.check_mode:

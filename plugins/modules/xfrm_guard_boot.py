@@ -103,6 +103,7 @@ rendered:
       priority 4294967295 ptype main tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 0x51c00001 mode transport
 '''
 
+import fcntl
 import os
 import tempfile
 
@@ -166,13 +167,14 @@ class Files:
             if _mode(path) != mode:
                 self._do(path, "mode %o" % mode, lambda: os.chmod(path, mode))
             return
-        self._do(path, "created", lambda: (os.makedirs(path, mode), os.chmod(path, mode)))
+        # exist_ok: another run (an inventory host on the same machine) may create it meanwhile
+        self._do(path, "created", lambda: (os.makedirs(path, mode, exist_ok=True), os.chmod(path, mode)))
 
     def parent(self, p):
         """The directory of ``p``, created (0755) when missing; an existing one is left as it is."""
         path = os.path.dirname(self.path(p))
         if not os.path.isdir(path):
-            self._do(path, "created", lambda: os.makedirs(path, 0o755))
+            self._do(path, "created", lambda: os.makedirs(path, 0o755, exist_ok=True))
 
     def file(self, p, content, mode):
         path = self.path(p)
@@ -216,6 +218,22 @@ class Files:
         self.done.append({"path": path, "action": action})
         if not self.module.check_mode:
             fn()
+
+
+def host_lock(root):
+    """An exclusive flock on /etc (or on ``root``), held until the fd is closed: several inventory
+    hosts on one machine (one per network namespace) share the boot files, and one run's removal of
+    the last file and its directory must not interleave with another's listing or writing."""
+    path = root or "/etc"
+    while not os.path.isdir(path) and os.path.dirname(path) != path:   # a root not made yet: its parent
+        path = os.path.dirname(path)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _systemd_here(root):
@@ -314,11 +332,15 @@ def main():
         rng = X.owned_range(p.get("owned_reqid_range"))
         files = Files(module, root)
         result = {}
-        if p["state"] == "present":
-            lines, systemd, diff = present(module, files, p, rng)
-            result["rendered"] = lines
-        else:
-            systemd, diff = absent(module, files, p)
+        lock = host_lock(root)
+        try:
+            if p["state"] == "present":
+                lines, systemd, diff = present(module, files, p, rng)
+                result["rendered"] = lines
+            else:
+                systemd, diff = absent(module, files, p)
+        finally:
+            os.close(lock)
     except X.InputError as exc:
         module.fail_json(msg=str(exc), field=exc.field, changed=False)
     except OSError as exc:

@@ -11,12 +11,22 @@ expect.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from unittest import mock
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+from ansible.module_utils.common.text.converters import to_bytes
+
+try:
+    from ansible.module_utils.testing import patch_module_args
+except ImportError:  # ansible-core before 2.19 (2.16 is the declared minimum: scripts/core216.sh)
+    @contextlib.contextmanager
+    def patch_module_args(args=None):
+        """What 2.19's patch_module_args does, the way earlier cores read module arguments."""
+        with mock.patch.object(basic, "_ANSIBLE_ARGS", to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}))):
+            yield
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 

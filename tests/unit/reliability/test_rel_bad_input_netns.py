@@ -22,7 +22,7 @@ import pytest
 from unittest import mock
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+from harness import patch_module_args  # 2.19's, or the same on ansible-core 2.16
 
 import _rel
 import test_rel_bad_input as corpus

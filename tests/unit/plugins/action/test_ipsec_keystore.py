@@ -159,9 +159,9 @@ def test_corrupt_store_errors_never_show_keys(tmp_path):
     path = tmp_path / "keys.yml"
     run_action(path, _pairs.derive(hosts(2), keys="none"))
     text = path.read_text()
-    secret = re.search(r"key: '0x([0-9a-f]+)'", text).group(1)
-    # 1. broken YAML on the key's line
-    path.write_text(text.replace("key: '0x" + secret, "key: [0x" + secret))
+    secret = re.search(r'"key": "0x([0-9a-f]+)"', text).group(1)
+    # 1. broken JSON (and YAML) on the key's line
+    path.write_text(text.replace('"key": "0x' + secret, '"key": [0x' + secret))
     with pytest.raises(AnsibleActionFail) as ei:
         run_action(path, _pairs.derive(hosts(2), keys="none"))
     assert "is not valid YAML (line" in str(ei.value) and secret not in str(ei.value)
@@ -172,7 +172,7 @@ def test_corrupt_store_errors_never_show_keys(tmp_path):
     assert "is 36 bytes long (AES-256 + salt) but ipsec_key_bits is 128" in str(ei.value)
     assert secret not in str(ei.value)
     # 3. one key copied into the other direction by hand
-    other = re.findall(r"key: '0x([0-9a-f]+)'", text)[1]
+    other = re.findall(r'"key": "0x([0-9a-f]+)"', text)[1]
     path.write_text(text.replace(other, secret))
     with pytest.raises(AnsibleActionFail) as ei:
         run_action(path, _pairs.derive(hosts(2), keys="none"))
@@ -191,6 +191,15 @@ def test_failed_write_leaves_the_old_store(tmp_path):
 
 
 SECRETS = [("prod", VaultSecret(b"correct horse"))]
+
+
+def keystore_lookup(loader):
+    """The lookup as the plugin loader hands it out: ansible-core before 2.19 (2.16 is the declared
+    minimum) reads its options by the name the loader sets, which a bare instance lacks."""
+    lk = LookupModule(loader=loader)
+    if not hasattr(lk, "_load_name"):
+        lk._load_name = "ipsec_offload.mlx5.ipsec_keystore"
+    return lk
 
 
 def test_vault_encrypted_store_round_trip(tmp_path):
@@ -224,20 +233,20 @@ def test_vault_encrypted_store_round_trip(tmp_path):
     # the lookup reads it through the same vault secrets
     loader = DataLoader()
     loader.set_vault_secrets(SECRETS)
-    got = LookupModule(loader=loader).run([str(path)], variables={})
+    got = keystore_lookup(loader).run([str(path)], variables={})
     assert _pairs.parse_store(got[0]) == new
 
 
 def test_lookup_plain_missing_and_locked_out(tmp_path):
     path = tmp_path / "keys.yml"
     loader = DataLoader()
-    assert LookupModule(loader=loader).run([str(path)], variables={}) == [{}]
+    assert keystore_lookup(loader).run([str(path)], variables={}) == [{}]
     run_action(path, _pairs.derive(hosts(2), keys="none"))
-    got = LookupModule(loader=loader).run([str(path)], variables={})
+    got = keystore_lookup(loader).run([str(path)], variables={})
     assert _pairs.parse_store(got[0]) == stored(path)
     path.write_bytes(VaultLib(SECRETS).encrypt(path.read_text(), vault_id="prod"))
     with pytest.raises(AnsibleLookupError, match="is vault-encrypted"):
-        LookupModule(loader=DataLoader()).run([str(path)], variables={})
+        keystore_lookup(DataLoader()).run([str(path)], variables={})
 
 
 def test_loose_modes_are_reported(tmp_path):
@@ -264,3 +273,55 @@ def test_relative_path_and_home(tmp_path, monkeypatch):
         _keystore.resolve("keys/../k.yml")
     with pytest.raises(_keystore.KeyStoreError):
         _keystore.resolve("  ")
+
+
+def test_store_is_json_one_entry_per_line_and_yaml_stores_are_still_read(tmp_path):
+    """Issue 18: the store is written as JSON (fast to read and write at mesh scale, still YAML to
+    YAML tools); a store written as YAML by an earlier version is read and kept as it is."""
+    import json
+    from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _keystore
+    path = tmp_path / "keys.yml"
+    run_action(path, _pairs.derive(hosts(3), keys="none"))
+    text = path.read_text()
+    assert text.startswith(_pairs.STORE_HEADER)
+    body = text[len(_pairs.STORE_HEADER):]
+    doc = json.loads(body)
+    assert doc == yaml.safe_load(text)
+    assert len([ln for ln in body.splitlines() if '"key": "0x' in ln]) == 6     # one line per entry
+    # an older YAML store: read the same, not rewritten while nothing changes
+    old = tmp_path / "old.yml"
+    old.write_text(_pairs.STORE_HEADER + yaml.safe_dump(doc, default_flow_style=False))
+    before = old.read_text()
+    assert _pairs.parse_store(_keystore.read(str(old))[0]) == _pairs.parse_store(doc)
+    res = run_action(old, _pairs.derive(hosts(3), keys="none"))
+    assert not res["changed"] and old.read_text() == before
+
+
+def test_packed_pairs_pin_what_the_pairs_list_pins(tmp_path):
+    """derive.yml passes the allocation packed (issue 18): the store is the same as from the list."""
+    from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_pairs import ipsec_pairs
+    hv = hosts(4)
+    a, b = tmp_path / "a.yml", tmp_path / "b.yml"
+    ra = run_action(a, _pairs.derive(hv, keys="none"), key_derivation="hkdf")
+    rb = run_action(b, ipsec_pairs(hv, keys="none", packed=True), key_derivation="hkdf")
+    assert a.read_text() == b.read_text() and ra["pairs"] == rb["pairs"] == 12
+    with pytest.raises(AnsibleActionFail, match="packed pairs: not the text pack_pairs"):
+        run_action(b, {"packed": "[[1"})
+
+
+def test_hkdf_store_holds_no_key_at_mesh_scale(tmp_path):
+    """Issue 18: with ipsec_key_derivation=hkdf the store holds pins, generations and flags only,
+    whatever the size (a 60-host full mesh: 3,540 entries)."""
+    import json
+    from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_pairs import ipsec_pairs
+    hv = {"m%02d" % i: {"ipsec_local_ip": "10.8.0.%d" % (i + 1), "ipsec_offload": "none", "ipsec_meshes": ["g"]}
+          for i in range(60)}
+    path = tmp_path / "keys.yml"
+    res = run_action(path, ipsec_pairs(hv, groups={"g": sorted(hv)}, keys="none", packed=True), key_derivation="hkdf")
+    assert res["pairs"] == 3540 and res["created"] == []
+    text = path.read_text()
+    doc = json.loads(text[len(_pairs.STORE_HEADER):])
+    entries = [e for dsts in doc["pairs"].values() for e in dsts.values()]
+    assert len(entries) == 3540
+    assert all(set(e) == {"spi", "reqid", "installed"} for e in entries)
+    assert '"key"' not in text

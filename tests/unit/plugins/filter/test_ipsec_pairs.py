@@ -116,7 +116,7 @@ _golden()
 
 def test_filter_plugin_is_registered_and_wraps_errors():
     assert FilterModule().filters()["ipsec_pairs"] is ipsec_pairs
-    assert ipsec_pairs(lab()) == _pairs.derive(lab())
+    assert ipsec_pairs(lab()) == dict(_pairs.derive(lab()), host_names=["lab1", "lab2"])
     hv = lab()
     del hv["lab2"]["ipsec_peers"]
     with pytest.raises(AnsibleFilterError, match="host lab1: ipsec_peers: lists lab2, but lab2 does not list lab1"):
@@ -286,8 +286,59 @@ def test_uniqueness_under_forced_collisions():
 
 def test_reqid_range_exhausted_is_an_error():
     hv, groups = mesh(4)
-    with pytest.raises(_pairs.DeriveError, match="has no free reqid left"):
+    with pytest.raises(_pairs.DeriveError, match="host h01: ipsec_owned_reqid_range: 0x51c00000..0x51c00003 holds 4 "
+                                                 "reqids, but h01 has 3 peers and needs 6"):
         _pairs.derive(hv, groups=groups, keys="none", reqid_range=[0x51C00000, 0x51C00003])
+
+
+# bad input at mesh scale (issue 18): one message naming the host(s) and the variable, before any
+# allocation (so before any key store write or rendered file)
+
+def test_reqid_range_too_small_for_the_peers_at_scale():
+    hv, groups = mesh(120)
+    for h in hv.values():
+        h["ipsec_owned_reqid_range"] = ["0x51c00000", "0x51c000c7"]     # 200 values; 119 peers need 238
+    with pytest.raises(_pairs.DeriveError) as ei:
+        _pairs.derive(hv, groups=groups, keys="none")
+    msg = str(ei.value)
+    assert "\n" not in msg and "ipsec_owned_reqid_range: 0x51c00000..0x51c000c7 holds 200 reqids" in msg
+    assert "has 119 peers and needs 238" in msg and "and 114 more" in msg
+
+
+def test_shared_local_ip_at_scale_names_both_hosts():
+    hv, groups = mesh(200)
+    hv["h150"]["ipsec_local_ip"] = hv["h20"]["ipsec_local_ip"]
+    with pytest.raises(_pairs.DeriveError) as ei:
+        _pairs.derive(hv, groups=groups, keys="none")
+    assert str(ei.value) == ("host h150: ipsec_local_ip: %s is also the tunnel address of h20; every host needs its own"
+                             % hv["h20"]["ipsec_local_ip"])
+
+
+def test_host_in_two_meshes_with_different_key_sizes_is_one_message():
+    hv = {}
+    for i in range(60):
+        hv["a%02d" % i] = {"ipsec_local_ip": "10.1.0.%d" % (i + 1), "ipsec_meshes": ["ma"], "ipsec_key_bits": 256,
+                           "ipsec_offload": "none"}
+        hv["b%02d" % i] = {"ipsec_local_ip": "10.2.0.%d" % (i + 1), "ipsec_meshes": ["mb"], "ipsec_key_bits": 128,
+                           "ipsec_offload": "none"}
+    hv["x"] = {"ipsec_local_ip": "10.3.0.1", "ipsec_meshes": ["ma", "mb"], "ipsec_key_bits": 256,
+               "ipsec_offload": "none"}
+    groups = {"ma": sorted(h for h in hv if h[0] in "ax"), "mb": sorted(h for h in hv if h[0] in "bx")}
+    with pytest.raises(_pairs.DeriveError) as ei:
+        _pairs.derive(hv, groups=groups, keys="none")
+    assert str(ei.value) == ("host x: ipsec_key_bits: 256, but peers b00, b01, b02, b03, b04 and 55 more use 128; both "
+                             "ends of a pair must agree (x is in meshes ma, mb: give them the same ipsec_key_bits)")
+
+
+def test_many_problems_are_cut_short():
+    hv, groups = mesh(60)
+    for i in range(1, 61):
+        hv["h%02d" % i]["ipsec_key_bits"] = 192
+    with pytest.raises(_pairs.DeriveError) as ei:
+        _pairs.derive(hv, groups=groups, keys="none")
+    msg = str(ei.value)
+    assert msg.startswith("60 problems in the IPsec inventory:") and msg.count("\n  - ") == 41
+    assert "host h01: ipsec_key_bits: 192 is not 128 or 256" in msg and msg.endswith("\n  - ... and 20 more")
 
 
 def _alloc(result):
@@ -615,3 +666,41 @@ def test_generate_key_sizes_and_uniqueness():
     assert sorted({len(k) for k in keys}) == [40, 72]
     with pytest.raises(ValueError):
         _pairs.generate_key(192)
+
+
+def test_packed_allocation_is_the_pairs_list_in_short():
+    """derive.yml keeps its allocation packed (issue 18): the same pairs, as the key store action reads them."""
+    from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_pairs import ipsec_pairs
+    hv, groups = mesh(5)
+    hv["h02"]["ipsec_overrides"] = {"h03": {"spi": "0x1000"}}
+    hv["h03"]["ipsec_overrides"] = {"h02": {"key": _test_key(1, 256)}}
+    full = ipsec_pairs(hv, groups=groups, keys="none")
+    packed = ipsec_pairs(hv, groups=groups, keys="none", packed=True)
+    assert sorted(packed) == ["count", "host_names", "packed", "reqid_range"]
+    assert packed["count"] == len(full["pairs"]) == 20 and packed["host_names"] == full["host_names"] == sorted(hv)
+    assert packed["reqid_range"] == full["reqid_range"]
+    rows = _pairs.unpack_pairs(packed["packed"])
+    assert [{k: p[k] for k in r} for p, r in zip(full["pairs"], rows)] == rows
+    with pytest.raises(Exception, match="packed=true: only with keys='none'"):
+        ipsec_pairs(hv, groups=groups, packed=True)
+
+
+def _with_store(hv, groups, entries):
+    first = _pairs.derive(hv, groups=groups, keys="none", store=entries)
+    links = _pairs.allocate(_pairs.links_from_summary(first["pairs"]), tuple(first["reqid_range"]), _pairs.pins_of(entries))
+    entries, dummy = _pairs.update_store(entries, links)
+    r = _pairs.derive(hv, groups=groups, store=entries)
+    return entries, {(s["src"], s["dst"]): (s["spi"], s["reqid"], s["aead"]["key"])
+                     for h in r["hosts"].values() for s in h["states"] if s["direction"] == "out"}
+
+
+def test_pins_and_keys_stable_when_hosts_join_and_leave_a_30_host_mesh():
+    """Issue 18: existing pairs keep SPI, reqid and key when a host joins and when one leaves."""
+    hv, groups = mesh(31)
+    small = {h: v for h, v in hv.items() if h != "h31"}
+    entries, before = _with_store(small, {"dc": sorted(small)}, {})
+    entries, joined = _with_store(hv, groups, entries)
+    assert len(joined) == 31 * 30 and all(joined[k] == v for k, v in before.items())
+    left = {h: v for h, v in hv.items() if h != "h07"}
+    entries, after = _with_store(left, {"dc": sorted(left)}, entries)
+    assert len(after) == 30 * 29 and all(after[k] == joined[k] for k in after)

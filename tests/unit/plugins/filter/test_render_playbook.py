@@ -125,6 +125,17 @@ def test_render_mesh3_namespace_and_offload(tmp_path):
     assert any(spi_of(ln) == "0x00001000" for ln in n1)           # the hand-given SPI node1 -> node2
 
 
+def test_render_limit_without_localhost_is_refused_with_the_fix(tmp_path):
+    # every controller play would be skipped without a word: refused, naming the limit and the cure
+    rc, out = play(tmp_path, "mesh3", "--limit", "ipsec_mesh")
+    assert rc != 0, out
+    assert "--limit ipsec_mesh leaves out localhost" in out and "--limit 'ipsec_mesh,localhost'" in out
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ks" / "keys.yml").exists()
+    rc, out = play(tmp_path, "mesh3", "--limit", "ipsec_mesh,localhost")
+    assert rc == 0, out
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.xfrm.sh")) == ["node1.xfrm.sh", "node2.xfrm.sh", "node3.xfrm.sh"]
+
+
 def test_derive_playbook_keystore_once_and_quiet(tmp_path):
     rc, out = play(tmp_path, "mesh3", playbook=DERIVE)
     assert rc == 0, out

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _tc, _xfrm_text
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
 from harness import FakeHost, fixture, run_module
 
@@ -148,24 +148,24 @@ def test_setter_refuses_nonsense():
 
 def test_offloaded_xfrm_states_netdevsim_real_no_key_in_labels():
     text = fx("xfrm_state_netdevsim_crypto.txt")
-    found = _devlink.offloaded_xfrm(text, "state", ["eth0", "eth1"])
+    found = _xfrm_text.offloaded_xfrm(text, "state", ["eth0", "eth1"])
     assert found == [
         {"kind": "state", "dev": "eth0", "dir": "in", "mode": "crypto", "label": "src 192.0.2.2 dst 192.0.2.1 spi 0x00001001"},
         {"kind": "state", "dev": "eth0", "dir": "out", "mode": "crypto", "label": "src 192.0.2.1 dst 192.0.2.2 spi 0x00001000"},
     ]
     assert "0102030405" not in repr(found)
-    assert _devlink.offloaded_xfrm(text, "state", ["eth9"]) == []
+    assert _xfrm_text.offloaded_xfrm(text, "state", ["eth9"]) == []
 
 
 def test_offloaded_xfrm_state_mlx5_packet_real():
-    found = _devlink.offloaded_xfrm(fx("xfrm_state_mlx5_packet.txt"), "state")
+    found = _xfrm_text.offloaded_xfrm(fx("xfrm_state_mlx5_packet.txt"), "state")
     assert found == [{"kind": "state", "dev": "eth2", "dir": "out", "mode": "packet",
                       "label": "src 192.169.101.2 dst 192.169.101.1 spi 0xc88b7652"}]
     assert "e406a010" not in repr(found)
 
 
 def test_offloaded_xfrm_policies_real_fwd_not_offloaded():
-    found = _devlink.offloaded_xfrm(fx("xfrm_policy_mlx5_packet.txt"), "policy", ["p0"])
+    found = _xfrm_text.offloaded_xfrm(fx("xfrm_policy_mlx5_packet.txt"), "policy", ["p0"])
     assert [(f["dev"], f["dir"], f["mode"], f["label"]) for f in found] == [
         ("p0", "out", "packet", "src 192.168.102.0/24 dst 192.168.201.0/24 dir out"),
         ("p0", "in", "packet", "src 192.168.201.0/24 dst 192.168.102.0/24 dir in"),
@@ -173,7 +173,7 @@ def test_offloaded_xfrm_policies_real_fwd_not_offloaded():
 
 
 def test_offloaded_xfrm_empty():
-    assert _devlink.offloaded_xfrm("", "state") == []
+    assert _xfrm_text.offloaded_xfrm("", "state") == []
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -181,12 +181,12 @@ def test_offloaded_xfrm_empty():
     ("tc_netdevsim_not_in_hw.json.txt", 0),
 ])
 def test_tc_in_hw_real(name, expected):
-    assert _devlink.tc_in_hw(fx(name)) == expected
+    assert _tc.tc_in_hw(fx(name)) == expected
 
 
 def test_tc_in_hw_empty():
-    assert _devlink.tc_in_hw("[]") == 0
-    assert _devlink.tc_in_hw("") == 0
+    assert _tc.tc_in_hw("[]") == 0
+    assert _tc.tc_in_hw("") == 0
 
 
 # ------------------------------------------------------------------------------------ client
@@ -255,6 +255,14 @@ def test_client_ports_and_eswitch():
      "kernel answers: Operation not supported", "legacy mode"),
     ("Error: Port doesn't support ipsec_packet function attribute.\nkernel answers: Operation not supported",
      "no IPsec port-function capability"),
+    # mlx5 6.12 (the lab's kernel), as the simulated ConnectX answers them (lab/sim/devlink.c, lab/device/eswitch.yml)
+    ("Error: netdevsim: Software managed steering is not supported when eswitch offloads enabled.\n"
+     "kernel answers: Operation not supported", "legacy mode"),
+    ('Error: netdevsim: Bad parameter: supported values are ["dmfs", "smfs"].\nkernel answers: Invalid argument',
+     "6.12 takes dmfs and smfs"),
+    ("Error: netdevsim: Failed to set IPsec packet mode.\nkernel answers: Device or resource busy",
+     "must be unbound"),
+    ("kernel answers: Device or resource busy", "ipsec_crypto/ipsec_packet enabled on its port function"),
 ])
 def test_devlink_failures_carry_a_hint(stderr, advice):
     exc = ToolError(["devlink", "port", "function", "set", "pci/0000:08:00.0/1", "ipsec_packet", "enable"], 1, "", stderr)

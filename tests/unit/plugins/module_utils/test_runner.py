@@ -96,3 +96,15 @@ def test_json_decode_error_is_a_tool_error():
 def test_hint_for_mlx5_refusals(stderr, field):
     hint = _runner.hint_for(stderr)
     assert hint is not None and field in hint
+
+
+@pytest.mark.parametrize("stderr,advice", [
+    # the xfrm core's words when the driver gave none (mlx5: the PF while a VF has an IPsec capability)
+    ("Error: Device failed to offload this state.", "ipsec_crypto/ipsec_packet enabled on its port function"),
+    ("Error: netdevsim: Packet offload tunnel mode is disabled due to encap settings.", "encap_mode: none"),
+    ("Error: netdevsim: Device does not support policy priority.", "dmfs (while legacy) before switchdev"),
+    ("Error: netdevsim: Packet offload is not supported.", "dmfs before switchdev"),
+])
+def test_hints_for_the_mlx5_eswitch_rules_on_xfrm(stderr, advice):
+    from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import hint_for
+    assert advice in (hint_for(stderr) or "")

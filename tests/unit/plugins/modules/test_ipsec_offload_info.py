@@ -12,9 +12,15 @@ import subprocess
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+from harness import patch_module_args  # 2.19's, or the same on ansible-core 2.16
 from unittest import mock
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink as D
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _iproute2 as IP
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _kernel as K
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _tc as TC
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_text as XT
 from ansible_collections.ipsec_offload.mlx5.plugins.modules import ipsec_offload_info as info
 from harness import FakeHost, fixture, run_module
 
@@ -41,7 +47,7 @@ def sample_json(name):
     ("", None),
 ])
 def test_parse_ip_version(text, expected):
-    assert info.parse_ip_version(text) == expected
+    assert IP.parse_ip_version(text) == expected
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -50,7 +56,7 @@ def test_parse_ip_version(text, expected):
     ("ip_xfrm_state_help_iproute2_6.2plus_DERIVED.txt", {"offload_packet": True, "list_nokeys": True, "sa_dir": False}),
 ])
 def test_parse_xfrm_state_usage_fixtures(name, expected):
-    assert info.parse_xfrm_state_usage(sample(name)) == expected
+    assert XT.parse_state_usage(sample(name)) == expected
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -62,7 +68,7 @@ def test_parse_xfrm_state_usage_fixtures(name, expected):
      {"offload_packet": True, "list_nokeys": True, "sa_dir": True}),
 ])
 def test_parse_xfrm_state_usage_table(text, expected):
-    assert info.parse_xfrm_state_usage(text) == expected
+    assert XT.parse_state_usage(text) == expected
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -73,7 +79,7 @@ def test_parse_xfrm_state_usage_table(text, expected):
     ("weird", None),
 ])
 def test_version_tuple(text, expected):
-    assert info.version_tuple(text) == expected
+    assert K.version_tuple(text) == expected
 
 
 # --------------------------------------------------------------------------- kernel features
@@ -88,7 +94,7 @@ HOST_CONFIG = """CONFIG_XFRM_USER=y
 
 
 def test_parse_kernel_config():
-    assert info.parse_kernel_config(HOST_CONFIG + "CONFIG_INET_ESP_OFFLOAD=m\n") == {
+    assert K.parse_kernel_config(HOST_CONFIG + "CONFIG_INET_ESP_OFFLOAD=m\n") == {
         "CONFIG_XFRM_USER": "y", "CONFIG_XFRM_USER_COMPAT": "n", "CONFIG_INET_ESP": "n",
         "CONFIG_INET6_ESP": "n", "CONFIG_CRYPTO_GCM": "n", "CONFIG_INET_ESP_OFFLOAD": "m"}
 
@@ -100,7 +106,7 @@ def test_parse_kernel_config():
     ("", set()),
 ])
 def test_parse_module_paths(text, expected):
-    assert info.parse_module_paths(text) == expected
+    assert K.parse_module_paths(text) == expected
 
 
 def test_parse_proc_modules():
@@ -108,12 +114,12 @@ def test_parse_proc_modules():
     text = ("esp4_offload 12288 0 - Live 0x0000000000000000\n"
             "esp4 28672 1 esp4_offload, Live 0x0000000000000000\n"
             "xfrm_algo 16384 1 esp4, Live 0x0000000000000000\n")
-    assert info.parse_proc_modules(text) == {"esp4_offload", "esp4", "xfrm_algo"}
+    assert K.parse_proc_modules(text) == {"esp4_offload", "esp4", "xfrm_algo"}
 
 
 @pytest.mark.parametrize("sources,expected", [
     # the dev host: no modules at all, config readable
-    ({"config": info.parse_kernel_config(HOST_CONFIG)},
+    ({"config": K.parse_kernel_config(HOST_CONFIG)},
      {"esp4": "absent", "esp6": "absent", "esp4_offload": "absent", "esp6_offload": "absent",
       "xfrm_user": "builtin", "xfrm_offload": "absent", "gcm": "absent", "mlx5_ipsec": "absent"}),
     # Debian-like: esp4 loaded, esp6 a module on disk, xfrm_user built in, no config file
@@ -127,16 +133,16 @@ def test_parse_proc_modules():
      {"esp4": "absent", "esp6": "absent", "esp4_offload": "absent", "esp6_offload": "absent",
       "xfrm_user": "absent", "xfrm_offload": "builtin", "gcm": "absent", "mlx5_ipsec": "absent"}),
     # nothing readable
-    ({}, dict((feat[0], "unknown") for feat in info.KERNEL_FEATURES)),
+    ({}, dict((feat[0], "unknown") for feat in K.KERNEL_FEATURES)),
 ])
 def test_kernel_features(sources, expected):
-    assert info.kernel_features(**sources) == expected
+    assert K.kernel_features(**sources) == expected
 
 
 def test_parse_xfrm_stat_and_netns():
-    assert info.parse_xfrm_stat("XfrmInError             \t0\nXfrmInNoStates          \t7\n") == {
+    assert K.parse_xfrm_stat("XfrmInError             \t0\nXfrmInNoStates          \t7\n") == {
         "XfrmInError": 0, "XfrmInNoStates": 7}
-    assert info.parse_netns_list("ns1 (id: 1)\nns0\n") == {"ns0", "ns1"}
+    assert IP.parse_netns_list("ns1 (id: 1)\nns0\n") == {"ns0", "ns1"}
 
 
 # --------------------------------------------------------------------------- SA counters
@@ -160,11 +166,11 @@ LAB_SAS = [
 
 
 def test_sa_counters_lab_esn():
-    assert info.parse_xfrm_sa_counters(sample("ip_s_xfrm_state_lab.txt")) == LAB_SAS
+    assert XT.parse_xfrm_sa_counters(sample("ip_s_xfrm_state_lab.txt")) == LAB_SAS
 
 
 def test_sa_counters_netdevsim_crypto_offload():
-    sas = info.parse_xfrm_sa_counters(sample("ip_s_xfrm_state_netdevsim.txt"))
+    sas = XT.parse_xfrm_sa_counters(sample("ip_s_xfrm_state_netdevsim.txt"))
     assert [(s["spi"], s["dir"], s["offloaded"], s["offload_dev"], s["offload_dir"], s["offload_mode"],
              s["flags"], s["replay_window"], s["seq"], s["oseq"], s["bytes"], s["packets"], s["added"],
              s["last_used"], s["sel_src"]) for s in sas] == [
@@ -175,7 +181,7 @@ def test_sa_counters_netdevsim_crypto_offload():
 
 def test_sa_counters_mlx5_packet_offload_without_stats():
     # real mlx5 output, space-indented, no sel line (af-unspec), no -s counters
-    sas = info.parse_xfrm_sa_counters(sample("ip_xfrm_state_mlx5_packet.txt"))
+    sas = XT.parse_xfrm_sa_counters(sample("ip_xfrm_state_mlx5_packet.txt"))
     assert len(sas) == 1
     sa = sas[0]
     assert (sa["spi"], sa["reqid"], sa["mode"], sa["flags"]) == ("0xc88b7652", 1, "tunnel", ["af-unspec", "esn"])
@@ -202,7 +208,7 @@ def test_sa_counters_mlx5_packet_offload_without_stats():
     ("src 10.0.0.1 dst 10.0.0.2\n\tstats:\n\t  replay-window 1 replay 2 failed 3\n", "integrity_failed", 3),
 ])
 def test_sa_counters_variants(text, field, expected):
-    (sa,) = info.parse_xfrm_sa_counters(text)
+    (sa,) = XT.parse_xfrm_sa_counters(text)
     assert sa[field] == expected
 
 
@@ -213,7 +219,7 @@ def test_sa_counters_never_carry_key_material(name):
     text = sample(name)
     keys = re.findall(r"0x[0-9a-f]{32,}", text)
     assert keys, "the fixture holds keys, so this test can fail"
-    out = json.dumps(info.parse_xfrm_sa_counters(text))
+    out = json.dumps(XT.parse_xfrm_sa_counters(text))
     for key in keys:
         assert key not in out and key[2:] not in out
     assert "aead" not in out and "rfc4106" not in out
@@ -222,7 +228,7 @@ def test_sa_counters_never_carry_key_material(name):
 # --------------------------------------------------------------------------- tc, devlink
 
 def test_tc_offloaded_rules():
-    assert info.tc_offloaded(sample_json("tc_j_netdevsim_in_hw.json.txt")) == {
+    assert TC.tc_offloaded(sample_json("tc_j_netdevsim_in_hw.json.txt")) == {
         "filters": 2, "in_hw": [
             {"pref": 1, "kind": "flower", "chain": 0, "protocol": "ip", "handle": 1, "in_hw_count": 1, "skip_sw": True},
             {"pref": 2, "kind": "flower", "chain": 0, "protocol": "ip", "handle": 1, "in_hw_count": 1, "skip_sw": False},
@@ -235,49 +241,49 @@ def test_tc_offloaded_rules():
     ("tc_j_u32_host.json.txt", {"filters": 1, "in_hw": []}),
 ])
 def test_tc_software_rules(name, expected):
-    assert info.tc_offloaded(sample_json(name)) == expected
+    assert TC.tc_offloaded(sample_json(name)) == expected
 
 
 def test_tc_empty():
-    assert info.tc_offloaded([]) == {"filters": 0, "in_hw": []}
+    assert TC.tc_offloaded([]) == {"filters": 0, "in_hw": []}
 
 
 def test_devlink_netdevsim_ports():
-    ports = info.devlink_ports(sample_json("devlink_j_port_show_netdevsim.json.txt"))
-    assert info.devlink_handle_for_netdev(ports, "eth0") == "netdevsim/netdevsim1"
-    assert info.devlink_handle_for_netdev(ports, "eth2") == "netdevsim/netdevsim1"
-    assert info.devlink_handle_for_netdev(ports, "p0") is None
+    ports = D.parse_ports(sample_json("devlink_j_port_show_netdevsim.json.txt"))
+    assert D.device_of_netdev(ports, "eth0") == "netdevsim/netdevsim1"
+    assert D.device_of_netdev(ports, "eth2") == "netdevsim/netdevsim1"
+    assert D.device_of_netdev(ports, "p0") is None
     # netdevsim has no ipsec port-function caps: reported as None (capability not offered)
-    assert info.vf_ports(ports, "netdevsim/netdevsim1") == [
+    assert D.vf_ports(ports, "netdevsim/netdevsim1") == [
         {"port": "netdevsim/netdevsim1/128", "vfnum": 0, "pfnum": 0, "netdev": "eth1", "ipsec_packet": None, "ipsec_crypto": None},
         {"port": "netdevsim/netdevsim1/129", "vfnum": 1, "pfnum": 0, "netdev": "eth2", "ipsec_packet": None, "ipsec_crypto": None},
     ]
-    assert info.vf_ports(ports, "pci/0000:08:00.0") == []
+    assert D.vf_ports(ports, "pci/0000:08:00.0") == []
 
 
 def test_devlink_mlx5_vf_caps_and_params():
-    ports = info.devlink_ports(sample_json("devlink_j_port_show_mlx5_vf_DERIVED.json.txt"))
-    assert info.vf_ports(ports, "pci/0000:06:00.0") == [
+    ports = D.parse_ports(sample_json("devlink_j_port_show_mlx5_vf_DERIVED.json.txt"))
+    assert D.vf_ports(ports, "pci/0000:06:00.0") == [
         {"port": "pci/0000:06:00.0/2", "vfnum": 1, "pfnum": 0, "netdev": "enp6s0pf0vf1",
          "ipsec_packet": True, "ipsec_crypto": False}]
-    assert info.parse_param(sample_json("devlink_j_param_fsm_smfs_DERIVED.json.txt"), "pci/0000:06:00.0",
-                            "flow_steering_mode") == "smfs"
-    assert info.parse_param({"param": {"pci/0000:06:00.0": [{"name": "flow_steering_mode", "values": []}]}},
-                            "pci/0000:06:00.0", "flow_steering_mode") is None
-    assert info.parse_eswitch(sample_json("devlink_j_eswitch_mlx5_DERIVED.json.txt"), "pci/0000:03:00.0") == {
+    assert D.param_value(sample_json("devlink_j_param_fsm_smfs_DERIVED.json.txt"), "pci/0000:06:00.0",
+                         "flow_steering_mode") == "smfs"
+    assert D.param_value({"param": {"pci/0000:06:00.0": [{"name": "flow_steering_mode", "values": []}]}},
+                         "pci/0000:06:00.0", "flow_steering_mode") is None
+    assert D.eswitch_facts(sample_json("devlink_j_eswitch_mlx5_DERIVED.json.txt"), "pci/0000:03:00.0") == {
         "eswitch_mode": "switchdev", "inline_mode": "none", "encap_mode": "basic"}
-    assert info.parse_eswitch(sample_json("devlink_j_eswitch_netdevsim.json.txt"), "netdevsim/netdevsim1") == {
+    assert D.eswitch_facts(sample_json("devlink_j_eswitch_netdevsim.json.txt"), "netdevsim/netdevsim1") == {
         "eswitch_mode": "switchdev", "inline_mode": None, "encap_mode": None}
-    assert info.parse_eswitch({"dev": {}}, "pci/0000:03:00.0")["eswitch_mode"] is None
+    assert D.eswitch_facts({"dev": {}}, "pci/0000:03:00.0")["eswitch_mode"] is None
 
 
 @pytest.mark.parametrize("value,expected", [
     ("enable", True), ("enabled", True), ("disable", False), ("disabled", False), (None, None)])
 def test_port_function_cap_words(value, expected):
     # iproute2 prints enable/disable, the kernel docs show enabled/disabled: both are understood
-    ports = info.devlink_ports({"port": {"pci/0000:08:00.0/1": {"flavour": "pcivf", "vfnum": 0, "netdev": "x",
-                                                                "function": {"ipsec_packet": value}}}})
-    assert info.vf_ports(ports, "pci/0000:08:00.0")[0]["ipsec_packet"] is expected
+    ports = D.parse_ports({"port": {"pci/0000:08:00.0/1": {"flavour": "pcivf", "vfnum": 0, "netdev": "x",
+                                                           "function": {"ipsec_packet": value}}}})
+    assert D.vf_ports(ports, "pci/0000:08:00.0")[0]["ipsec_packet"] is expected
 
 
 def test_module_devlink_garbage_is_a_problem_not_a_crash(kernel_tree):
@@ -290,9 +296,9 @@ def test_module_devlink_garbage_is_a_problem_not_a_crash(kernel_tree):
 
 def test_parse_link_parent():
     obj = [{"ifname": "eth0", "operstate": "UP", "parentbus": "virtio", "parentdev": "virtio2"}]
-    assert info.parse_link(obj) == {"ifname": "eth0", "operstate": "UP", "parent": "virtio/virtio2"}
-    assert info.parse_link([{"ifname": "lo", "operstate": "UNKNOWN"}])["parent"] is None
-    assert info.parse_link([]) is None and info.parse_link(None) is None
+    assert IP.parse_link(obj) == {"ifname": "eth0", "operstate": "UP", "parent": "virtio/virtio2"}
+    assert IP.parse_link([{"ifname": "lo", "operstate": "UNKNOWN"}])["parent"] is None
+    assert IP.parse_link([]) is None and IP.parse_link(None) is None
 
 
 # --------------------------------------------------------------------------- summary rules
@@ -310,8 +316,14 @@ def _ready_result():
                            "offloaded_states": 0}},
         "devlink": {"pci/0000:08:00.0": {"eswitch_mode": "switchdev", "flow_steering_mode": "dmfs", "problems": {},
                                          "vf_ports": [{"port": "pci/0000:08:00.0/1", "vfnum": 0, "netdev": "pf0vf0",
-                                                       "ipsec_packet": True, "ipsec_crypto": False}]}},
+                                                       "ipsec_packet": False, "ipsec_crypto": False}]}},
     }
+
+
+def _on_vf(res, packet):
+    """IPsec on the VF's own netdev (RoCE over VF: its devlink device is the VF's, not the PF's)."""
+    res["devices"]["p0"]["devlink"] = "pci/0000:08:00.2"
+    res["devlink"]["pci/0000:08:00.0"]["vf_ports"][0]["ipsec_packet"] = packet
 
 
 def _set(path, value):
@@ -347,10 +359,13 @@ def test_summary_ready():
     (_set(("devices", "p0", "devlink"), None), "unverified", "no devlink device"),
     (_set(("devlink", "pci/0000:08:00.0", "flow_steering_mode"), "smfs"), "reasons", "smfs in switchdev"),
     (_set(("devlink", "pci/0000:08:00.0", "flow_steering_mode"), None), "unverified", "flow_steering_mode unknown"),
-    (lambda r: r["devlink"]["pci/0000:08:00.0"]["vf_ports"][0].update(ipsec_packet=False), "reasons",
-     "ipsec_packet is disabled"),
-    (lambda r: r["devlink"]["pci/0000:08:00.0"]["vf_ports"][0].update(ipsec_packet=None), "reasons",
-     "no ipsec_packet capability"),
+    (lambda r: _on_vf(r, False), "reasons", "ipsec_packet is disabled"),
+    (lambda r: _on_vf(r, None), "reasons", "no ipsec_packet capability"),
+    # IPsec on the PF while a VF holds an IPsec capability: mlx5 refuses the PF's SAs (EBUSY)
+    (lambda r: r["devlink"]["pci/0000:08:00.0"]["vf_ports"][0].update(ipsec_packet=True), "reasons",
+     "p0 (the PF) while the VF port function(s) pci/0000:08:00.0/1 have ipsec_crypto/ipsec_packet enabled"),
+    (lambda r: r["devlink"]["pci/0000:08:00.0"]["vf_ports"][0].update(ipsec_crypto=True), "reasons",
+     "mlx5 refuses the PF's offloaded SAs"),
 ])
 def test_summary_each_rule(change, kind, needle):
     res = copy.deepcopy(_ready_result())
@@ -373,7 +388,36 @@ def test_summary_rules_that_do_not_fire():
     # one ESP family missing is not a blocker
     res["kernel"]["features"]["esp6"] = "absent"
     assert info.summarize(res, True) == (True, [], [])
+    # IPsec on the VF netdev with ipsec_packet on its port function (RoCE over VF): ready
+    _on_vf(res, True)
+    assert info.summarize(res, True) == (True, [], [])
     assert info.summarize(res, False)[2] == ["no devices given: NIC capabilities not checked"]
+
+
+def test_summary_packet_offload_drivers():
+    res = copy.deepcopy(_ready_result())
+    res["devices"]["p0"]["driver"] = "netdevsim"
+    ready, reasons, unverified = info.summarize(res, True)
+    assert ready is False and unverified == [] and reasons == [
+        "p0: driver is netdevsim, not mlx5_core (this collection drives mlx5 packet offload; "
+        "packet_offload_drivers lists the drivers accepted)"]
+    # the lab's simulated ConnectX: accepted once listed, every other rule still applies
+    assert info.summarize(res, True, None, ("mlx5_core", "netdevsim")) == (True, [], [])
+    res["devices"]["p0"]["esp_features"]["esp_hw_offload"] = {"enabled": False, "fixed": True}
+    assert info.summarize(res, True, None, ("mlx5_core", "netdevsim"))[0] is False
+    # the list replaces the default: mlx5_core not listed is refused too
+    assert "not netdevsim" in info.summarize(_ready_result(), True, None, ("netdevsim",))[1][0]
+
+
+@pytest.mark.parametrize("drivers,needle", [
+    ([], "packet_offload_drivers: is empty"),
+    (["mlx5_core", "bad driver"], "packet_offload_drivers[1]: 'bad driver' is not a driver name"),
+    (["-x"], "packet_offload_drivers[0]: '-x' is not a driver name"),
+])
+def test_packet_offload_drivers_bad_input(drivers, needle):
+    with pytest.raises(V.InputError) as exc:
+        info.validate_drivers(drivers)
+    assert str(exc.value).startswith(needle)
 
 
 # --------------------------------------------------------------------------- the module on a scripted host
@@ -390,7 +434,7 @@ MLX5_PORTS = json.dumps({"port": {
     PF + "/65535": {"type": "eth", "netdev": "p0", "flavour": "physical", "port": 0, "splittable": False},
     PF + "/1": {"type": "eth", "netdev": "pf0vf0", "flavour": "pcivf", "controller": 0, "pfnum": 0, "vfnum": 0,
                 "external": False, "splittable": False,
-                "function": {"hw_addr": "00:00:00:00:00:00", "ipsec_crypto": "disable", "ipsec_packet": "enable"}}}})
+                "function": {"hw_addr": "00:00:00:00:00:00", "ipsec_crypto": "disable", "ipsec_packet": "disable"}}}})
 MLX5_ESWITCH = json.dumps({"dev": {PF: {"mode": "switchdev", "inline-mode": "none", "encap-mode": "basic"}}})
 MLX5_FSM = json.dumps({"param": {PF: [{"name": "flow_steering_mode", "type": "driver-specific",
                                        "values": [{"cmode": "runtime", "value": "dmfs"}]}]}})
@@ -492,7 +536,7 @@ def test_module_mlx5_ready(kernel_tree):
     assert res["devlink"][PF] == {
         "eswitch_mode": "switchdev", "inline_mode": "none", "encap_mode": "basic", "flow_steering_mode": "dmfs",
         "vf_ports": [{"port": PF + "/1", "vfnum": 0, "pfnum": 0, "netdev": "pf0vf0",
-                      "ipsec_packet": True, "ipsec_crypto": False}],
+                      "ipsec_packet": False, "ipsec_crypto": False}],
         "problems": {}}
     assert [(s["spi"], s["offload_mode"]) for s in res["xfrm_states"]] == [("0xc88b7652", "packet")]
 
@@ -660,9 +704,9 @@ def test_real_host_lo():
     assert not failed, res
     assert res["changed"] is False
     ip_v = subprocess.run(["ip", "-V"], capture_output=True, text=True, check=True).stdout
-    assert res["iproute2"]["version"] == info.parse_ip_version(ip_v)
+    assert res["iproute2"]["version"] == IP.parse_ip_version(ip_v)
     # two independent signals must agree: the probe, and the version that introduced the keyword
-    vt = info.version_tuple(res["iproute2"]["version"])
+    vt = K.version_tuple(res["iproute2"]["version"])
     assert res["iproute2"]["offload_packet"] is (vt >= (6, 2, 0))
     assert res["kernel"]["release"] == os.uname().release
     assert res["kernel"]["xfrm_stat_present"] is os.path.exists("/proc/net/xfrm_stat")

@@ -4,6 +4,7 @@ netdevsim, with the kernel's own error texts from ../shared/reference/samples) a
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -266,6 +267,9 @@ def test_steering_change_in_switchdev_is_refused_with_what_to_do(sysfs):
     res, failed = run_module(mod.main, {"device": DEV, "flow_steering_mode": "dmfs"}, host)
     assert failed and res["field"] == "flow_steering_mode"
     assert "switchdev mode" in res["msg"] and "steering_via_legacy: true" in res["msg"]
+    # both kernels' words: 6.12 (the lab's) and later
+    assert "'Software managed steering is not supported when eswitch offloads enabled.'" in res["msg"]
+    assert "'Changing fs mode is not supported when eswitch offloads enabled'" in res["msg"]
     assert writes(host) == []
 
 
@@ -314,6 +318,7 @@ def test_offloaded_ipsec_on_the_pf_refuses_a_mode_change(sysfs):
     assert failed and res["field"] == "mode"
     assert "state src 192.169.101.2 dst 192.169.101.1 spi 0xc88b7652 on p0 (packet offload)" in res["msg"]
     assert "xfrm_offload_state" in res["msg"]
+    assert "'Can't change eswitch mode when IPsec SA and/or policies are configured'" in res["msg"]
     assert "e406a010" not in json.dumps(res)  # the key printed by the real sample never leaks
     assert writes(host) == [] and sysfs.writes == []
 
@@ -346,7 +351,48 @@ def test_tc_rules_do_not_block_port_functions_only(sysfs):
     host = host_for(dl, tc={"pf0vf0": fx("tc_netdevsim_in_hw.json.txt")})
     res, failed = run_module(mod.main, {"device": DEV, "port_functions": [{"vf": 0, "ipsec_packet": True}]}, host)
     assert not failed and dl.caps[0]["ipsec_packet"] is True
-    assert not [c for c in host.commands() if c[0] in ("ip", "tc")]
+    assert not [c for c in host.commands() if c[0] == "tc"]  # only the IPsec objects are read (below)
+
+
+def test_first_vf_capability_while_the_pf_offloads_ipsec_is_refused_before_anything(sysfs):
+    # mlx5_devlink_port_fn_ipsec_packet_set: -EBUSY without a message when no VF has a capability yet
+    # and the PF has offloaded IPsec objects (esw->dev->num_ipsec_offloads)
+    state = fx("xfrm_state_mlx5_packet.txt").replace("dev eth2", "dev p0")
+    dl = FakeDevlink(mode="switchdev", fsm="dmfs")
+    host = host_for(dl, xfrm_state=state)
+    res, failed = run_module(mod.main, {"device": DEV, "port_functions": [{"vf": 1, "ipsec_crypto": True}]}, host)
+    assert failed and res["field"] == "port_functions[0].ipsec_crypto"
+    assert "EBUSY, without a message" in res["msg"] and "spi 0xc88b7652 on p0" in res["msg"]
+    assert writes(host) == [] and dl.caps[1]["ipsec_crypto"] is False
+
+
+def test_another_vf_capability_while_one_vf_has_one_goes_to_the_kernel(sysfs):
+    state = fx("xfrm_state_mlx5_packet.txt").replace("dev eth2", "dev p0")
+    dl = FakeDevlink(mode="switchdev", fsm="dmfs")
+    dl.caps[0]["ipsec_packet"] = True
+    res, failed = run_module(mod.main, {"device": DEV, "port_functions": [{"vf": 1, "ipsec_packet": True}]},
+                             host_for(dl, xfrm_state=state))
+    assert not failed, res["msg"]
+    assert dl.caps[1]["ipsec_packet"] is True
+
+
+def test_encap_change_alone_in_legacy_is_not_held_by_ipsec(sysfs):
+    # mlx5_devlink_eswitch_encap_mode_set stores the value in legacy mode, whatever is offloaded
+    state = fx("xfrm_state_mlx5_packet.txt").replace("dev eth2", "dev p0")
+    dl = FakeDevlink()
+    host = host_for(dl, xfrm_state=state)
+    res, failed = run_module(mod.main, {"device": DEV, "encap_mode": "none"}, host)
+    assert not failed, res["msg"]
+    assert dl.encap == "none" and not [c for c in host.commands() if c[0] in ("ip", "tc")]
+
+
+def test_encap_change_in_switchdev_is_held_by_ipsec_and_quotes_the_kernel(sysfs):
+    state = fx("xfrm_state_mlx5_packet.txt").replace("dev eth2", "dev p0")
+    dl = FakeDevlink(mode="switchdev", fsm="dmfs", encap="none")
+    res, failed = run_module(mod.main, {"device": DEV, "encap_mode": "basic"}, host_for(dl, xfrm_state=state))
+    assert failed and res["field"] == "encap_mode"
+    assert "'Can't set encapsulation when IPsec SA and/or policies are configured'" in res["msg"]
+    assert dl.encap == "none"
 
 
 # ------------------------------------------------------------------------ failure and undo
@@ -525,7 +571,7 @@ def test_plan_device_order_and_undo(state, want, expected):
     steps = mod.plan_device(state, want)
 
     def value(args):
-        return args[-1] if args[2] == "set" and args[1] == "eswitch" else args[7]
+        return args.get("mode") or args.get("encap_mode") or args.get("value")
     assert [(s["kind"], value(s["args"]), value(s["undo"])) for s in steps] == expected
 
 
@@ -562,3 +608,50 @@ def test_lab_sequence_on_netdevsim(sysfs):
     res, failed = run_module(mod.main, {"device": NSIM, "mode": "legacy"}, host_for(dl))
     assert not failed and res["after"]["mode"] == "legacy" and len(res["after"]["ports"]) == 1
     assert sysfs.writes == [("/sys/devices/netdevsim1/sriov_numvfs", "2")]
+
+
+# ------------------------------------------------- one plan: check mode reports what the run does
+
+def _resolve_pending(line, dl):
+    """A check-mode line for a port planned after the mode change, as the real run prints it."""
+    m = re.match(r"devlink port function set <port of VF (\d+)> (\S+) (\S+) \(if not already;", line)
+    return "devlink port function set %s %s %s" % (dl.vf_port(int(m.group(1))), m.group(2), m.group(3)) if m else line
+
+
+@pytest.mark.parametrize("make_dl,args", [
+    (FakeDevlink, FULL),
+    (lambda: FakeDevlink(mode="switchdev", fsm="dmfs"), {"device": DEV, "port_functions": [{"vf": 1, "ipsec_crypto": True}]}),
+    (lambda: FakeDevlink(mode="switchdev"), {"device": DEV, "mode": "legacy", "flow_steering_mode": "dmfs"}),
+    (lambda: FakeDevlink(mode="switchdev"), {"device": DEV, "flow_steering_mode": "dmfs", "steering_via_legacy": True}),
+    (FakeDevlink, {"device": DEV, "mode": "switchdev", "encap_mode": "none", "unbind_vfs": False}),
+    (FakeDevlink, {"device": DEV, "mode": "switchdev", "port_functions": [{"vf": 0, "ipsec_packet": True},
+                                                                          {"vf": 1, "ipsec_crypto": True}]}),
+    (lambda: FakeDevlink(handle=NSIM, kind="netdevsim"), {"device": NSIM, "mode": "switchdev"}),
+])
+def test_check_mode_reports_exactly_the_steps_the_run_executes(sysfs, make_dl, args):
+    dl_check = make_dl()
+    check, failed = run_module(mod.main, args, host_for(dl_check), check_mode=True)
+    assert not failed and check["changed"] and sysfs.writes == []
+    dl = make_dl()
+    host = host_for(dl)
+    res, failed = run_module(mod.main, args, host)
+    assert not failed, res["msg"]
+    assert [_resolve_pending(line, dl) for line in check["steps"]] == res["steps"]
+    assert check["vfs_unbound"] == res["vfs_unbound"]
+    # and the run's steps are what reached devlink and sysfs, in that order
+    assert [line for line in res["steps"] if line.startswith("devlink ")] == [
+        "devlink " + " ".join(c[1:]) for c in writes(host)]
+    assert [line for line in res["steps"] if line.startswith("echo ")] == [
+        "echo %s > %s" % (value, path) for path, value in sysfs.writes]
+
+
+def test_plan_run_orders_named_steps_with_their_undo():
+    dev_steps = mod.plan_device(_state(), _want(mode="switchdev", fsm="dmfs", encap="none"))
+    port = {"field": "port_functions[0]", "port": None, "vf": 0, "controller": None, "caps": {"ipsec_packet": True}}
+    plan = mod.plan_run(dev_steps, [("0000:08:00.2", "mlx5_core")], [], [port])
+    assert [s["kind"] for s in plan] == ["fsm", "encap", "unbind", "mode", "ports_after_mode", "bind"]
+    assert plan[0]["args"] == {"device": DEV, "value": "dmfs"} and plan[0]["undo"] == {"device": DEV, "value": "smfs"}
+    assert plan[2]["args"] == plan[2]["undo"] == {"address": "0000:08:00.2", "driver": "mlx5_core"}
+    assert plan[3]["args"] == {"device": DEV, "mode": "switchdev"} and plan[3]["undo"]["mode"] == "legacy"
+    assert mod.devlink_argv("mode", plan[3]["args"]) == ["dev", "eswitch", "set", DEV, "mode", "switchdev"]
+    assert plan[4]["args"]["wanted"] == [port] and plan[5]["undo"] is None

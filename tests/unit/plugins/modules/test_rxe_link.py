@@ -156,3 +156,47 @@ def test_present_without_rdma_tool_fails(sysfs):
     res, failed = run_module(mod.main, {"config": [{"netdev": "link0"}]}, host, bins=["ip"])
     assert failed and "rdma" in res["msg"]
     assert host.commands() == []
+
+
+# `rdma` on a kernel without the RDMA core (seen on the CI host: ib_core neither loaded nor loadable)
+NO_CORE = (1, "", "Failed to open NETLINK_RDMA socket\n")
+
+
+def test_gathered_without_rdma_core_reports_no_device(sysfs):
+    host = FakeHost([(("rdma", "-j", "link", "show"), NO_CORE)])
+    res, failed = run_module(mod.main, {"config": [{"netdev": "link0"}], "state": "gathered"}, host,
+                             bins=["ip", "rdma"])
+    assert not failed, res
+    assert res["changed"] is False
+    assert (res["links"][0]["device"], res["links"][0]["gid_index"]) == (None, None)
+    assert "NETLINK_RDMA" in res["rdma_problem"] and "ib_core" in res["rdma_problem"]
+
+
+def test_absent_without_rdma_core_has_nothing_to_remove(sysfs):
+    host = FakeHost([(("rdma", "-j", "link", "show"), NO_CORE)])
+    res, failed = run_module(mod.main, {"config": [{"netdev": "vf0"}], "state": "absent"}, host, bins=["ip", "rdma"])
+    assert not failed, res
+    assert res["changed"] is False and res["commands"] == []
+    assert host.commands() == [["rdma", "-j", "link", "show"]]
+
+
+def test_present_without_rdma_core_fails_naming_it(sysfs):
+    host = FakeHost([(("rdma", "-j", "link", "show"), NO_CORE)])
+    res, failed = run_module(mod.main, {"config": [{"netdev": "vf0"}]}, host, bins=["ip", "rdma"])
+    assert failed
+    assert "NETLINK_RDMA" in res["msg"] and "modprobe rdma_rxe" in res["msg"]
+    assert host.commands() == [["rdma", "-j", "link", "show"]]
+
+
+def test_gathered_other_rdma_failure_still_fails(sysfs):
+    host = FakeHost([(("rdma", "-j", "link", "show"), (1, "", "Permission denied\n"))])
+    res, failed = run_module(mod.main, {"config": [{"netdev": "link0"}], "state": "gathered"}, host,
+                             bins=["ip", "rdma"])
+    assert failed and "Permission denied" in res["msg"]
+
+
+def test_gathered_reports_no_problem_when_rdma_answers(sysfs):
+    host = FakeHost([(("rdma", "-j", "link", "show"), (0, EMPTY, ""))])
+    res, failed = run_module(mod.main, {"config": [{"netdev": "link0"}], "state": "gathered"}, host,
+                             bins=["ip", "rdma"])
+    assert not failed and res["rdma_problem"] is None

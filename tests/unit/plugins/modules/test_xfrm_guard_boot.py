@@ -5,9 +5,11 @@ are accepted.  Files go below a temporary root; systemctl is a FakeHost."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import stat
+import threading
 
 import pytest
 
@@ -145,3 +147,44 @@ def test_bad_input_refused_before_any_file(tmp_path, kw, field, text):
     res, failed = run_module(M.main, a, FakeHost())
     assert failed and res["field"] == field and text in res["msg"], res
     assert tree(tmp_path) == {}
+
+
+def test_directories_made_meanwhile_by_another_run_are_fine(tmp_path, monkeypatch):
+    """Two inventory hosts on one machine (the playbook tests: lab1 and lab2 local, one root) write
+    their boot files at the same time: a directory that appears between the check and the mkdir
+    must not fail the run ("File exists", seen in test_site_check_diff)."""
+    for d in ("etc/ipsec_offload_mlx5/guards", "usr/local/sbin"):
+        (tmp_path / d).mkdir(parents=True)
+    real_isdir, asked = os.path.isdir, set()
+
+    def isdir(p):   # the module's own check does not see them yet; later looks (os.makedirs') do
+        p = str(p)
+        if p.startswith(str(tmp_path)) and p not in asked:
+            asked.add(p)
+            return False
+        return real_isdir(p)
+    monkeypatch.setattr(M.os.path, "isdir", isdir)
+    res, failed = run_module(M.main, args(tmp_path), FakeHost())
+    assert not failed, res
+    assert "etc/ipsec_offload_mlx5/guards/init.batch" in tree(tmp_path)
+
+
+def test_runs_on_one_machine_take_turns(tmp_path):
+    """Namespace hosts of one machine (lab/mesh.sh: four per VM, teardown.yml at once) share the boot
+    files: one run removing the last batch file and the directory while another listed it failed
+    with "guards: No such file or directory". A run now holds an flock on /etc (here: the root) for
+    its whole read and change."""
+    held = os.open(str(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(r=run_module(M.main, args(tmp_path, namespace="ns7"), FakeHost())))
+    worker.start()
+    worker.join(0.5)
+    try:
+        assert worker.is_alive(), "the run did not wait for the machine's lock"
+        assert not os.path.exists(tmp_path / "etc/ipsec_offload_mlx5/guards/ns7.batch")
+    finally:
+        os.close(held)   # closing the descriptor releases the flock
+    worker.join(10)
+    res, failed = out["r"]
+    assert not failed and res["changed"] and os.path.exists(tmp_path / "etc/ipsec_offload_mlx5/guards/ns7.batch")
