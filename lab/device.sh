@@ -7,11 +7,16 @@
 #             /sys/bus/netdevsim/new_device, the device's netdev up (it is the "uplink" below)
 #   sriov     lab/device/sriov.yml   mlx_sriov: 0 -> 2 VFs (check mode first) -> 2 (changed=false, by
 #             handle and by PF netdev) -> 5 refused (max_vfs 4) -> 3 (through 0) -> 0
-#   eswitch   lab/device/eswitch.yml mlx_devlink_eswitch: legacy -> switchdev (representors appear)
-#             -> changed=false -> refusals: VF count in switchdev, flow_steering_mode, encap_mode,
-#             VF ipsec_packet (host unchanged) -> legacy (representors gone) -> switchdev +
-#             ipsec_packet from legacy: fails and the mode change is undone -> switchdev, then
-#             mlx_sriov 0 VFs with allow_switchdev: netdevsim falls back to legacy (module warns)
+#   eswitch   lab/device/eswitch.yml mlx_devlink_eswitch (+ mlx_sriov, xfrm_offload_state) on mlx5's
+#             devlink rules: defaults smfs/encap basic -> hmfs refused by the kernel -> dmfs, encap
+#             none, switchdev in that order (check mode first; representors, VF ports with ipsec caps)
+#             -> changed=false -> refused: VF count in switchdev, smfs in switchdev, ipsec_packet on a
+#             bound VF (debugfs sim_vf_bound) -> ipsec_packet on VF 0 (changed=false again) -> the PF's
+#             SA refused while a VF has it -> a packet SA on the PF: first VF cap, mode and encap
+#             changes refused (module first, devlink by hand gives the kernel's words) -> encap basic:
+#             tunnel-mode packet SA refused -> smfs switchdev: packet offload refused -> dmfs via
+#             legacy -> back to legacy/smfs/basic -> switchdev + ipsec_packet on a bound VF from legacy:
+#             the mode change is undone -> 0 VFs with allow_switchdev: netdevsim falls back to legacy
 #   xfrm      lab/device/xfrm.yml    xfrm_offload_state offload crypto on the uplink (ip shows the
 #             kernel's offload line) -> changed=false -> ipsec_offload_info -> eswitch refuses a mode
 #             change while SAs are offloaded -> a third SA with offload packet added -> deleted
@@ -23,17 +28,24 @@
 #             NICs' wire, SAs + SA policies (packet) + guards by the modules on both hosts, pings
 #             both ways: all answered, only ESP on the wire, ethtool ipsec_tx/rx and SA counters up
 #             on both hosts, second run unchanged, all removed
+#   outputs   the sim's devlink -j (eswitch, flow_steering_mode, VF port function), ip xfrm state/policy
+#             (packet offload) and ethtool -S/-i outputs, captured on lab1 and read by the collection's
+#             parsers beside the unit tests' mlx5 fixtures (tests/unit/test_sim_cross_check.py)
 #   teardown  (both VMs) the suite's SAs and policies (if a failed play left any), the netdevsim device, the kernel modules
 #             this run loaded; the host's netdevs and devlink devices must be as before
 # Prints a report with timings; exit status 0 only if every step passed.
 #
 #   bash lab/device.sh                    # LAB_KEEP=1 leaves the pair running
+#   LAB_DEVICE_PARTS="sriov eswitch" bash lab/device.sh   # only these parts (setup and teardown always;
+#                                         # default: sriov eswitch xfrm packet datapath outputs)
 #
-# Its own lab pair (LAB_RUN=lab/run/device, SSH 2261/2262, link 4441); a running pair with the same
-# settings is reused. The lab's netdevsim carries lab/sim/ipsec.c (mlx5's xfrm offload rules: crypto
-# and packet offload of SAs and policies, ESN, 128/256-bit keys, an IPv4 transport-mode data path);
-# it still has no port-function capabilities, flow_steering_mode, encap/inline modes or PCI VF
-# binding (see lab/README.md).
+# Its own lab pair (LAB_RUN=lab/run/device, SSH 2261/2262, link 4441; LAB_RUN, LAB_SSH_PORT1/2 and
+# LAB_LINK_PORT override them); a running pair with the same settings is reused. The lab's netdevsim
+# is the simulated ConnectX of lab/sim (docs/lab-sim.md): lab/sim/ipsec.c (mlx5's xfrm offload rules:
+# crypto and packet offload of SAs and policies, ESN, 128/256-bit keys, an IPv4 transport-mode data
+# path) and lab/sim/devlink.c (flow_steering_mode, encap mode, VF ipsec_crypto/ipsec_packet, the
+# eswitch held by IPsec objects; VF "binding" is the sim's debugfs knob sim_vf_bound, netdevsim VFs
+# have no PCI function). No inline mode, no offloaded TC flows.
 set -euo pipefail
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
@@ -41,7 +53,7 @@ source "$LAB_DIR/lib.sh"
 lab_pair device 2261 2262 4441
 NSIM_ID=1
 NSIM=/sys/bus/netdevsim/devices/netdevsim$NSIM_ID
-SPIS="192.0.2.2:0x0000d000 192.0.2.1:0x0000d001 192.0.2.3:0x0000d002 192.0.2.4:0x0000d010 192.0.2.1:0x0000d011 198.51.100.2:0x0000d021 198.51.100.1:0x0000d022"   # dst:spi of the suite's SAs (xfrm.yml)
+SPIS="192.0.2.2:0x0000d000 192.0.2.2:0x0000d020 192.0.2.2:0x0000d021 192.0.2.2:0x0000d022 192.0.2.1:0x0000d001 192.0.2.3:0x0000d002 192.0.2.4:0x0000d010 192.0.2.1:0x0000d011 198.51.100.2:0x0000d021 198.51.100.1:0x0000d022"   # dst:spi of the suite's SAs (xfrm.yml)
 
 report_init "lab device-layer report (netdevsim)"
 T0=$(now)
@@ -78,7 +90,8 @@ checks() { # checks LOG: "CHECK name" -> ok|FAIL, from the default callback's ou
 		n != "" && /^(fatal|failed): / {print n "\tFAIL"; n = ""; next}
 		END {if (n != "") print n "\tFAIL (not finished)"}' "$1"
 }
-for part in sriov eswitch xfrm packet datapath; do
+for part in ${LAB_DEVICE_PARTS:-sriov eswitch xfrm packet datapath}; do
+	[ "$part" != outputs ] || continue # below, after the playbooks
 	t=$(now) hosts=lab1
 	[ "$part" = datapath ] && hosts=lab1,lab2
 	rc=0; r=$(play "device-$part" "" "lab/device/$part.yml" -l "$hosts" -e "device_id=$NSIM_ID" -e "device_uplink=$UPLINK") || rc=$?
@@ -93,6 +106,59 @@ for part in sriov eswitch xfrm packet datapath; do
 		bad "$part: lab/device/$part.yml" "$r, $n_ok checks passed, $n_bad failed (log $OUT/device-$part.log)" || true
 	fi
 done
+
+# ---- outputs: the sim's real outputs where the unit tests hold mlx5 fixtures, read by the collection's
+# parsers beside those fixtures (tests/unit/test_sim_cross_check.py with IPSEC_SIM_OUTPUTS); the
+# committed copies (tests/unit/fixtures/sim) are what the bare-host unit run checks
+# shellcheck disable=SC2016 # expanded on the VM
+OUTPUTS='set -eu
+d=netdevsim/netdevsim'$NSIM_ID' up='$UPLINK' o=/run/sim-outputs
+rm -rf $o; mkdir -p $o
+echo 2 > '$NSIM'/sriov_numvfs
+devlink dev param set $d name flow_steering_mode value dmfs cmode runtime
+devlink dev eswitch set $d mode switchdev
+devlink port function set $d/128 ipsec_packet enable
+devlink -j dev eswitch show $d > $o/eswitch_switchdev.json
+devlink -j dev param show $d name flow_steering_mode > $o/param_fsm_dmfs.json
+devlink -j port show $d/128 > $o/port_show_vf0.json
+devlink port function set $d/128 ipsec_packet disable
+devlink dev eswitch set $d mode legacy
+echo 0 > '$NSIM'/sriov_numvfs
+devlink dev param set $d name flow_steering_mode value smfs cmode runtime
+k=0x$(printf "%040d" 0)
+ip -batch - <<B
+xfrm state add src 203.0.113.1 dst 203.0.113.2 proto esp spi 0x0000d0f1 reqid 0x51c0d0f1 mode transport aead rfc4106(gcm(aes)) $k 128 flag esn replay-window 0 offload packet dev $up dir out
+xfrm state add src 203.0.113.2 dst 203.0.113.1 proto esp spi 0x0000d0f2 reqid 0x51c0d0f2 mode transport aead rfc4106(gcm(aes)) $k 128 flag esn replay-window 64 offload packet dev $up dir in
+xfrm policy add src 203.0.113.1/32 dst 203.0.113.2/32 dir out priority 100 tmpl src 203.0.113.1 dst 203.0.113.2 proto esp reqid 0x51c0d0f1 mode transport offload packet dev $up
+xfrm policy add src 203.0.113.2/32 dst 203.0.113.1/32 dir in priority 100 tmpl src 203.0.113.2 dst 203.0.113.1 proto esp reqid 0x51c0d0f2 mode transport offload packet dev $up
+B
+ip xfrm state list src 203.0.113.1 > $o/xfrm_state_packet.txt
+ip xfrm state list src 203.0.113.2 >> $o/xfrm_state_packet.txt
+ip xfrm policy list src 203.0.113.1/32 > $o/xfrm_policy_packet.txt
+ip xfrm policy list src 203.0.113.2/32 >> $o/xfrm_policy_packet.txt
+ethtool -S $up > $o/ethtool_S.txt
+ethtool -i $up > $o/ethtool_i.txt
+ip xfrm policy delete src 203.0.113.1/32 dst 203.0.113.2/32 dir out
+ip xfrm policy delete src 203.0.113.2/32 dst 203.0.113.1/32 dir in
+ip xfrm state delete src 203.0.113.1 dst 203.0.113.2 proto esp spi 0x0000d0f1
+ip xfrm state delete src 203.0.113.2 dst 203.0.113.1 proto esp spi 0x0000d0f2
+cd $o && tar cf - .'
+if [[ " ${LAB_DEVICE_PARTS:-outputs} " == *" outputs "* ]]; then
+	t=$(now)
+	rm -rf "$OUT/sim-outputs"; mkdir -p "$OUT/sim-outputs"
+	if on 1 "$OUTPUTS" 2> "$OUT/sim-outputs.err" | tar -C "$OUT/sim-outputs" -xf -; then
+		if r=$(IPSEC_SIM_OUTPUTS=$OUT/sim-outputs "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+			"$REPO_ROOT/tests/unit/test_sim_cross_check.py" 2>&1); then
+			record "outputs: the sim's devlink/xfrm/ethtool outputs beside the unit tests' mlx5 fixtures" \
+				"$(tail -n 1 <<< "$r") ($(elapsed "$t") s, $OUT/sim-outputs)"
+		else
+			printf '%s\n' "$r" > "$OUT/sim-cross-check.log"
+			bad "outputs: the sim's outputs beside the mlx5 fixtures" "$(tail -n 1 <<< "$r") (log $OUT/sim-cross-check.log)" || true
+		fi
+	else
+		bad "outputs: capture on lab1" "$(tail -n 3 "$OUT/sim-outputs.err" | xargs)" || true
+	fi
+fi
 
 # ---- teardown: only what this suite made
 # shellcheck disable=SC2016 # expanded on the VM

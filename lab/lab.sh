@@ -156,6 +156,10 @@ EOF
         lab_link_prefix: 192.168.100.0/24
         lab_mgmt_dev: mgmt0
         lab_vf_count: $VFS
+        # the simulated ConnectX (lab/sim), once a suite has made it (lab/lib.sh sim_up)
+        lab_sim_devlink: netdevsim/netdevsim1
+        lab_sim_pf: nsim0
+        lab_sim_wire: link0
 EOF
 	} > "$tmp"
 	mv "$tmp" "$RUN/inventory.yml"

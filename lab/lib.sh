@@ -130,9 +130,42 @@ lab_reset() { # lab only: back to the boot state of the VF stand-in and link0
 	done
 }
 
-# The lines of the verify role's "Report (one table ...)" message in a verify.yml log (debug output:
-# one JSON string per line), unquoted.
+# The simulated ConnectX (lab/sim, docs/lab-sim.md) on VM N, named as lab.sh up writes it into the
+# inventory (lab_sim_devlink netdevsim/netdevsim1, lab_sim_pf nsim0, lab_sim_wire link0): one port,
+# link0 as its wire (promiscuous; arp_ignore so that only the sim answers for its address), a fixed
+# MAC (02:00:c6:33:64:0N, as a NIC keeps across reboots) and 198.51.100.N/24. Prints its netdev.
+# sim_down N removes it and gives link0 back as lab/prepare.yml leaves it: promiscuous (the RoCE
+# topology's QinQ frames carry vf0's MAC, which a non-promiscuous link0 drops), GRO on, arp_ignore 0.
+# shellcheck disable=SC2034 # SIM_DEVLINK is read by lab/topologies.sh, which sources this file
+SIM_ID=1 SIM_PF=nsim0 SIM_DEVLINK=netdevsim/netdevsim1
+sim_up() {
+	# shellcheck disable=SC2016 # expanded on the VM
+	on "$1" 'set -eu; n='"$1"' d=/sys/bus/netdevsim/devices/netdevsim'$SIM_ID'
+for m in netdevsim esp4 esp4_offload xfrm_user; do [ -d /sys/module/$m ] || modprobe $m; done
+[ -e $d ] || echo "'$SIM_ID' 1" > /sys/bus/netdevsim/new_device
+for i in $(seq 50); do [ -n "$(ls $d/net 2>/dev/null)" ] && break; sleep 0.1; done
+up=$(ls $d/net)
+[ "$up" = '$SIM_PF' ] || ip link set dev "$up" name '$SIM_PF'
+ip link set dev link0 promisc on
+sysctl -qw net.ipv4.conf.link0.arp_ignore=1
+echo link0 > /sys/kernel/debug/netdevsim/netdevsim'$SIM_ID'/ports/0/sim_lower
+ip link set dev '$SIM_PF' down
+ip link set dev '$SIM_PF' address 02:00:c6:33:64:0$n
+ip link set dev '$SIM_PF' up
+ip addr replace 198.51.100.$n/24 dev '$SIM_PF'
+echo '$SIM_PF''
+}
+sim_down() {
+	# shellcheck disable=SC2016 # expanded on the VM
+	on "$1" 'd=/sys/kernel/debug/netdevsim/netdevsim'$SIM_ID'
+[ -e $d ] && echo > $d/ports/0/sim_lower
+[ -e /sys/bus/netdevsim/devices/netdevsim'$SIM_ID' ] && echo '$SIM_ID' > /sys/bus/netdevsim/del_device
+sysctl -qw net.ipv4.conf.link0.arp_ignore=0; ethtool -K link0 gro on 2>/dev/null; true'
+}
+
+# The lines of the verify role's "Report (one table ...)" task in a verify.yml log: one loop item
+# per table line ("ok: [HOST] => (item=LINE)"), printed as LINE.
 verify_table() {
-	awk '/^TASK \[.*verify : Report/ {r = 1; next} r && /^ *\]/ {exit} r && /^ *"/ && !/"msg": \[/ {
-		sub(/^ *"/, ""); sub(/",?$/, ""); print}' "$1"
+	awk '/^TASK \[.*verify : Report/ {r = 1; next} /^TASK / {r = 0}
+		r && /^ok: \[[^]]*\] => \(item=/ {sub(/^ok: \[[^]]*\] => \(item=/, ""); sub(/\)$/, ""); print}' "$1"
 }

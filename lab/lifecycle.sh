@@ -5,28 +5,33 @@
 # and a capture of the inter-VM link for the whole suite (LAB_LINK_PCAP: QEMU filter-dump on lab1,
 # the VM that is never rebooted) run through:
 #   a  delete   the owned SAs of lab1 deleted by hand (reqid 0x51c00000-0x51c0ffff only)  -> site.yml
-#   b  linkdown lab1's netdevsim netdev (the SAs' offload dev) down (the kernel must flush the SAs
-#               offloaded to it), up again                                                 -> site.yml
+#   b  linkdown lab1's offload netdev (nsim0) down (the kernel must flush the SAs offloaded to it,
+#               and with packet offload the policies too; the guards stay), up again       -> site.yml
 #   c  teardown playbooks/teardown.yml -e ipsec_teardown_keep_guards=true                 -> site.yml
-#   d  reboot   lab.sh reboot 2 (same disk, new boot id; lab2's ping restarts at once)      -> site.yml
-# then one playbooks/rekey.yml under the pings (0 lost). A foreign SA + policy (reqid 0x100) planted
+#   d  reboot   lab.sh reboot 2 (same disk, new boot id; lab2's ping restarts once its
+#               protected address is up)                                                 -> site.yml
+# then one playbooks/rekey.yml under the pings (0 lost), then (dpu) molecule's lab_dpu scenario, written
+# for real ConnectX/DPU hosts, unchanged against this pair (converge, idempotence, verify). A foreign SA + policy (reqid 0x100) planted
 # on both VMs must survive everything (on lab2 until the reboot, then planted again).
 # After every heal: both ways pass (0 lost from the heal to the stage's end); no lost key or SPI is
 # installed again on either host (sha256 of each SA key computed ON the VM, SPIs before/after); the
 # sender's and receiver's ends of each direction match (SPI + key hash); XfrmInStateSeqError
 # unchanged; a further site.yml is changed=0. From the capture (lab/pcap_esp.py): no (SPI, ESP seq)
 # twice, no lost SPI after its stage's heal, 0 packets of the protected flows in clear (any non-ESP
-# IPv4 packet between the two link0 addresses) in any segment. The stage boundaries are marker
+# IPv4 packet between the two hosts' addresses) in any segment. The stage boundaries are marker
 # frames (Ethernet type 0x88b5, "LCMARK <stage>:<event>") sent by lab1 into the capture.
 #
-# The inventory ($OUT/inventory/hosts.yml) offloads the SAs (crypto) to a netdevsim netdev nsim0 on
-# each VM (ipsec_key_bits 128 and ipsec_esn false, what upstream netdevsim took; the lab's
-# simulated ConnectX takes 256 and ESN too); traffic runs over link0, so the
-# kernel processes these SAs in software (the offload dev is not the route's dev): the suite shows
-# that (SA counters rise, netdevsim's debugfs tx count stays 0) and that the flush on link down
-# really deletes them. LC_OFFLOAD=none runs the same stages with software SAs (b is then moot).
+# The inventory ($OUT/inventory/hosts.yml) offloads SAs and policies to the netdevsim netdev nsim0
+# of each VM. By default (LC_OFFLOAD=packet) that is the lab's simulated ConnectX (lab/sim,
+# docs/lab-sim.md) with PACKET offload of SAs and policies, AES-256-GCM with ESN as on mlx5: link0 is
+# its wire, the protected flow runs between its addresses 198.51.100.1 and .2, and the device does
+# ESP and AES-GCM (the suite shows its ethtool ipsec_tx/rx_pkts rising); on link down the kernel
+# flushes the SAs and the packet-offloaded policies, and the guards (never offloaded) stay.
+# LC_OFFLOAD=crypto: crypto offload to nsim0 (128-bit keys, no ESN, what upstream netdevsim took),
+# traffic between the link0 addresses, so the kernel processes these SAs in software (the offload dev
+# is not the route's dev); LC_OFFLOAD=none: software SAs (b is then moot).
 #
-#   bash lab/lifecycle.sh        # LC_STAGES="a b c d rekey" (default all), LC_PING_INTERVAL=0.02,
+#   bash lab/lifecycle.sh        # LC_STAGES="a b c d rekey dpu" (default all), LC_PING_INTERVAL=0.02,
 #                                # LC_GAP=5 (s of traffic while an SA is lost), LAB_KEEP=1 keeps the VMs
 # Exit status 0 only if every check passed. Figures: $OUT/figures.txt (printed at the end).
 # Own lab pair (LAB_RUN=lab/run/lifecycle, SSH 2311/2312, link 4491), always booted fresh (the
@@ -36,20 +41,23 @@ LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 source "$LAB_DIR/lib.sh"
 lab_pair lifecycle 2311 2312 4491
-STAGES=${LC_STAGES:-a b c d rekey}
+STAGES=${LC_STAGES:-a b c d rekey dpu}
 INTERVAL=${LC_PING_INTERVAL:-0.02}
 GAP=${LC_GAP:-5}
-OFFLOAD=${LC_OFFLOAD:-crypto}
+OFFLOAD=${LC_OFFLOAD:-packet}
 [[ $INTERVAL =~ ^0?\.[0-9]+$|^[1-9]$ ]] || die "LC_PING_INTERVAL must be a number of seconds (got '$INTERVAL')"
 [[ $GAP =~ ^[0-9]+$ ]] || die "LC_GAP must be a number of seconds"
-[[ $OFFLOAD =~ ^(crypto|none)$ ]] || die "LC_OFFLOAD must be crypto or none"
-for s in $STAGES; do [[ $s =~ ^(a|b|c|d|rekey)$ ]] || die "LC_STAGES: unknown stage '$s' (a b c d rekey)"; done
+[[ $OFFLOAD =~ ^(packet|crypto|none)$ ]] || die "LC_OFFLOAD must be packet, crypto or none"
+for s in $STAGES; do [[ $s =~ ^(a|b|c|d|rekey|dpu)$ ]] || die "LC_STAGES: unknown stage '$s' (a b c d rekey dpu)"; done
+[[ " $STAGES " != *" dpu "* ]] || [ "$OFFLOAD" = packet ] || die "LC_STAGES: dpu needs LC_OFFLOAD=packet (lab_dpu checks packet offload)"
 export LAB_LINK_PCAP=$OUT/link.pcap
 IP1=192.168.100.1 IP2=192.168.100.2
+# packet: the simulated ConnectX carries the traffic (its own addresses, link0 as its wire)
+[ "$OFFLOAD" != packet ] || { IP1=198.51.100.1 IP2=198.51.100.2; }
 NSIM=nsim0
 INVDIR=$OUT/inventory
 STORE=$RUN/keystore-lifecycle.yml
-PY=$VENV/bin/python
+VPY=$VENV/bin/python # (PY is common.sh's interpreter for the venv)
 
 soft() { bad "$@" || true; } # record a failure, carry on
 on() { on_patient "$@"; } # lib.sh: a failed ssh connection is retried
@@ -61,7 +69,7 @@ T0=$(now)
 # --- 0. the capture parser's own test --------------------------------------------------------------
 venv_need "$REPO_ROOT/tests/requirements.txt"
 t=$(now)
-if r=$("$PY" -m pytest -q -p no:cacheprovider "$REPO_ROOT/tests/lab/test_pcap_esp.py" 2>&1 | tail -n 1); then
+if r=$("$VPY" -m pytest -q -p no:cacheprovider "$REPO_ROOT/tests/lab/test_pcap_esp.py" 2>&1 | tail -n 1); then
 	record "lab/pcap_esp.py unit test" "$r ($(elapsed "$t") s)"
 else
 	bad "lab/pcap_esp.py unit test" "$r"; exit 1
@@ -84,7 +92,24 @@ n=$(ls $d/net)
 [ "$n" = '$NSIM' ] || ip link set dev "$n" name '$NSIM'
 ip link set dev '$NSIM' up
 echo "$(ethtool -k '$NSIM' | grep -E "^esp-hw-offload" | xargs)"'
-nsim_up() { on "$1" "$NSIM_UP"; }
+# packet: link0 becomes the simulated NIC's wire (docs/lab-sim.md), the NIC keeps one MAC across
+# reboots (as a real one: the peer's neighbour entry stays right) and has its address, as a host's
+# network configuration would give it at boot
+# shellcheck disable=SC2016 # expanded on the VM
+SIM_WIRE='set -e
+n=$(hostname | tr -dc 0-9)
+ip link set dev link0 promisc on
+sysctl -qw net.ipv4.conf.link0.arp_ignore=1
+echo link0 > /sys/kernel/debug/netdevsim/netdevsim1/ports/0/sim_lower
+ip link set dev '$NSIM' down
+ip link set dev '$NSIM' address 02:00:c6:33:64:0$n
+ip link set dev '$NSIM' up
+ip addr replace 198.51.100.$n/24 dev '$NSIM'
+echo "wire $(cat /sys/kernel/debug/netdevsim/netdevsim1/ports/0/sim_lower), $(ip -br addr show dev '$NSIM' | xargs)"'
+nsim_up() {
+	on "$1" "$NSIM_UP" || return 1
+	[ "$OFFLOAD" != packet ] || on "$1" "$SIM_WIRE"
+}
 for n in 1 2; do
 	r=$(nsim_up "$n") || { bad "lab$n netdevsim" "setup failed"; exit 1; }
 	record "lab$n netdevsim/netdevsim1 netdev $NSIM up" "$r"
@@ -93,7 +118,7 @@ done
 write_inventory() {
 	mkdir -p "$INVDIR"
 	cat > "$INVDIR/hosts.yml" <<-EOF
-	# Written by lab/lifecycle.sh: the lab pair, SAs offloaded ($OFFLOAD) to netdevsim ($NSIM), traffic on link0.
+	# Written by lab/lifecycle.sh: the lab pair, SAs offloaded ($OFFLOAD) to netdevsim ($NSIM).
 	all:
 	  children:
 	    ipsec_lab:
@@ -106,10 +131,13 @@ write_inventory() {
 	        ipsec_meshes: [ipsec_lab]
 	        ipsec_dev: $NSIM
 	        ipsec_offload: $OFFLOAD
-	        ipsec_key_bits: 128
-	        ipsec_esn: false
 	        ipsec_mode: transport
 	EOF
+	# upstream netdevsim (crypto) took 128-bit keys without ESN; the simulated ConnectX takes
+	# mlx5's AES-256 + ESN, the collection's defaults
+	# (the simulated ConnectX is netdevsim to the preflight, which accepts mlx5_core by default)
+	if [ "$OFFLOAD" = packet ]; then printf '        ipsec_packet_offload_drivers: [mlx5_core, netdevsim]\n' >> "$INVDIR/hosts.yml"
+	else printf '        ipsec_key_bits: 128\n        ipsec_esn: false\n' >> "$INVDIR/hosts.yml"; fi
 }
 lplay() { # lplay NAME PLAYBOOK [ARGS..]: like lib.sh's play, with this suite's inventory
 	local name=$1 pb=$2 rc=0 log; shift 2
@@ -175,6 +203,10 @@ seqerr() { on "$1" "awk '\$1 == \"XfrmInStateSeqError\" {print \$2}' /proc/net/x
 xstat() { on "$1" "cat /proc/net/xfrm_stat"; }
 xdelta() { awk 'NR == FNR {b[$1] = $2; next} $2 != b[$1] {printf "%s +%d ", $1, $2 - b[$1]}' "$1" "$2"; }
 guards() { on "$1" "ip xfrm policy list" | grep -c 'action block' || true; }
+pkt_sps() { on "$1" "ip xfrm policy list" | grep -c "offload parameters: dev $NSIM .*mode packet" || true; } # packet-offloaded policies
+# the simulated NIC's ethtool -S ipsec counters: "tx=P rx=P txdrop=P rxdrop=P"
+simctr() { on "$1" "ethtool -S $NSIM" | awk -F': *' '{gsub(/ /, "", $1)} $1 ~ /^ipsec_(tx|rx)_(drop_)?pkts$/ {
+	k = $1; sub(/^ipsec_/, "", k); sub(/_pkts$/, "", k); sub(/_drop/, "drop", k); printf "%s=%s ", k, $2}' | sed 's/ $//'; }
 # a marker frame into the capture (sent by lab1 on link0), its VM time on both hosts into boundaries.txt
 MARK_PY='import socket, sys, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
@@ -263,7 +295,14 @@ S1=$(sas 1); S2=$(sas 2)
 record "owned SAs lab1 / lab2 (spi:keyhash)" "$(short "$S1") / $(short "$S2")"
 off_lines=$(on 1 "ip xfrm state list nokeys" | grep -c "crypto offload parameters: dev $NSIM" || true)
 record "lab1 SAs with 'crypto offload parameters: dev $NSIM'" "$off_lines"
-[ "$OFFLOAD" = none ] || [ "$off_lines" -ge 2 ] || soft "SAs crypto-offloaded to $NSIM" "$off_lines SA(s) show the offload line"
+[ "$OFFLOAD" = none ] || [ "$off_lines" -ge 2 ] || soft "SAs offloaded to $NSIM" "$off_lines SA(s) show the offload line"
+if [ "$OFFLOAD" = packet ]; then
+	for n in 1 2; do
+		ps=$(pkt_sps "$n"); pa=$(on "$n" "ip xfrm state list nokeys" | grep -c "offload parameters: dev $NSIM .*mode packet" || true)
+		record "lab$n: SAs / policies with offload packet on $NSIM; guards" "$pa / $ps; $(guards "$n")"
+		{ [ "$pa" -ge 2 ] && [ "$ps" -ge 2 ] && [ "$(guards "$n")" -ge 2 ]; } || soft "lab$n: SAs and SA policies packet-offloaded, guards beside them" "$pa SAs, $ps policies, $(guards "$n") guards"
+	done
+fi
 
 mark "start"
 for n in 1 2; do ping_start "$n"; done
@@ -275,8 +314,17 @@ for n in 1 2; do
 	dbg=$(on "$n" "head -n 1 /sys/kernel/debug/netdevsim/netdevsim1/ports/0/ipsec 2>/dev/null" || true)
 	record "lab$n: pings answered in 4 s / owned SA packets / netdevsim debugfs" "$rx / $p / ${dbg:-none}"
 	{ [ "$rx" -gt 0 ] && [ "$p" -gt 0 ]; } || soft "lab$n pings flow over ESP" "$rx replies, $p SA packets"
+	if [ "$OFFLOAD" = packet ]; then
+		c=$(simctr "$n")
+		record "lab$n: the simulated NIC's ethtool -S ipsec counters" "$c"
+		{ [[ " $c" =~ \ tx=[1-9] ]] && [[ " $c" =~ \ rx=[1-9] ]]; } || soft "lab$n: ESP done by the simulated NIC (ipsec_tx/rx_pkts > 0)" "$c"
+	fi
 done
-record "  (traffic runs on link0; SAs offloaded to $NSIM are processed in software: debugfs tx stays 0)" ""
+if [ "$OFFLOAD" = packet ]; then
+	record "  (traffic runs on $NSIM with link0 as its wire: the simulated NIC does ESP + AES-GCM, packet offload)" ""
+else
+	record "  (traffic runs on link0; SAs offloaded to $NSIM are processed in software: debugfs tx stays 0)" ""
+fi
 
 # --- 3. the stages -----------------------------------------------------------------------------------
 declare -a ROWS=()
@@ -302,6 +350,11 @@ stage_run() { # stage_run X DESCRIPTION
 			record "b: lab1 owned SAs after $NSIM down (kernel flush: must be 0)" "$kfl (before: $(wc -l <<< "$b1"))"
 			if [ "$OFFLOAD" = none ]; then record "b: (LC_OFFLOAD=none: no SA offloaded, nothing to flush)" ""
 			elif [ "$kfl" != 0 ]; then soft "b: the kernel flushed the SAs offloaded to $NSIM" "$kfl owned SAs left on lab1"; fi
+			if [ "$OFFLOAD" = packet ]; then # the core flushes packet-offloaded policies too; the guards stay
+				local pp g; pp=$(pkt_sps 1); g=$(guards 1)
+				record "b: lab1 packet-offloaded policies / guards after $NSIM down (must be 0 / 4)" "$pp / $g"
+				{ [ "$pp" = 0 ] && [ "$g" -ge 2 ]; } || soft "b: the kernel flushed the packet-offloaded policies, the guards stayed" "$pp policies, $g guards"
+			fi
 			sleep 1
 			on 1 "ip link set dev $NSIM up" || soft "b: $NSIM up" "ip failed"
 			;;
@@ -313,13 +366,16 @@ stage_run() { # stage_run X DESCRIPTION
 		d)
 			ping_stop 2 "$OUT/ping-lab2-before-reboot.txt"
 			r=$(bash "$LAB_DIR/lab.sh" reboot 2 2>&1 | tail -n 1) || { soft "d: lab.sh reboot 2" "$r"; }
-			ping_start 2
+			# packet: the protected flow's address is the simulated NIC's (set up below, as the NIC and
+			# the network configuration would appear at boot): the ping starts once it exists
+			[ "$OFFLOAD" = packet ] || ping_start 2
 			REBOOTED=1
 			record "d: lab.sh reboot 2" "${r#== } ($(elapsed "$t") s)"
 			on 2 'test -x /usr/local/sbin/ipsec-offload-mlx5-guards' && g=present || g=absent
 			record "d: lab2 after boot: guard policies / owned SAs / boot guard script" "$(guards 2) / $(owned_sas 2) / $g"
 			[ "$(guards 2)" -gt 0 ] || soft "d: lab2 guards active at boot (before site.yml)" "no 'action block' policy on lab2 after the reboot"
 			r=$(nsim_up 2) || soft "d: lab2 netdevsim after the reboot" "setup failed"
+			[ "$OFFLOAD" != packet ] || { record "d: lab2 simulated NIC after the boot" "$(tail -n 1 <<< "$r")"; ping_start 2; }
 			e2=$(seqerr 2)
 			xstat 2 > "$OUT/xfrm_stat-$x-before-lab2.txt"
 			;;
@@ -431,13 +487,39 @@ if [[ " $STAGES " == *" rekey "* ]]; then
 	done
 	ROWS+=("$(printf '%-6s %-16s %-9s %-9s %-16s %-8s %-10s %s' rekey "$(wc -w <<< "$(spis_of "$a1")") new" - - "$rk" - - "$rk_ok")")
 fi
+# --- 4b. molecule's lab_dpu scenario (written for real ConnectX/DPU hosts) against this pair -------------
+# Unchanged: converge (site.yml), idempotence (changed=0), verify (packet offload ready, every owned SA
+# and policy offloaded in packet mode on nsim0, 20 pings raise ethtool's ipsec_tx/rx_pkts on both hosts).
+# Its inventory: the lab's connection file + this suite's IPsec hosts, the key store in group vars.
+if [[ " $STAGES " == *" dpu "* ]]; then
+	t=$(now)
+	mark "dpu:start"
+	dinv=$OUT/dpu-inventory
+	mkdir -p "$dinv"
+	cp "$RUN/inventory.yml" "$dinv/10-lab.yml"
+	{ cat "$INVDIR/hosts.yml"; printf '        ipsec_keystore_path: %s\n' "$STORE"; } > "$dinv/20-ipsec.yml"
+	if (cd "$REPO_ROOT" && IPSEC_DPU_INVENTORY=$dinv MOLECULE_PAIR=lab1,lab2 MOLECULE_SCENARIO=lab_dpu \
+		MOLECULE_LOG_DIR=$OUT bash scripts/molecule.sh test) > "$OUT/dpu.log" 2>&1; then
+		r=PASS
+	else
+		r=FAIL
+		grep -E 'FAILED|AssertionError|fatal:|failed=[1-9]|CRITICAL' "$OUT/dpu.log" | cut -c1-300 | head -n 8 >&2 || true
+	fi
+	mark "dpu:end"
+	v=$(grep -cE '(PASSED|passed)' "$OUT/dpu.log" || true)
+	record "molecule test -s lab_dpu (converge, idempotence, verify) on the simulated ConnectX" \
+		"$r: $(grep -oE '[0-9]+ passed[^=]*' "$OUT/dpu.log" | tail -n 1) ($(elapsed "$t") s, log $OUT/dpu.log)"
+	[ "$r" = PASS ] || soft "molecule lab_dpu on the simulated ConnectX" "see $OUT/dpu.log"
+	[ "$v" -gt 0 ] || soft "molecule lab_dpu verify ran tests" "no test result in $OUT/dpu.log"
+	ROWS+=("$(printf '%-6s %-16s %-9s %-9s %-16s %-8s %-10s %s' dpu - - - - - - "$r")")
+fi
 sleep 2
 for n in 1 2; do ping_stop "$n" "$OUT/ping-lab$n-final.txt"; done
 mark "end"
 
 # --- 5. the capture --------------------------------------------------------------------------------------
 t=$(now)
-pc=$("$PY" "$LAB_DIR/pcap_esp.py" "$LAB_LINK_PCAP" --pair "$IP1,$IP2" "${LOST_LABELS[@]}") || { bad "pcap_esp.py" "failed"; pc=""; }
+pc=$("$VPY" "$LAB_DIR/pcap_esp.py" "$LAB_LINK_PCAP" --pair "$IP1,$IP2" "${LOST_LABELS[@]}") || { bad "pcap_esp.py" "failed"; pc=""; }
 printf '%s\n' "$pc" > "$OUT/pcap-summary.txt"
 record "capture: $(head -n 1 <<< "$pc")" "($(elapsed "$t") s, $(du -h "$LAB_LINK_PCAP" | cut -f1))"
 dups=$(sed -n 's/^duplicate (spi, seq) pairs: \([0-9]*\).*/\1/p' <<< "$pc")

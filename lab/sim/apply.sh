@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Turn netdevsim's sources (drivers/net/netdevsim of the image kernel's linux-source) into the lab's
 # simulated ConnectX: our xfrm offload (lab/sim/ipsec.c replaces ipsec.c) and the fields it keeps in
-# struct nsim_ipsec. Called by lab/vm/customize.sh before the module is built; fails loudly when
+# struct nsim_ipsec, and our devlink side (lab/sim/devlink.c, added as sim_devlink.c) with its hooks
+# in dev.c. Called by lab/vm/customize.sh before the module is built; fails loudly when
 # the sources do not look as expected (another kernel series), never builds a half-patched module.
 #   lab/sim/apply.sh DIR        # DIR = .../drivers/net/netdevsim
 set -euo pipefail
@@ -31,5 +32,35 @@ grep -q 'nsim_sim_wired(ns)' "$dir/netdev.c" || die "netdev.c: carrier patch did
 [ "$(grep -c '^	.get_ts_info			= nsim_get_ts_info,$' "$dir/ethtool.c")" = 1 ] || die "ethtool.c: nsim_ethtool_ops not as expected"
 sed -i 's/^	.get_ts_info			= nsim_get_ts_info,$/&\n	.get_sset_count			= nsim_sim_sset_count,\n	.get_strings			= nsim_sim_get_strings,\n	.get_ethtool_stats		= nsim_sim_get_stats,/' "$dir/ethtool.c"
 grep -q 'nsim_sim_get_stats' "$dir/ethtool.c" || die "ethtool.c: patch did not apply"
+# ---- the devlink side (lab/sim/devlink.c, built as sim_devlink.o): our state hangs off struct nsim_dev
+{ [ -f "$dir/dev.c" ] && [ -f "$dir/Makefile" ]; } || die "$dir: dev.c or Makefile missing"
+[ "$(grep -c '^	u16 esw_mode;$' "$dir/netdevsim.h")" = 1 ] || die "netdevsim.h: expected one 'u16 esw_mode;' line (struct nsim_dev)"
+sed -i 's/^	u16 esw_mode;$/&\n	void *sim;/' "$dir/netdevsim.h"
+[ "$(grep -c '^unsigned int nsim_dev_get_vfs(struct nsim_dev \*nsim_dev);$' "$dir/netdevsim.h")" = 1 ] \
+	|| die "netdevsim.h: expected one nsim_dev_get_vfs declaration"
+sed -i 's/^unsigned int nsim_dev_get_vfs(struct nsim_dev \*nsim_dev);$/&\nint nsim_sim_devlink_init(struct nsim_dev *nsim_dev);\nvoid nsim_sim_devlink_debugfs(struct nsim_dev *nsim_dev);\nvoid nsim_sim_devlink_exit(struct nsim_dev *nsim_dev);\nint nsim_sim_eswitch_mode_check(struct nsim_dev *nsim_dev, u16 mode, struct netlink_ext_ack *extack);\nint nsim_sim_encap_mode_get(struct devlink *devlink, enum devlink_eswitch_encap_mode *encap);\nint nsim_sim_encap_mode_set(struct devlink *devlink, enum devlink_eswitch_encap_mode encap, struct netlink_ext_ack *extack);\nconst struct devlink_port_ops *nsim_sim_port_ops(struct nsim_dev_port *nsim_dev_port);\nbool nsim_sim_packet_caps(struct netdevsim *ns);\nint nsim_sim_ipsec_get(struct netdevsim *ns, bool tunnel_packet, struct netlink_ext_ack *extack);\nvoid nsim_sim_ipsec_put(struct netdevsim *ns);/' "$dir/netdevsim.h"
+grep -q 'nsim_sim_ipsec_put' "$dir/netdevsim.h" || die "netdevsim.h: devlink declarations did not apply"
+# the object file
+[ "$(grep -c '^	netdev.o dev.o ethtool.o fib.o bus.o health.o hwstats.o udp_tunnels.o$' "$dir/Makefile")" = 1 ] \
+	|| die "Makefile: netdevsim-objs not as expected"
+sed -i 's/^	netdev.o dev.o ethtool.o fib.o bus.o health.o hwstats.o udp_tunnels.o$/& sim_devlink.o/' "$dir/Makefile"
+# probe: our param after netdevsim's (its error label unregisters ours first), our debugfs files
+# after its debugfs directory exists; remove and probe's error path: ours before netdevsim's params
+[ "$(grep -c '^	nsim_devlink_set_params_init_values(nsim_dev, devlink);$' "$dir/dev.c")" = 1 ] || die "dev.c: nsim_drv_probe not as expected (params)"
+sed -i 's/^	nsim_devlink_set_params_init_values(nsim_dev, devlink);$/&\n\n	err = nsim_sim_devlink_init(nsim_dev);\n	if (err)\n		goto err_params_unregister;/' "$dir/dev.c"
+[ "$(grep -c '^	err = nsim_dev_debugfs_init(nsim_dev);$' "$dir/dev.c")" = 1 ] || die "dev.c: nsim_drv_probe not as expected (debugfs)"
+perl -0pi -e 's/(\n\terr = nsim_dev_debugfs_init\(nsim_dev\);\n\tif \(err\)\n\t\tgoto err_traps_exit;\n)/$1\tnsim_sim_devlink_debugfs(nsim_dev);\n/' "$dir/dev.c"
+grep -q 'nsim_sim_devlink_debugfs(nsim_dev);' "$dir/dev.c" || die "dev.c: debugfs hook did not apply"
+[ "$(grep -c '^	devl_params_unregister(devlink, nsim_devlink_params,$' "$dir/dev.c")" = 2 ] || die "dev.c: expected two unregisters of nsim_devlink_params"
+sed -i 's/^	devl_params_unregister(devlink, nsim_devlink_params,$/	nsim_sim_devlink_exit(nsim_dev);\n&/' "$dir/dev.c"
+# eswitch: encap mode ops; the mode change asks us first (once netdevsim knows the mode changes)
+[ "$(grep -c '^	.eswitch_mode_get = nsim_devlink_eswitch_mode_get,$' "$dir/dev.c")" = 1 ] || die "dev.c: nsim_dev_devlink_ops not as expected"
+sed -i 's/^	.eswitch_mode_get = nsim_devlink_eswitch_mode_get,$/&\n	.eswitch_encap_mode_get = nsim_sim_encap_mode_get,\n	.eswitch_encap_mode_set = nsim_sim_encap_mode_set,/' "$dir/dev.c"
+perl -0pi -e 's/(\n\tif \(mode == nsim_dev->esw_mode\)\n\t\treturn 0;\n)/$1\tif (nsim_sim_eswitch_mode_check(nsim_dev, mode, extack))\n\t\treturn -EOPNOTSUPP;\n/' "$dir/dev.c"
+[ "$(grep -c 'nsim_sim_eswitch_mode_check(nsim_dev, mode, extack)' "$dir/dev.c")" = 1 ] || die "dev.c: eswitch_mode_set hook did not apply"
+# ports: VF ports registered with our port-function ops
+perl -0pi -e 's/\terr = devl_port_register\(priv_to_devlink\(nsim_dev\), devlink_port,\n\t\t\t\t nsim_dev_port->port_index\);\n/\terr = devl_port_register_with_ops(priv_to_devlink(nsim_dev), devlink_port,\n\t\t\t\t\t  nsim_dev_port->port_index,\n\t\t\t\t\t  nsim_sim_port_ops(nsim_dev_port));\n/' "$dir/dev.c"
+[ "$(grep -c 'nsim_sim_port_ops(nsim_dev_port)' "$dir/dev.c")" = 1 ] || die "dev.c: __nsim_dev_port_add not as expected (devl_port_register)"
 install -m 0644 "$here/ipsec.c" "$dir/ipsec.c"
-echo "lab/sim: netdevsim patched (xfrm offload as mlx5: crypto + packet, states + policies; packet data path; ethtool ipsec counters)"
+install -m 0644 "$here/devlink.c" "$dir/sim_devlink.c"
+echo "lab/sim: netdevsim patched (xfrm offload as mlx5: crypto + packet, states + policies; packet data path; ethtool ipsec counters; devlink: flow_steering_mode, encap mode, VF ipsec_crypto/ipsec_packet, mlx5's eswitch rules)"

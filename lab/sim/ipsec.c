@@ -141,7 +141,8 @@ static int sim_find_empty_idx(struct nsim_ipsec *ipsec)
 /* mlx5e_xfrm_validate_state (drivers/net/ethernet/mellanox/mlx5/core/en_accel/ipsec.c), with the
  * capabilities of a ConnectX-7: crypto, packet, ESN, ESP in UDP and tunnel mode offload.
  */
-static int sim_validate_state(struct xfrm_state *x, struct netlink_ext_ack *extack)
+static int sim_validate_state(struct netdevsim *ns, struct xfrm_state *x,
+			      struct netlink_ext_ack *extack)
 {
 	if (x->props.aalgo != SADB_AALG_NONE) {
 		NL_SET_ERR_MSG_MOD(extack, "Cannot offload authenticated xfrm states");
@@ -214,6 +215,11 @@ static int sim_validate_state(struct xfrm_state *x, struct netlink_ext_ack *exta
 	case XFRM_DEV_OFFLOAD_CRYPTO:
 		break;
 	case XFRM_DEV_OFFLOAD_PACKET:
+		/* mlx5_ipsec_device_caps: no packet offload with smfs in switchdev mode */
+		if (!nsim_sim_packet_caps(ns)) {
+			NL_SET_ERR_MSG_MOD(extack, "Packet offload is not supported");
+			return -EINVAL;
+		}
 		if (x->replay_esn && x->xso.dir == XFRM_DEV_OFFLOAD_IN &&
 		    x->replay_esn->replay_window != 32 && x->replay_esn->replay_window != 64 &&
 		    x->replay_esn->replay_window != 128 && x->replay_esn->replay_window != 256) {
@@ -267,14 +273,23 @@ static int sim_add_state(struct xfrm_state *xs, struct netlink_ext_ack *extack)
 		ipsec->sim_acq++;
 		return 0;
 	}
-	ret = sim_validate_state(xs, extack);
+	ret = sim_validate_state(ns, xs, extack);
 	if (ret)
 		return ret;
 	if (!c)
 		return -ENOMEM;
+	/* the device's side (lab/sim/devlink.c): a VF with IPsec enabled blocks the PF (-EBUSY), the
+	 * eswitch and encap modes are held, tunnel mode needs tables made while encap allowed it
+	 */
+	ret = nsim_sim_ipsec_get(ns, xs->props.mode == XFRM_MODE_TUNNEL &&
+				 xs->xso.type == XFRM_DEV_OFFLOAD_PACKET, extack);
+	if (ret)
+		return ret;
 	e = kzalloc(sizeof(*e), GFP_KERNEL);
-	if (!e)
+	if (!e) {
+		nsim_sim_ipsec_put(ns);
 		return -ENOMEM;
+	}
 	e->xs = xs;
 	if (xs->xso.type == XFRM_DEV_OFFLOAD_PACKET) {
 		/* the device's own cipher for the data path; synchronous (mask CRYPTO_ALG_ASYNC) */
@@ -285,6 +300,7 @@ static int sim_add_state(struct xfrm_state *xs, struct netlink_ext_ack *extack)
 			if (!IS_ERR(e->tfm))
 				crypto_free_aead(e->tfm);
 			kfree(e);
+			nsim_sim_ipsec_put(ns);
 			NL_SET_ERR_MSG_MOD(extack, "Device failed to offload this state");
 			return -EINVAL;
 		}
@@ -296,6 +312,7 @@ static int sim_add_state(struct xfrm_state *xs, struct netlink_ext_ack *extack)
 		if (e->tfm)
 			crypto_free_aead(e->tfm);
 		kfree(e);
+		nsim_sim_ipsec_put(ns);
 		NL_SET_ERR_MSG_MOD(extack, "No space for SA in the simulated device's table");
 		return idx;
 	}
@@ -344,6 +361,7 @@ static void sim_del_state(struct xfrm_state *xs)
 			ipsec->sim_packet_sa--;
 		memset(&ipsec->sa[e->idx], 0, sizeof(struct nsim_sa));
 		ipsec->count--;
+		nsim_sim_ipsec_put(ns);
 	}
 	spin_unlock_bh(&c->lock);
 }
@@ -383,7 +401,7 @@ static int sim_add_policy(struct xfrm_policy *x, struct netlink_ext_ack *extack)
 	struct netdevsim *ns = netdev_priv(x->xdo.dev);
 	struct xfrm_selector *sel = &x->selector;
 	struct sim_ctx *c;
-	int i;
+	int i, ret;
 
 	if (x->type != XFRM_POLICY_TYPE_MAIN) {
 		NL_SET_ERR_MSG_MOD(extack, "Cannot offload non-main policy types");
@@ -411,18 +429,29 @@ static int sim_add_policy(struct xfrm_policy *x, struct netlink_ext_ack *extack)
 		NL_SET_ERR_MSG_MOD(extack, "Device does not support upper protocol other than TCP/UDP");
 		return -EINVAL;
 	}
-	if (x->priority == U32_MAX) {
-		NL_SET_ERR_MSG_MOD(extack, "Device does not support requested policy priority");
-		return -EINVAL;
+	if (x->priority) {
+		/* MLX5_IPSEC_CAP_PRIO: gone with packet offload (smfs in switchdev mode) */
+		if (!nsim_sim_packet_caps(ns)) {
+			NL_SET_ERR_MSG_MOD(extack, "Device does not support policy priority");
+			return -EINVAL;
+		}
+		if (x->priority == U32_MAX) {
+			NL_SET_ERR_MSG_MOD(extack, "Device does not support requested policy priority");
+			return -EINVAL;
+		}
 	}
 	c = sim_ctx(ns);
 	if (!c)
 		return -ENOMEM;
+	ret = nsim_sim_ipsec_get(ns, false, extack);
+	if (ret)
+		return ret;
 	spin_lock_bh(&c->lock);
 	for (i = 0; i < SIM_MAX_POL && c->pol[i]; i++)
 		;
 	if (i == SIM_MAX_POL) {
 		spin_unlock_bh(&c->lock);
+		nsim_sim_ipsec_put(ns);
 		NL_SET_ERR_MSG_MOD(extack, "Device failed to offload this policy");
 		return -ENOSPC;
 	}
@@ -445,6 +474,7 @@ static void sim_del_policy(struct xfrm_policy *x)
 	if (i < SIM_MAX_POL && c->pol[i] == x) {
 		c->pol[i] = NULL;
 		ns->ipsec.sim_policies--;
+		nsim_sim_ipsec_put(ns);
 	}
 	spin_unlock_bh(&c->lock);
 	x->xdo.offload_handle = 0;

@@ -193,7 +193,7 @@ def test_cache_key_is_stable_and_follows_every_input(labcopy):
     assert key_of(labcopy) == base
     assert key_of(LAB) == base  # the copy keys like the original: the key is content, not path
     for rel in ("packages.txt", "build.sh", "vm/init", "vm/customize.sh", "vm/essential.sh", "sim/ipsec.c",
-                "sim/apply.sh"):
+                "sim/apply.sh", "sim/devlink.c"):
         f = labcopy / rel
         original = f.read_text()
         f.write_text(original + "\n# changed\n")

@@ -1,0 +1,96 @@
+# -*- coding: utf-8 -*-
+"""The lab and molecule helpers parse `ip xfrm` text with the collection's parser
+(plugins/module_utils/_xfrm_text.py), not with one of their own: lab/reliability.sh's helper
+imports it by path, extensions/molecule/default/files/xfrm_dump.py runs with its text in front.
+Both run here on the real outputs of tests/unit/fixtures/xfrm."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+from harness import fixture
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+XFRM_TEXT = os.path.join(ROOT, "plugins", "module_utils", "_xfrm_text.py")
+OWNED = "reqid 1371537409 "  # 0x51c00001
+
+
+def _text(name):
+    return "".join(line for line in fixture(name).splitlines(True) if not line.startswith("#"))
+
+
+def _owned(text):
+    return text.replace("reqid 1 ", OWNED)
+
+
+def _rel_helper(tmp_path):
+    """The helper lab/reliability.sh writes (its 'PY' here-document), as a file."""
+    with open(os.path.join(ROOT, "lab", "reliability.sh"), encoding="utf-8") as fh:
+        sh = fh.read()
+    body = re.search(r"^cat > \"\$HELPER\" <<'PY'\n(.*?)^PY$", sh, re.S | re.M).group(1)
+    path = tmp_path / "rel_helper.py"
+    path.write_text(body, encoding="utf-8")
+    return str(path)
+
+
+def _run_helper(helper, cmd, stdin):
+    env = dict(os.environ, REL_XFRM_TEXT=XFRM_TEXT)
+    out = subprocess.run([sys.executable, helper, cmd], input=stdin, capture_output=True, text=True, env=env, check=True)
+    return out.stdout.splitlines()
+
+
+def test_reliability_helper_reads_xfrm_with_the_collection_parser(tmp_path):
+    helper = _rel_helper(tmp_path)
+    states = _owned(_text("xfrm/lab-xfrm-state.txt"))
+    policies = _owned(_text("xfrm/lab-xfrm-policy.txt"))
+    dump = "#REL states\n%s\n#REL policies\n%s\n" % (states, policies)
+    assert _run_helper(helper, "host", dump) == [
+        "sa 192.168.100.1 192.168.100.2 4096 1371537409",
+        "sp 192.168.100.1/32 192.168.100.2/32 out 1371537409"]
+    foreign = _run_helper(helper, "foreign", dump)
+    assert [line.split("|")[0] for line in foreign] == ["policies", "states"]
+    assert "spi 0x00001001 reqid 2" in foreign[1] and "reqid 1371537409" not in "".join(foreign)
+    # keys: only the owned SA's key||salt, as the key search needs it
+    assert _run_helper(helper, "keys", states) == ["1111111111111111111111111111111111111111"]
+
+
+def _bundle():
+    """What tests/xfrm_view.py bundle() and the prepare.yml task send to the host."""
+    with open(XFRM_TEXT, encoding="utf-8") as fh:
+        parser = fh.read()
+    with open(os.path.join(ROOT, "extensions", "molecule", "default", "files", "xfrm_dump.py"), encoding="utf-8") as fh:
+        script = fh.read()
+    ns = {"__name__": "xfrm_dump_bundle"}
+    exec(compile(parser + "\n" + script, "xfrm_dump_bundle.py", "exec"), ns)  # pylint: disable=exec-used
+    return ns
+
+
+def test_molecule_dump_hashes_keys_and_reads_with_the_collection_parser():
+    ns = _bundle()
+    text = _text("xfrm/lab-xfrm-state-s.txt")
+    states = ns["dump_states"](text, "salt-of-sixteen-chars")
+    assert [(s["src"], s["spi"], s["reqid"], s["mode"], s["packets"], s["bytes"]) for s in states] == [
+        ("192.168.100.2", 0x1001, 2, "transport", 6, 384), ("192.168.100.1", 0x1000, 1, "transport", 6, 384)]
+    assert states[0]["sel"].startswith("src 192.168.100.2/32 dst 192.168.100.1/32")
+    assert states[0]["algos"]["aead"]["name"] == "rfc4106(gcm(aes))" and states[0]["algos"]["aead"]["icv"] == "128"
+    out = json.dumps(states)
+    for key in re.findall(r"0x([0-9a-f]{32,})", text):
+        assert key not in out
+    # the same key gives the same hash for the same salt, another salt another hash
+    again = ns["dump_states"](text, "salt-of-sixteen-chars")
+    other = ns["dump_states"](text, "another-salt-sixteen")
+    assert again == states and other[0]["algos"]["aead"]["key_hash"] != states[0]["algos"]["aead"]["key_hash"]
+
+
+def test_molecule_dump_policies_and_offload():
+    ns = _bundle()
+    pols = ns["dump_policies"](_text("xfrm/policy-marks-guards-real.txt"))  # `reqid N(0x..)` form too
+    assert pols and all(p["dir"] in ("in", "out", "fwd") for p in pols)
+    assert any(t["reqid"] == 0x51c00002 for p in pols for t in p["tmpl"])
+    (sa,) = ns["dump_states"](_text("tc/xfrm_state_mlx5_packet_real.txt"), "salt-of-sixteen-chars")
+    assert sa["offload"] == {"dev": "eth2", "dir": "out", "mode": "packet"}
+    pols = ns["dump_policies"](_text("devlink/xfrm_policy_mlx5_packet.txt"))
+    assert {"dev": "p0", "mode": "packet"} in [p["offload"] for p in pols]
