@@ -34,7 +34,7 @@ ver=$("$VENV/bin/ansible" --version | sed -n 1p)   # sed reads it all: head woul
 log "$ver ($VENV)"
 cd "$REPO_ROOT"
 
-# 2. unit tests (CORE216_UNIT=0 skips them: a quick rerun of the plays only, never in CI)
+# 2. unit tests (CORE216_UNIT=0 skips them: the plays only, as .ci/run does for time; the PASS line says so)
 if [ "${CORE216_UNIT:-1}" = 0 ]; then
 	log "unit tests SKIPPED (CORE216_UNIT=0)"
 else
