@@ -27,7 +27,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.ipsec_offload.mlx5.plugins.filter import ipsec_render as R
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_run

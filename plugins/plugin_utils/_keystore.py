@@ -28,7 +28,7 @@ import yaml
 from ansible.errors import AnsibleError
 from ansible.parsing.vault import VaultLib, is_encrypted
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._pairs import STORE_HEADER
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils._pairs import STORE_HEADER
 
 
 class KeyStoreError(AnsibleError):
