@@ -87,7 +87,6 @@ class ActionModule(ActionBase):
             }
         return result
 
-
     @staticmethod
     def _arguments(args):
         """(pairs: a list of pair summaries, reqid range or None, key_mode), the options checked."""
