@@ -402,17 +402,11 @@ class ActionModule(ActionBase):
     @staticmethod
     def _ensure_dir(dest):
         """The render directory, 0700 (made so, or set so): True if it changed."""
-        if not os.path.isdir(dest):
-            old = os.umask(0o077)
-            try:
-                os.makedirs(dest, mode=0o700, exist_ok=True)
-            finally:
-                os.umask(old)
+        made = _keystore.ensure_dir(dest)
+        if made or stat.S_IMODE(os.stat(dest).st_mode) != 0o700:
             os.chmod(dest, 0o700)
             return True
-        if stat.S_IMODE(os.stat(dest).st_mode) != 0o700:
-            os.chmod(dest, 0o700)
-            return True
+        return False
         return False
 
     @staticmethod
