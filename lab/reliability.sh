@@ -238,7 +238,8 @@ if __name__ == "__main__":
     elif cmd == "keys":
         print("\n".join(keys(sys.stdin.read())))
     elif cmd == "keystore":
-        print("\n".join(re.findall(r"key: '?0x([0-9a-fA-F]{16,})", open(sys.argv[2]).read())))
+        # every key of the store, current and previous: JSON ("key": "0x..") and YAML (key: '0x..')
+        print("\n".join(re.findall(r"\bkey[\"']?\s*:\s*[\"']?0x([0-9a-fA-F]{16,})", open(sys.argv[2]).read())))
     elif cmd == "scan":
         scan(sys.argv[2], sys.argv[3:])
     elif cmd == "last":

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _keystore
 from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _lifecycle
 
@@ -29,46 +29,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = self._task.args
-        unknown = sorted(set(args) - self._VALID_ARGS)
-        if unknown:
-            raise AnsibleActionFail("ipsec_keystore: unsupported option(s) %s" % ", ".join(unknown))
-        if "path" not in args:
-            raise AnsibleActionFail("ipsec_keystore: path is required (the key store file on the controller)")
-        if "pairs" not in args:
-            raise AnsibleActionFail("ipsec_keystore: pairs is required "
-                                    "(hostvars | ipsec_offload.mlx5.ipsec_pairs(groups=groups, keys='none'))")
-        pairs = args["pairs"]
-        rrange = args.get("reqid_range")
-        rotate = args.get("rotate")
-        stage = args.get("rotation_stage")
-        key_mode = args.get("key_derivation") or "keystore"
-        present = args.get("present")
-        retire = args.get("retire_hosts")
-        if key_mode not in _pairs.KEY_DERIVATIONS:
-            raise AnsibleActionFail("ipsec_keystore: key_derivation (ipsec_key_derivation) must be one of %s, got %r"
-                                    % (", ".join(_pairs.KEY_DERIVATIONS), key_mode))
-        if sum(x is not None for x in (rotate, stage, present, retire)) > 1:
-            raise AnsibleActionFail("ipsec_keystore: rotate (start or continue rotations), rotation_stage "
-                                    "(advance the rotations in progress), present (the SA lifecycle check of "
-                                    "site.yml) and retire_hosts (teardown.yml) are mutually exclusive")
-        if present is not None and (not isinstance(present, Mapping) or "seen" not in args):
-            raise AnsibleActionFail("ipsec_keystore: present must map each host read to its owned SAs "
-                                    "(xfrm_offload_state gathered), with seen = the hosts read")
-        if isinstance(pairs, Mapping):
-            if rrange is None:
-                rrange = pairs.get("reqid_range")
-            if "hosts" in pairs:
-                raise AnsibleActionFail("ipsec_keystore: pairs holds SA objects (and maybe keys); pass the "
-                                        "result of ipsec_pairs(..., keys='none') or its .pairs list")
-            if "packed" in pairs and "pairs" not in pairs:
-                try:
-                    pairs = _pairs.unpack_pairs(pairs["packed"])   # ipsec_pairs(..., keys='none', packed=true)
-                except _pairs.DeriveError as e:
-                    raise AnsibleActionFail("ipsec_keystore: %s" % e) from None
-            else:
-                pairs = pairs.get("pairs")
-        if not isinstance(pairs, (list, tuple)):
-            raise AnsibleActionFail("ipsec_keystore: pairs must be the result of ipsec_pairs(..., keys='none') or its .pairs list")
+        pairs, rrange, key_mode = self._arguments(args)
         try:
             rrange = _pairs.parse_reqid_range(rrange, "reqid_range") if rrange is not None else _pairs.DEFAULT_REQID_RANGE
             path = _keystore.resolve(args["path"], self._loader.get_basedir())
@@ -80,25 +41,7 @@ class ActionModule(ActionBase):
                 if key_mode == "keystore":
                     _pairs.attach_keys(links, entries, require=False)
                 new_entries, report = _pairs.update_store(entries, links, key_mode=key_mode)
-                rot = {"started": [], "continuing": [], "advanced": [], "finished": []}
-                life = {"rotated": {}, "held": {}, "fresh": [], "planned": {}}
-                retired = []
-                if rotate is not None:
-                    chosen = _pairs.select_pairs(None if rotate == "all" else rotate, [lk.name for lk in links])
-                    new_entries, r = _pairs.start_rotation(new_entries, links, chosen, key_mode=key_mode)
-                    rot.update(r)
-                if present is not None:
-                    new_entries, life = _lifecycle.assess(
-                        new_entries, links, {p["name"]: (p["src"], p["dst"]) for p in pairs},
-                        _lifecycle.present_from_gathered(present), [str(h) for h in args.get("seen") or []],
-                        unmanaged=args.get("unmanaged") or (), key_mode=key_mode)
-                if retire is not None:
-                    new_entries, retired = _lifecycle.retire_hosts(new_entries, links, [str(h) for h in retire],
-                                                                   key_mode=key_mode)
-                if stage is not None:
-                    # check mode wrote none of the stages before: let it report the whole walk
-                    new_entries, r = _pairs.advance_rotation(new_entries, stage, strict=not self._task.check_mode)
-                    rot.update(r)
+                new_entries, rot, life, retired = self._transitions(args, new_entries, links, pairs, key_mode)
                 changed = new_entries != entries or doc is None
                 if changed and not self._task.check_mode:
                     _keystore.write(path, _pairs.store_document(new_entries), vault)
@@ -143,6 +86,74 @@ class ActionModule(ActionBase):
                 "after": "".join("%s: %s\n" % ("->".join(k), _describe(new_entries[k])) for k in sorted(new_entries)),
             }
         return result
+
+    @staticmethod
+    def _arguments(args):
+        """(pairs: a list of pair summaries, reqid range or None, key_mode), the options checked."""
+        unknown = sorted(set(args) - ActionModule._VALID_ARGS)
+        if unknown:
+            raise AnsibleActionFail("ipsec_keystore: unsupported option(s) %s" % ", ".join(unknown))
+        if "path" not in args:
+            raise AnsibleActionFail("ipsec_keystore: path is required (the key store file on the controller)")
+        if "pairs" not in args:
+            raise AnsibleActionFail("ipsec_keystore: pairs is required "
+                                    "(hostvars | ipsec_offload.mlx5.ipsec_pairs(groups=groups, keys='none'))")
+        pairs = args["pairs"]
+        rrange = args.get("reqid_range")
+        key_mode = args.get("key_derivation") or "keystore"
+        present = args.get("present")
+        if key_mode not in _pairs.KEY_DERIVATIONS:
+            raise AnsibleActionFail("ipsec_keystore: key_derivation (ipsec_key_derivation) must be one of %s, got %r"
+                                    % (", ".join(_pairs.KEY_DERIVATIONS), key_mode))
+        if sum(args.get(x) is not None for x in ("rotate", "rotation_stage", "present", "retire_hosts")) > 1:
+            raise AnsibleActionFail("ipsec_keystore: rotate (start or continue rotations), rotation_stage "
+                                    "(advance the rotations in progress), present (the SA lifecycle check of "
+                                    "site.yml) and retire_hosts (teardown.yml) are mutually exclusive")
+        if present is not None and (not isinstance(present, Mapping) or "seen" not in args):
+            raise AnsibleActionFail("ipsec_keystore: present must map each host read to its owned SAs "
+                                    "(xfrm_offload_state gathered), with seen = the hosts read")
+        if isinstance(pairs, Mapping):
+            if rrange is None:
+                rrange = pairs.get("reqid_range")
+            if "hosts" in pairs:
+                raise AnsibleActionFail("ipsec_keystore: pairs holds SA objects (and maybe keys); pass the "
+                                        "result of ipsec_pairs(..., keys='none') or its .pairs list")
+            if "packed" in pairs and "pairs" not in pairs:
+                try:
+                    pairs = _pairs.unpack_pairs(pairs["packed"])   # ipsec_pairs(..., keys='none', packed=true)
+                except _pairs.DeriveError as e:
+                    raise AnsibleActionFail("ipsec_keystore: %s" % e) from None
+            else:
+                pairs = pairs.get("pairs")
+        if not isinstance(pairs, (list, tuple)):
+            raise AnsibleActionFail("ipsec_keystore: pairs must be the result of ipsec_pairs(..., keys='none') or its .pairs list")
+        return pairs, rrange, key_mode
+
+    def _transitions(self, args, new_entries, links, pairs, key_mode):
+        """What rotate / present / retire_hosts / rotation_stage (at most one) do to the entries:
+        (entries, rotation report, lifecycle report, retired directions)."""
+        rotate, stage = args.get("rotate"), args.get("rotation_stage")
+        present, retire = args.get("present"), args.get("retire_hosts")
+        rot = {"started": [], "continuing": [], "advanced": [], "finished": []}
+        life = {"rotated": {}, "held": {}, "fresh": [], "planned": {}}
+        retired = []
+        if rotate is not None:
+            chosen = _pairs.select_pairs(None if rotate == "all" else rotate, [lk.name for lk in links])
+            new_entries, r = _pairs.start_rotation(new_entries, links, chosen, key_mode=key_mode)
+            rot.update(r)
+        if present is not None:
+            new_entries, life = _lifecycle.assess(
+                new_entries, links, {p["name"]: (p["src"], p["dst"]) for p in pairs},
+                _lifecycle.present_from_gathered(present), [str(h) for h in args.get("seen") or []],
+                unmanaged=args.get("unmanaged") or (), key_mode=key_mode)
+        if retire is not None:
+            new_entries, retired = _lifecycle.retire_hosts(new_entries, links, [str(h) for h in retire],
+                                                           key_mode=key_mode)
+        if stage is not None:
+            # check mode wrote none of the stages before: let it report the whole walk
+            new_entries, r = _pairs.advance_rotation(new_entries, stage, strict=not self._task.check_mode)
+            rot.update(r)
+        return new_entries, rot, life, retired
 
 
 def _describe(entry):

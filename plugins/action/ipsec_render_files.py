@@ -27,7 +27,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.ipsec_offload.mlx5.plugins.filter import ipsec_render as R
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_run
@@ -260,63 +260,10 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         args = self._task.args
-        unknown = sorted(set(args) - self._VALID_ARGS)
-        if unknown:
-            raise AnsibleActionFail("ipsec_render_files: unsupported option(s) %s" % ", ".join(unknown))
-        dest = args.get("dest")
-        if not isinstance(dest, str) or not dest.strip():
-            raise AnsibleActionFail("ipsec_render_files: dest (the render directory) is required")
-        dest = os.path.normpath(os.path.expanduser(dest))
-        if not os.path.isabs(dest):
-            dest = os.path.join(self._loader.get_basedir(), dest)
-        key_mode = args.get("key_derivation") or "keystore"
-        if key_mode not in _pairs.KEY_DERIVATIONS:
-            raise AnsibleActionFail("ipsec_render_files: key_derivation (ipsec_key_derivation) must be one of %s, got %r"
-                                    % (", ".join(_pairs.KEY_DERIVATIONS), key_mode))
-        try:
-            reveal = boolean(args.get("reveal_keys", False), strict=True)
-        except TypeError:
-            raise AnsibleActionFail("ipsec_render_files: reveal_keys must be true or false") from None
+        dest, key_mode, reveal, workers = self._options(args)
         features = args.get("features")
         check = bool(self._task.check_mode)
-        workers = args.get("workers")
-        try:
-            workers = min(os.cpu_count() or 1, 4) if workers in (None, "", "auto") else int(workers)
-        except (TypeError, ValueError):
-            raise AnsibleActionFail("ipsec_render_files: workers must be a number of processes or auto") from None
-        if workers < 1:
-            raise AnsibleActionFail("ipsec_render_files: workers must be at least 1")
-
-        master = None
-        if key_mode == "hkdf":
-            # read here, never an option: an option's value could be shown with the task's arguments
-            master = task_vars.get("ipsec_master_secret")
-            master = self._templar.template(master) if master is not None else None
-            if master is None:
-                raise AnsibleActionFail("ipsec_render_files: ipsec_pairs: ipsec_master_secret: ipsec_key_derivation is hkdf, "
-                                        "so every key is derived from this secret: set it (from ansible-vault, at least "
-                                        "32 bytes)")
-            master = str(master)
-        store = None
-        path = args.get("keystore") or ""
-        try:
-            if path:
-                path = _keystore.resolve(path, self._loader.get_basedir())
-                doc, dummy = _keystore.read(path, _vault_secrets(self._loader))
-                store = _pairs.parse_store(doc if doc is not None else {})
-            elif key_mode == "hkdf":
-                raise AnsibleActionFail("ipsec_render_files: ipsec_key_derivation is hkdf but ipsec_keystore_path is empty")
-            hostvars = task_vars.get("hostvars")
-            if hostvars is None:
-                raise AnsibleActionFail("ipsec_render_files: runs in a play (it reads hostvars and groups)")
-            specs, links, rrange = _pairs.derive_links(
-                hostvars, hosts=args.get("hosts"), groups=task_vars.get("groups"), store=store,
-                master_secret=master, lifecycle={"check_mode": check})
-        except _pairs.DeriveError as e:
-            raise AnsibleActionFail("ipsec_pairs: %s" % e) from None
-        except _keystore.KeyStoreError as e:
-            raise AnsibleActionFail("ipsec_render_files: %s" % e) from None
-        del store
+        specs, links, rrange = self._derive(args, task_vars, key_mode, check)
 
         by_host = _pairs.links_by_host(specs, links)
         names = {h: R.ipsec_render_file(h) for h in by_host}   # every name checked before any work
@@ -359,18 +306,7 @@ class ActionModule(ActionBase):
                 for line in R.pair_lines([_pairs.pair_summary(lk, specs)])]) + "\n"
             if stage is not None:
                 self._write(os.path.join(stage, "pairs.txt"), pairs_text.encode("ascii"))
-                # every host rendered: move the files into place (unchanged ones stay as they are)
-                for name in written + ["pairs.txt"]:
-                    final = os.path.join(dest, name)
-                    with open(os.path.join(stage, name), "rb") as fh:
-                        data = fh.read()
-                    if _same(final, data):
-                        if stat.S_IMODE(os.lstat(final).st_mode) != 0o600:
-                            os.chmod(final, 0o600)
-                            changed = True
-                        continue
-                    os.replace(os.path.join(stage, name), final)
-                    changed = True
+                changed = self._install(stage, dest, written + ["pairs.txt"]) or changed
         finally:
             if stage is not None:
                 shutil.rmtree(stage, ignore_errors=True)
@@ -385,20 +321,92 @@ class ActionModule(ActionBase):
         })
         return result
 
+    def _options(self, args):
+        """(dest, key_mode, reveal, workers) from the task's arguments, each checked."""
+        unknown = sorted(set(args) - self._VALID_ARGS)
+        if unknown:
+            raise AnsibleActionFail("ipsec_render_files: unsupported option(s) %s" % ", ".join(unknown))
+        dest = args.get("dest")
+        if not isinstance(dest, str) or not dest.strip():
+            raise AnsibleActionFail("ipsec_render_files: dest (the render directory) is required")
+        dest = os.path.normpath(os.path.expanduser(dest))
+        if not os.path.isabs(dest):
+            dest = os.path.join(self._loader.get_basedir(), dest)
+        key_mode = args.get("key_derivation") or "keystore"
+        if key_mode not in _pairs.KEY_DERIVATIONS:
+            raise AnsibleActionFail("ipsec_render_files: key_derivation (ipsec_key_derivation) must be one of %s, got %r"
+                                    % (", ".join(_pairs.KEY_DERIVATIONS), key_mode))
+        try:
+            reveal = boolean(args.get("reveal_keys", False), strict=True)
+        except TypeError:
+            raise AnsibleActionFail("ipsec_render_files: reveal_keys must be true or false") from None
+        workers = args.get("workers")
+        try:
+            workers = min(os.cpu_count() or 1, 4) if workers in (None, "", "auto") else int(workers)
+        except (TypeError, ValueError):
+            raise AnsibleActionFail("ipsec_render_files: workers must be a number of processes or auto") from None
+        if workers < 1:
+            raise AnsibleActionFail("ipsec_render_files: workers must be at least 1")
+        return dest, key_mode, reveal, workers
+
+    def _derive(self, args, task_vars, key_mode, check):
+        """(specs, links, reqid range): the pairs derived from the inventory and the key store."""
+        master = None
+        if key_mode == "hkdf":
+            # read here, never an option: an option's value could be shown with the task's arguments
+            master = task_vars.get("ipsec_master_secret")
+            master = self._templar.template(master) if master is not None else None
+            if master is None:
+                raise AnsibleActionFail("ipsec_render_files: ipsec_pairs: ipsec_master_secret: ipsec_key_derivation is hkdf, "
+                                        "so every key is derived from this secret: set it (from ansible-vault, at least "
+                                        "32 bytes)")
+            master = str(master)
+        store = None
+        path = args.get("keystore") or ""
+        try:
+            if path:
+                path = _keystore.resolve(path, self._loader.get_basedir())
+                doc, dummy = _keystore.read(path, _vault_secrets(self._loader))
+                store = _pairs.parse_store(doc if doc is not None else {})
+            elif key_mode == "hkdf":
+                raise AnsibleActionFail("ipsec_render_files: ipsec_key_derivation is hkdf but ipsec_keystore_path is empty")
+            hostvars = task_vars.get("hostvars")
+            if hostvars is None:
+                raise AnsibleActionFail("ipsec_render_files: runs in a play (it reads hostvars and groups)")
+            return _pairs.derive_links(
+                hostvars, hosts=args.get("hosts"), groups=task_vars.get("groups"), store=store,
+                master_secret=master, lifecycle={"check_mode": check})
+        except _pairs.DeriveError as e:
+            raise AnsibleActionFail("ipsec_pairs: %s" % e) from None
+        except _keystore.KeyStoreError as e:
+            raise AnsibleActionFail("ipsec_render_files: %s" % e) from None
+
+    @staticmethod
+    def _install(stage, dest, names):
+        """Every host rendered: move the staged files into place (unchanged ones stay as they are,
+        their mode made 0600). True when a file changed."""
+        changed = False
+        for name in names:
+            final = os.path.join(dest, name)
+            with open(os.path.join(stage, name), "rb") as fh:
+                data = fh.read()
+            if _same(final, data):
+                if stat.S_IMODE(os.lstat(final).st_mode) != 0o600:
+                    os.chmod(final, 0o600)
+                    changed = True
+                continue
+            os.replace(os.path.join(stage, name), final)
+            changed = True
+        return changed
+
     @staticmethod
     def _ensure_dir(dest):
         """The render directory, 0700 (made so, or set so): True if it changed."""
-        if not os.path.isdir(dest):
-            old = os.umask(0o077)
-            try:
-                os.makedirs(dest, mode=0o700, exist_ok=True)
-            finally:
-                os.umask(old)
+        made = _keystore.ensure_dir(dest)
+        if made or stat.S_IMODE(os.stat(dest).st_mode) != 0o700:
             os.chmod(dest, 0o700)
             return True
-        if stat.S_IMODE(os.stat(dest).st_mode) != 0o700:
-            os.chmod(dest, 0o700)
-            return True
+        return False
         return False
 
     @staticmethod

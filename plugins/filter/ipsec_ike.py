@@ -68,7 +68,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _ike
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _ike
 
 
 def ipsec_ike(data, host=None, what="connections", overrides=None, offload="none"):

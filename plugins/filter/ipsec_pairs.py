@@ -172,7 +172,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 
 
 def ipsec_pairs(hostvars, groups=None, hosts=None, meshes=None, reqid_range=None, keystore=None, keys="required",

@@ -192,18 +192,7 @@ def validate_sa(field, item, state, rng):
     sa["direction"] = V.choice(field + ".direction", item["direction"], ("in", "out"))
     if item.get("mode") is not None:
         sa["mode"] = V.choice(field + ".mode", item["mode"], SA_MODES)
-    aead = item.get("aead")
-    if not isinstance(aead, dict) or not aead.get("key"):
-        raise InputError(field + ".aead.key", "is required (hex key||salt)")
-    name = aead.get("name") or AEAD_RFC4106
-    V.choice(field + ".aead.name", name, tuple(AEAD_KEY_BYTES))
-    key = V.aead_key(field + ".aead.key", aead["key"], AEAD_KEY_BYTES[name])
-    icv = aead.get("icv")
-    if icv is not None:
-        icv = V.integer(field + ".aead.icv", icv)
-        if icv not in ICV_BITS:
-            raise InputError(field + ".aead.icv", "%d is not one of 64, 96, 128" % icv)
-    sa["aead"] = {"name": name, "key": key, "icv": icv}
+    sa["aead"] = _sa_aead(field, item.get("aead"))
     if item.get("esn") is not None:
         if not isinstance(item["esn"], bool):
             raise InputError(field + ".esn", "must be a boolean")
@@ -215,42 +204,64 @@ def validate_sa(field, item, state, rng):
             raise InputError(field + ".replay_window", "applies to inbound SAs only; leave it out for "
                                                        "direction out (the module picks what the kernel needs)")
         sa["replay_window"] = rw if sa["direction"] == "in" else None
-    sel = item.get("sel")
-    if sel is not None:
-        if not isinstance(sel, dict):
-            raise InputError(field + ".sel", "must be a dictionary")
-        _check_keys(sel, ("src", "dst", "proto", "sport", "dport"), field + ".sel")
-        s = _prefix(field + ".sel.src", sel.get("src"))
-        d = _prefix(field + ".sel.dst", sel.get("dst"))
-        for f, v in (("src", s), ("dst", d)):
-            if v is not None and v.version != dst.version:
-                raise InputError(field + ".sel." + f, "mixes IPv4 and IPv6 addresses")
-        proto, sport, dport = _sel_upper(field + ".sel", sel)
-        zero = "0.0.0.0/0" if dst.version == 4 else "::/0"
-        sa["sel"] = {"src": V.text(s) if s is not None else zero, "dst": V.text(d) if d is not None else zero,
-                     "proto": proto, "sport": sport, "dport": dport, "dev": None}
-    off = item.get("offload")
-    if off is not None:
-        if not isinstance(off, dict):
-            raise InputError(field + ".offload", "must be a dictionary")
-        _check_keys(off, ("type", "dev", "fallback"), field + ".offload")
-        otype = V.choice(field + ".offload.type", off.get("type") or "packet", OFFLOAD_TYPES)
-        dev = off.get("dev")
-        if otype != "none":
-            if not dev:
-                raise InputError(field + ".offload.dev", "is required for offload type %s (set offload.type: none "
-                                                         "for a software-only SA)" % otype)
-            V.ifname(field + ".offload.dev", dev)
-        else:
-            dev = None
-        fallback = off.get("fallback") or "fail"
-        V.choice(field + ".offload.fallback", fallback, ("fail", "allow"))
-        if fallback == "allow" and otype != "crypto":
-            raise InputError(field + ".offload.fallback", "'allow' only applies to offload type crypto "
-                                                          "(packet offload never falls back)")
-        sa["offload"] = {"type": otype, "dev": dev, "dir": sa["direction"] if otype != "none" else None,
-                         "fallback": fallback}
+    if item.get("sel") is not None:
+        sa["sel"] = _sa_sel(field, item["sel"], dst)
+    if item.get("offload") is not None:
+        sa["offload"] = _sa_offload(field, item["offload"], sa["direction"])
     return sa
+
+
+def _sa_aead(field, aead):
+    """aead: {name, key, icv} -> the SA's aead (key checked for the algorithm's size)."""
+    if not isinstance(aead, dict) or not aead.get("key"):
+        raise InputError(field + ".aead.key", "is required (hex key||salt)")
+    name = aead.get("name") or AEAD_RFC4106
+    V.choice(field + ".aead.name", name, tuple(AEAD_KEY_BYTES))
+    key = V.aead_key(field + ".aead.key", aead["key"], AEAD_KEY_BYTES[name])
+    icv = aead.get("icv")
+    if icv is not None:
+        icv = V.integer(field + ".aead.icv", icv)
+        if icv not in ICV_BITS:
+            raise InputError(field + ".aead.icv", "%d is not one of 64, 96, 128" % icv)
+    return {"name": name, "key": key, "icv": icv}
+
+
+def _sa_sel(field, sel, dst):
+    """sel: the SA's selector (prefixes of dst's family, upper protocol and ports)."""
+    if not isinstance(sel, dict):
+        raise InputError(field + ".sel", "must be a dictionary")
+    _check_keys(sel, ("src", "dst", "proto", "sport", "dport"), field + ".sel")
+    s = _prefix(field + ".sel.src", sel.get("src"))
+    d = _prefix(field + ".sel.dst", sel.get("dst"))
+    for f, v in (("src", s), ("dst", d)):
+        if v is not None and v.version != dst.version:
+            raise InputError(field + ".sel." + f, "mixes IPv4 and IPv6 addresses")
+    proto, sport, dport = _sel_upper(field + ".sel", sel)
+    zero = "0.0.0.0/0" if dst.version == 4 else "::/0"
+    return {"src": V.text(s) if s is not None else zero, "dst": V.text(d) if d is not None else zero,
+            "proto": proto, "sport": sport, "dport": dport, "dev": None}
+
+
+def _sa_offload(field, off, direction):
+    """offload: {type, dev, fallback} -> the SA's offload (dir from the SA's direction)."""
+    if not isinstance(off, dict):
+        raise InputError(field + ".offload", "must be a dictionary")
+    _check_keys(off, ("type", "dev", "fallback"), field + ".offload")
+    otype = V.choice(field + ".offload.type", off.get("type") or "packet", OFFLOAD_TYPES)
+    dev = off.get("dev")
+    if otype != "none":
+        if not dev:
+            raise InputError(field + ".offload.dev", "is required for offload type %s (set offload.type: none "
+                                                     "for a software-only SA)" % otype)
+        V.ifname(field + ".offload.dev", dev)
+    else:
+        dev = None
+    fallback = off.get("fallback") or "fail"
+    V.choice(field + ".offload.fallback", fallback, ("fail", "allow"))
+    if fallback == "allow" and otype != "crypto":
+        raise InputError(field + ".offload.fallback", "'allow' only applies to offload type crypto "
+                                                      "(packet offload never falls back)")
+    return {"type": otype, "dev": dev, "dir": direction if otype != "none" else None, "fallback": fallback}
 
 
 def complete_sa(sa, current=None):

@@ -364,8 +364,40 @@ def run(module, spec, params):
     """The whole module run.  Calls exit_json/fail_json."""
     state = params["state"]
     summary = params.get("output") == "summary"
-    kind_cls = type(spec.kind)
     result = {"changed": False}
+    work = _prepare(module, spec, params, result)
+    kind, p, ops, current = work["kind"], work["plan"], work["ops"], work["current"]
+    desired = work["desired"] if state != "deleted" else []
+
+    before_owned = [c for c in current if kind.owned(c)]
+    result.update(changed=bool(ops), commands=work["commands"], counts=p.counts(),
+                  before=[kind.public(c) for c in before_owned])
+    if module._diff and ops:
+        result["diff"] = {
+            "before": X.to_text([kind.public(c) for c in sorted(
+                [c for c, _w in p.replace] + p.delete, key=kind.describe)]),
+            "after": X.to_text([kind.public(d) for d in sorted(
+                p.add + [w for _c, w in p.replace], key=kind.describe)]),
+        }
+
+    if not ops or module.check_mode:
+        gone = {kind.key(o) for o in p.delete} | {kind.key(c) for c, _w in p.replace}
+        after = [c for c in before_owned if kind.key(c) not in gone] + p.add + [w for _c, w in p.replace]
+        result["after"] = [kind.public(o) for o in after]
+        _report(module, spec, result, desired, current if not ops else None)
+        _exit(module, **(_summarise(result) if summary else result))
+
+    after = _apply(module, spec, work, result)
+    result["after"] = [kind.public(c) for c in after if kind.owned(c)]
+    _report(module, spec, result, desired, after)
+    _exit(module, **(_summarise(result) if summary else result))
+
+
+def _prepare(module, spec, params, result):
+    """Validate, read, plan; exits for rendered and gathered, fails (naming the field) before any
+    change. Returns {kind, host, features, current, desired, plan, ops, commands}."""
+    state = params["state"]
+    kind_cls = type(spec.kind)
     try:
         rng = X.owned_range(params.get("owned_reqid_range"))
         spec.kind = kind_cls(rng)
@@ -408,26 +440,15 @@ def run(module, spec, params):
         _fail(module, str(exc), result, field=exc.field)
     except ToolError as exc:
         _fail(module, exc.message, result, **exc.as_result())
+    return {"kind": kind, "host": host, "features": features, "current": current, "desired": desired,
+            "plan": p, "ops": ops, "commands": commands}
 
-    before_owned = [c for c in current if kind.owned(c)]
-    result.update(changed=bool(ops), commands=commands, counts=p.counts(),
-                  before=[kind.public(c) for c in before_owned])
-    if module._diff and ops:
-        result["diff"] = {
-            "before": X.to_text([kind.public(c) for c in sorted(
-                [c for c, _w in p.replace] + p.delete, key=kind.describe)]),
-            "after": X.to_text([kind.public(d) for d in sorted(
-                p.add + [w for _c, w in p.replace], key=kind.describe)]),
-        }
 
-    if not ops or module.check_mode:
-        gone = {kind.key(o) for o in p.delete} | {kind.key(c) for c, _w in p.replace}
-        after = [c for c in before_owned if kind.key(c) not in gone] + p.add + [w for _c, w in p.replace]
-        result["after"] = [kind.public(o) for o in after]
-        _report(module, spec, result, desired if state != "deleted" else [], current if not ops else None)
-        _exit(module, **(_summarise(result) if summary else result))
-
-    # ---- apply ---------------------------------------------------------------------------
+def _apply(module, spec, work, result):
+    """Run the batch and read back; on a refused line or a read-back that differs, roll back and fail.
+    Returns what the host holds after."""
+    kind, host, ops, commands, current, features = (work["kind"], work["host"], work["ops"], work["commands"],
+                                                    work["current"], work["features"])
     lines = X.render_ops(kind, ops, features, "plain")
     try:
         rc, err = host.batch(lines)
@@ -463,6 +484,4 @@ def run(module, spec, params):
                   after=[kind.public(c) for c in final if kind.owned(c)])
     except ToolError as exc:
         _fail(module, exc.message, result, **exc.as_result())
-    result["after"] = [kind.public(c) for c in after if kind.owned(c)]
-    _report(module, spec, result, desired if state != "deleted" else [], after)
-    _exit(module, **(_summarise(result) if summary else result))
+    return after

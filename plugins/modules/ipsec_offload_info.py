@@ -424,6 +424,17 @@ FS_ROOT = "/"
 def summarize(result, devices_given, namespace=None, drivers=(MLX5_DRIVER,)):
     """Readiness for packet offload from the gathered facts -> (ready, reasons, unverified)."""
     reasons, unverified = [], []
+    _summarize_host(result, reasons, unverified)
+    if not devices_given:
+        unverified.append("no devices given: NIC capabilities not checked")
+    for name, dev in sorted(result["devices"].items()):
+        _summarize_device(name, dev, namespace, drivers, reasons, unverified)
+    _summarize_devlink(result, reasons, unverified)
+    return not reasons and not unverified, reasons, unverified
+
+
+def _summarize_host(result, reasons, unverified):
+    """The kernel's version and features, iproute2's offload packet."""
     kernel = result["kernel"]
     if kernel["meets_packet_offload_minimum"] is None:
         unverified.append("kernel release %r is not numeric: version not checked" % kernel["release"])
@@ -455,42 +466,45 @@ def summarize(result, devices_given, namespace=None, drivers=(MLX5_DRIVER,)):
     if feats["mlx5_ipsec"] == "absent" and any(d.get("driver") == MLX5_DRIVER for d in result["devices"].values()):
         reasons.append("the kernel is built without CONFIG_MLX5_EN_IPSEC: mlx5 offers no IPsec offload")
 
-    if not devices_given:
-        unverified.append("no devices given: NIC capabilities not checked")
-    for name, dev in sorted(result["devices"].items()):
-        if dev["present"] is None:
-            unverified.append("%s: could not look the device up (%s)" % (name, dev["problems"].get("ip link")))
-            continue
-        if not dev["present"]:
-            reasons.append("%s: no such network device%s" % (name, (" in namespace %s" % namespace) if namespace else ""))
-            continue
-        if dev["driver"] is None:
-            unverified.append("%s: driver unknown (%s)" % (name, dev["problems"].get("ethtool -i", "no answer")))
-        elif dev["driver"] not in drivers:
-            reasons.append("%s: driver is %s, not %s (this collection drives mlx5 packet offload; "
-                           "packet_offload_drivers lists the drivers accepted)"
-                           % (name, dev["driver"], " or ".join(drivers)))
-        feat = (dev["esp_features"] or {}).get("esp_hw_offload")
-        if feat is None:
-            unverified.append("%s: esp-hw-offload unknown (%s)" % (name, dev["problems"].get("ethtool -k", "not listed by ethtool -k")))
-        elif not feat["enabled"]:
-            if feat["fixed"]:
-                reasons.append("%s: esp-hw-offload is off [fixed]: the driver/firmware offers no IPsec offload on "
-                               "this netdev (a crypto-enabled ConnectX/BlueField and mlx5 IPsec support are needed)" % name)
-            else:
-                reasons.append("%s: esp-hw-offload is off: enable it with 'ethtool -K %s esp-hw-offload on'" % (name, name))
-        tc = dev["tc_ingress"]
-        if tc and tc["in_hw"]:
-            if dev["offloaded_states"] is None:
-                unverified.append("%s: %d offloaded TC rule(s) on ingress and the SAs were not read: mlx5 refuses "
-                                  "the first offloaded IPsec SA/policy (EBUSY) while such rules exist" % (name, len(tc["in_hw"])))
-            elif dev["offloaded_states"] == 0:
-                reasons.append("%s: %d offloaded TC rule(s) on ingress: mlx5 refuses the first offloaded IPsec "
-                               "SA/policy (EBUSY) while they exist; create the IPsec states/policies first, then "
-                               "the TC rules" % (name, len(tc["in_hw"])))
-        if dev["driver"] == MLX5_DRIVER and dev["devlink"] is None:
-            unverified.append("%s: no devlink device found: eswitch and steering mode not checked" % name)
 
+def _summarize_device(name, dev, namespace, drivers, reasons, unverified):
+    """One netdev: present, its driver, esp-hw-offload, offloaded TC rules before IPsec, devlink."""
+    if dev["present"] is None:
+        unverified.append("%s: could not look the device up (%s)" % (name, dev["problems"].get("ip link")))
+        return
+    if not dev["present"]:
+        reasons.append("%s: no such network device%s" % (name, (" in namespace %s" % namespace) if namespace else ""))
+        return
+    if dev["driver"] is None:
+        unverified.append("%s: driver unknown (%s)" % (name, dev["problems"].get("ethtool -i", "no answer")))
+    elif dev["driver"] not in drivers:
+        reasons.append("%s: driver is %s, not %s (this collection drives mlx5 packet offload; "
+                       "packet_offload_drivers lists the drivers accepted)"
+                       % (name, dev["driver"], " or ".join(drivers)))
+    feat = (dev["esp_features"] or {}).get("esp_hw_offload")
+    if feat is None:
+        unverified.append("%s: esp-hw-offload unknown (%s)" % (name, dev["problems"].get("ethtool -k", "not listed by ethtool -k")))
+    elif not feat["enabled"]:
+        if feat["fixed"]:
+            reasons.append("%s: esp-hw-offload is off [fixed]: the driver/firmware offers no IPsec offload on "
+                           "this netdev (a crypto-enabled ConnectX/BlueField and mlx5 IPsec support are needed)" % name)
+        else:
+            reasons.append("%s: esp-hw-offload is off: enable it with 'ethtool -K %s esp-hw-offload on'" % (name, name))
+    tc = dev["tc_ingress"]
+    if tc and tc["in_hw"]:
+        if dev["offloaded_states"] is None:
+            unverified.append("%s: %d offloaded TC rule(s) on ingress and the SAs were not read: mlx5 refuses "
+                              "the first offloaded IPsec SA/policy (EBUSY) while such rules exist" % (name, len(tc["in_hw"])))
+        elif dev["offloaded_states"] == 0:
+            reasons.append("%s: %d offloaded TC rule(s) on ingress: mlx5 refuses the first offloaded IPsec "
+                           "SA/policy (EBUSY) while they exist; create the IPsec states/policies first, then "
+                           "the TC rules" % (name, len(tc["in_hw"])))
+    if dev["driver"] == MLX5_DRIVER and dev["devlink"] is None:
+        unverified.append("%s: no devlink device found: eswitch and steering mode not checked" % name)
+
+
+def _summarize_devlink(result, reasons, unverified):
+    """Each devlink device in switchdev: dmfs, and the VF port functions' IPsec capabilities."""
     for handle, dl in sorted(result["devlink"].items()):
         if dl["eswitch_mode"] != "switchdev":
             continue
@@ -522,7 +536,6 @@ def summarize(result, devices_given, namespace=None, drivers=(MLX5_DRIVER,)):
             elif vf["ipsec_packet"] is None:
                 reasons.append("%s: the port function reports no ipsec_packet capability (driver/firmware "
                                "without VF IPsec packet offload)" % what)
-    return not reasons and not unverified, reasons, unverified
 
 
 # ---------------------------------------------------------------------------------------------

@@ -360,139 +360,168 @@ def _main(module):
     dev_out = {"bus": dev["bus"], "name": dev["name"], "devlink": dev["devlink"], "driver": info["driver"],
                "netdevs": info["netdevs"]}
     before = public(info)
-    notes = []
     result = {"changed": False, "steps": [], "device": dev_out, "before": before, "eswitch_mode": None,
-              "notes": notes}
+              "notes": []}
 
     def note(text):
-        notes.append(text)
+        result["notes"].append(text)
         module.warn(text)
 
-    steps = []   # (text, do, undo_text, undo) in order
     try:
-        if info["num_vfs"] is None:
-            raise Refused(field, "%s has no SR-IOV (no sriov_numvfs in %s): the device or its driver does not "
-                                 "offer VFs, or SR-IOV is off in the firmware/BIOS"
-                          % (dev["devlink"], sysfs.show(dev["path"])))
-        pci = dev["bus"] == "pci"
-        default_driver = want["vf_driver"] or info["driver"]
-        if (want["vfs_bound"] or any(pair[0] for pair in want["vfs"].values())) and pci and not default_driver:
-            raise Refused("vf_driver", "the PF has no driver to copy; name the VF driver")
-        count = want["num_vfs"] if want["num_vfs"] is not None else info["num_vfs"]
-        if want["num_vfs"] is not None and info["total_vfs"] is not None and want["num_vfs"] > info["total_vfs"]:
-            raise Refused("num_vfs", "%s is more than the %s VFs %s offers (%s)"
-                          % (want["num_vfs"], info["total_vfs"], dev["devlink"],
-                             "sriov_totalvfs" if pci else "netdevsim max_vfs"))
-        binding_asked = want["vfs_bound"] is not None or bool(want["vfs"])
-        if binding_asked and not pci:
-            note("vfs_bound/vfs: not applicable to %s: netdevsim VFs have no PCI address and no driver "
-                 "to bind; nothing was bound or unbound" % dev["devlink"])
-            binding_asked = False
-        desired = desired_bindings(want, count, default_driver) if binding_asked else {}
-        writes = _sysfs.numvfs_writes(info["num_vfs"], want["num_vfs"])
-
-        if writes:
-            mode = eswitch_mode(module, dev["devlink"])
-            result["eswitch_mode"] = mode
-            if mode == "switchdev" and not want["allow_switchdev"]:
-                raise Refused("num_vfs", "the eswitch of %s is in switchdev mode; changing the VF count (%s -> %s) "
-                                         "there removes every VF representor and what is configured on it (OVS "
-                                         "ports, TC rules, IPsec objects), the kernel takes a new count only over 0 "
-                                         "('Device or resource busy' otherwise, seen on netdevsim), and netdevsim drops "
-                                         "to legacy mode when the count goes to 0. Set the count while the eswitch is "
-                                         "legacy (run mlx_sriov before mlx_devlink_eswitch), or set allow_switchdev: "
-                                         "true" % (dev["devlink"], info["num_vfs"], want["num_vfs"]))
-
-        autoprobe = info["drivers_autoprobe"]
-        if want["autoprobe"] is not None:
-            if info["drivers_autoprobe"] is None:
-                note("drivers_autoprobe: not applicable to %s (no sriov_drivers_autoprobe)" % dev["devlink"])
-            elif want["autoprobe"] != info["drivers_autoprobe"]:
-                autoprobe = want["autoprobe"]
-                path = _sysfs.autoprobe_path(dev)
-                old = "1" if info["drivers_autoprobe"] else "0"
-                new = "1" if want["autoprobe"] else "0"
-                steps.append((_sysfs.echo_text(sysfs, path, new), lambda p=path, v=new: sysfs.write(p, v),
-                              _sysfs.echo_text(sysfs, path, old), lambda p=path, v=old: sysfs.write(p, v)))
-
-        if writes:
-            path = _sysfs.numvfs_path(dev)
-            original = [(v["address"], v["driver"]) for v in info["vfs"]]
-
-            def restore(path=path, n=info["num_vfs"], original=original):
-                if sysfs.read_int(path):
-                    sysfs.write(path, 0)
-                if n:
-                    sysfs.write(path, n)
-                for vf in _sysfs.vfs_of(sysfs, dev):
-                    want_drv = dict(original).get(vf["address"], vf["driver"])
-                    if vf["driver"] == want_drv:
-                        continue
-                    if vf["driver"] is not None:
-                        _sysfs.unbind(sysfs, vf["driver"], vf["address"])
-                    if want_drv is not None:
-                        _sysfs.bind(sysfs, want_drv, vf["address"])
-            undo_text = "restore %d VFs (%s) and their drivers" % (info["num_vfs"], sysfs.show(path))
-            for i, value in enumerate(writes):
-                steps.append((_sysfs.echo_text(sysfs, path, value), lambda p=path, v=value: sysfs.write(p, v),
-                              undo_text if i == 0 else None, restore if i == 0 else None))
-            vfs_after = predicted_vfs(count, autoprobe, info["driver"]) if pci else []
-        else:
-            vfs_after = info["vfs"]
-        changes, problems = _sysfs.binding_changes(vfs_after, desired)
-        if problems:
-            index, msg = problems[0]
-            raise Refused(want["vf_fields"].get(index, "vfs_bound"), msg)
+        plan = _plan(module, sysfs, want, dev, info, note, result)
     except Refused as exc:
         module.fail_json(msg=str(exc), field=exc.field, **result)
     except _sysfs.SysfsError as exc:
         module.fail_json(msg=str(exc), **dict(result, **exc.as_result()))
 
-    def binding_step(change):
-        action, _index, addr, drv = change
-        path = _sysfs.driver_file(sysfs, drv, action)
-        other = "bind" if action == "unbind" else "unbind"
-        return (_sysfs.echo_text(sysfs, path, addr), lambda: sysfs.write(path, addr),
-                _sysfs.echo_text(sysfs, _sysfs.driver_file(sysfs, drv, other), addr),
-                lambda: sysfs.write(_sysfs.driver_file(sysfs, drv, other), addr))
-
-    planned = [s[0] for s in steps] + [binding_step(c)[0] for c in changes]
-    changed = bool(planned)
-    result["changed"] = changed
-    if module.check_mode or not changed:
-        after = dict(before)
-        if changed:
-            after = {"num_vfs": count, "total_vfs": info["total_vfs"], "drivers_autoprobe": autoprobe,
-                     "vfs": [dict(v) for v in vfs_after]}
-            for action, index, addr, drv in changes:
-                for v in after["vfs"]:
-                    if v["index"] == index:
-                        v["driver"] = drv if action == "bind" else None
+    planned = [s[0] for s in plan["steps"]] + [_binding_step(sysfs, c)[0] for c in plan["changes"]]
+    result["changed"] = bool(planned)
+    if module.check_mode or not planned:
+        after = _predicted_after(info, plan) if planned else dict(before)
         result["steps"] = planned
         result["after"] = after
         if module._diff:
             result["diff"] = {"before": render_text(dev, before), "after": render_text(dev, after)}
         module.exit_json(**result)
 
+    _execute(module, sysfs, want, dev, plan, result)
+    after = public(read_info(sysfs, dev))
+    result["after"] = after
+    if plan["writes"] and result["eswitch_mode"] == "switchdev":
+        mode_now = eswitch_mode(module, dev["devlink"])
+        if mode_now != "switchdev":
+            note("the eswitch of %s is now in %s mode (netdevsim leaves switchdev when the VF count goes to "
+                 "0): run mlx_devlink_eswitch again" % (dev["devlink"], mode_now))
+    if module._diff:
+        result["diff"] = {"before": render_text(dev, before), "after": render_text(dev, after)}
+    module.exit_json(**result)
+
+
+def _plan(module, sysfs, want, dev, info, note, result):
+    """What to change, in order: {steps: [(text, do, undo_text, undo)], changes: binding changes,
+    desired, writes, count, autoprobe, vfs_after, binding_asked}. Raises Refused before anything."""
+    steps = []   # (text, do, undo_text, undo) in order
+    field = "pf" if want["pf"] else "device"
+    if info["num_vfs"] is None:
+        raise Refused(field, "%s has no SR-IOV (no sriov_numvfs in %s): the device or its driver does not "
+                             "offer VFs, or SR-IOV is off in the firmware/BIOS"
+                      % (dev["devlink"], sysfs.show(dev["path"])))
+    pci = dev["bus"] == "pci"
+    default_driver = want["vf_driver"] or info["driver"]
+    if (want["vfs_bound"] or any(pair[0] for pair in want["vfs"].values())) and pci and not default_driver:
+        raise Refused("vf_driver", "the PF has no driver to copy; name the VF driver")
+    count = want["num_vfs"] if want["num_vfs"] is not None else info["num_vfs"]
+    if want["num_vfs"] is not None and info["total_vfs"] is not None and want["num_vfs"] > info["total_vfs"]:
+        raise Refused("num_vfs", "%s is more than the %s VFs %s offers (%s)"
+                      % (want["num_vfs"], info["total_vfs"], dev["devlink"],
+                         "sriov_totalvfs" if pci else "netdevsim max_vfs"))
+    binding_asked = want["vfs_bound"] is not None or bool(want["vfs"])
+    if binding_asked and not pci:
+        note("vfs_bound/vfs: not applicable to %s: netdevsim VFs have no PCI address and no driver "
+             "to bind; nothing was bound or unbound" % dev["devlink"])
+        binding_asked = False
+    desired = desired_bindings(want, count, default_driver) if binding_asked else {}
+    writes = _sysfs.numvfs_writes(info["num_vfs"], want["num_vfs"])
+
+    if writes:
+        mode = eswitch_mode(module, dev["devlink"])
+        result["eswitch_mode"] = mode
+        if mode == "switchdev" and not want["allow_switchdev"]:
+            raise Refused("num_vfs", "the eswitch of %s is in switchdev mode; changing the VF count (%s -> %s) "
+                                     "there removes every VF representor and what is configured on it (OVS "
+                                     "ports, TC rules, IPsec objects), the kernel takes a new count only over 0 "
+                                     "('Device or resource busy' otherwise, seen on netdevsim), and netdevsim drops "
+                                     "to legacy mode when the count goes to 0. Set the count while the eswitch is "
+                                     "legacy (run mlx_sriov before mlx_devlink_eswitch), or set allow_switchdev: "
+                                     "true" % (dev["devlink"], info["num_vfs"], want["num_vfs"]))
+
+    autoprobe = info["drivers_autoprobe"]
+    if want["autoprobe"] is not None:
+        if info["drivers_autoprobe"] is None:
+            note("drivers_autoprobe: not applicable to %s (no sriov_drivers_autoprobe)" % dev["devlink"])
+        elif want["autoprobe"] != info["drivers_autoprobe"]:
+            autoprobe = want["autoprobe"]
+            path = _sysfs.autoprobe_path(dev)
+            old = "1" if info["drivers_autoprobe"] else "0"
+            new = "1" if want["autoprobe"] else "0"
+            steps.append((_sysfs.echo_text(sysfs, path, new), lambda p=path, v=new: sysfs.write(p, v),
+                          _sysfs.echo_text(sysfs, path, old), lambda p=path, v=old: sysfs.write(p, v)))
+
+    if writes:
+        path = _sysfs.numvfs_path(dev)
+        original = [(v["address"], v["driver"]) for v in info["vfs"]]
+
+        def restore(path=path, n=info["num_vfs"], original=original):
+            if sysfs.read_int(path):
+                sysfs.write(path, 0)
+            if n:
+                sysfs.write(path, n)
+            for vf in _sysfs.vfs_of(sysfs, dev):
+                want_drv = dict(original).get(vf["address"], vf["driver"])
+                if vf["driver"] == want_drv:
+                    continue
+                if vf["driver"] is not None:
+                    _sysfs.unbind(sysfs, vf["driver"], vf["address"])
+                if want_drv is not None:
+                    _sysfs.bind(sysfs, want_drv, vf["address"])
+        undo_text = "restore %d VFs (%s) and their drivers" % (info["num_vfs"], sysfs.show(path))
+        for i, value in enumerate(writes):
+            steps.append((_sysfs.echo_text(sysfs, path, value), lambda p=path, v=value: sysfs.write(p, v),
+                          undo_text if i == 0 else None, restore if i == 0 else None))
+        vfs_after = predicted_vfs(count, autoprobe, info["driver"]) if pci else []
+    else:
+        vfs_after = info["vfs"]
+    changes, problems = _sysfs.binding_changes(vfs_after, desired)
+    if problems:
+        index, msg = problems[0]
+        raise Refused(want["vf_fields"].get(index, "vfs_bound"), msg)
+    return {"steps": steps, "changes": changes, "desired": desired, "writes": writes, "count": count,
+            "autoprobe": autoprobe, "vfs_after": vfs_after, "binding_asked": binding_asked}
+
+
+def _binding_step(sysfs, change):
+    """(text, do, undo_text, undo) of one VF bind/unbind."""
+    action, _index, addr, drv = change
+    path = _sysfs.driver_file(sysfs, drv, action)
+    other = "bind" if action == "unbind" else "unbind"
+    return (_sysfs.echo_text(sysfs, path, addr), lambda: sysfs.write(path, addr),
+            _sysfs.echo_text(sysfs, _sysfs.driver_file(sysfs, drv, other), addr),
+            lambda: sysfs.write(_sysfs.driver_file(sysfs, drv, other), addr))
+
+
+def _predicted_after(info, plan):
+    """The public view check mode reports: the count, autoprobe and VF drivers the plan leaves."""
+    after = {"num_vfs": plan["count"], "total_vfs": info["total_vfs"], "drivers_autoprobe": plan["autoprobe"],
+             "vfs": [dict(v) for v in plan["vfs_after"]]}
+    for action, index, _addr, drv in plan["changes"]:
+        for v in after["vfs"]:
+            if v["index"] == index:
+                v["driver"] = drv if action == "bind" else None
+    return after
+
+
+def _execute(module, sysfs, want, dev, plan, result):
+    """Run the plan; on a failure undo the steps done, newest first, and fail with what happened."""
     ran = result["steps"]
     undo = []
     current = None
+    changes = plan["changes"]
     try:
-        for text, do, undo_text, undo_fn in steps:
+        for text, do, undo_text, undo_fn in plan["steps"]:
             current = text
             do()
             ran.append(text)
             if undo_fn is not None:
                 undo.append((undo_text, undo_fn))
-        if writes and binding_asked:
+        if plan["writes"] and plan["binding_asked"]:
             # the VFs exist now: plan their bindings on what the kernel made of them
             current = "read the new VFs"
-            changes, problems = _sysfs.binding_changes(_sysfs.vfs_of(sysfs, dev), desired)
+            changes, problems = _sysfs.binding_changes(_sysfs.vfs_of(sysfs, dev), plan["desired"])
             if problems:
                 index, msg = problems[0]
                 raise Refused(want["vf_fields"].get(index, "vfs_bound"), msg)
         for change in changes:
-            text, do, undo_text, undo_fn = binding_step(change)
+            text, do, undo_text, undo_fn = _binding_step(sysfs, change)
             current = text
             do()
             ran.append(text)
@@ -510,17 +539,6 @@ def _main(module):
         result.update(rollback=rollback, failed_step=current, changed=bool(ran))
         module.fail_json(msg="%s -- %s" % (exc, "every step done was undone" if clean else
                                            "UNDO INCOMPLETE, see rollback"), **dict(result, **extra))
-
-    after = public(read_info(sysfs, dev))
-    result["after"] = after
-    if writes and result["eswitch_mode"] == "switchdev":
-        mode_now = eswitch_mode(module, dev["devlink"])
-        if mode_now != "switchdev":
-            note("the eswitch of %s is now in %s mode (netdevsim leaves switchdev when the VF count goes to "
-                 "0): run mlx_devlink_eswitch again" % (dev["devlink"], mode_now))
-    if module._diff:
-        result["diff"] = {"before": render_text(dev, before), "after": render_text(dev, after)}
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -313,28 +313,7 @@ def _main(module):
                   ibv_rc_pingpong=module.get_bin_path("ibv_rc_pingpong") is not None)
     after = before
     if actions and not module.check_mode:
-        done = []
-        for action in actions:
-            try:
-                rdma.run(_rdma.render(*action))
-            except ToolError as exc:
-                undo = []
-                for prev in reversed(done):
-                    if prev[0] == "add":
-                        try:
-                            rdma.run(_rdma.render("delete", prev[1], prev[2]))
-                            undo.append("removed %s again" % prev[1])
-                        except ToolError as exc2:
-                            undo.append("could not remove %s: %s" % (prev[1], exc2.tool_message))
-                hint = ""
-                if action[0] == "add" and "Operation not permitted" in (exc.stderr + exc.stdout):
-                    hint = (" -- rdma_rxe accepts only a netdev that is not itself an upper device "
-                            "(a VLAN device is refused); bind it to the lower netdev")
-                module.fail_json(msg="%s %s on %s failed: %s%s%s" % (
-                    action[0], action[1], action[2], exc.message, hint,
-                    ("; rolled back: " + ", ".join(undo)) if undo else ""),
-                    failed_object=action[1], commands=commands, **exc.as_result())
-            done.append(action)
+        _apply(module, rdma, actions, commands)
         after = read_links(rdma)
         if any(a[0] == "add" for a in actions):
             tries, pause = GID_WAIT
@@ -359,6 +338,32 @@ def _main(module):
         module.warn("no RoCE v2 IPv4 GID%s on %s yet: is the netdev up with an IPv4 address?"
                     % (" for %s" % address if address else "", ", ".join(missing)))
     module.exit_json(**result)
+
+
+def _apply(module, rdma, actions, commands):
+    """Run the actions in order; on a refusal remove the links added so far and fail."""
+    done = []
+    for action in actions:
+        try:
+            rdma.run(_rdma.render(*action))
+        except ToolError as exc:
+            undo = []
+            for prev in reversed(done):
+                if prev[0] == "add":
+                    try:
+                        rdma.run(_rdma.render("delete", prev[1], prev[2]))
+                        undo.append("removed %s again" % prev[1])
+                    except ToolError as exc2:
+                        undo.append("could not remove %s: %s" % (prev[1], exc2.tool_message))
+            hint = ""
+            if action[0] == "add" and "Operation not permitted" in (exc.stderr + exc.stdout):
+                hint = (" -- rdma_rxe accepts only a netdev that is not itself an upper device "
+                        "(a VLAN device is refused); bind it to the lower netdev")
+            module.fail_json(msg="%s %s on %s failed: %s%s%s" % (
+                action[0], action[1], action[2], exc.message, hint,
+                ("; rolled back: " + ", ".join(undo)) if undo else ""),
+                failed_object=action[1], commands=commands, **exc.as_result())
+        done.append(action)
 
 
 if __name__ == "__main__":

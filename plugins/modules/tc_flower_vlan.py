@@ -544,7 +544,65 @@ def run(module):
     p = plan(kind, state, rules, current)
     for d in _tc.changing(p):
         _tc.complete(d)
+    refuse_unsafe(kind, state, p, current, links)
+    if params["require_ipsec_before_offload"]:
+        require_ipsec_first(client, newly_offloadable(kind, p), links)
+    remove_qdisc = []
+    if params["remove_ingress_qdisc"] and state in ("deleted", "overridden"):
+        remove_qdisc = qdiscs_left_empty(kind, p, current, hooks, scope)
 
+    lines, undo, owners = _tc.build_batch(kind, p, hooks, remove_qdisc)
+    result = dict(changed=bool(lines), commands=lines, before=before)
+    if module._diff:
+        result["diff"] = {"before": text(before), "after": text(predicted(kind, p, current))}
+    if not lines or module.check_mode:
+        result["after"] = predicted(kind, p, current)
+        result["rules"] = status_rows(kind, p, filters, module.check_mode)
+        return result
+
+    touched = set(line.split()[3] for line in lines)  # "<obj> <verb> dev DEV ..."
+    undo_and_check = _undoer(client, undo, touched, hooks, filters)
+    apply_batch(client, lines, owners, touched, undo_and_check)
+
+    # verify: read back and plan again; nothing may be left to do
+    current2, filters2 = verify_applied(client, kind, state, rules, scope, touched, remove_qdisc, lines,
+                                        undo_and_check)
+    after = sorted(owned_rules(kind, current2), key=kind.key)
+    result["after"] = after
+    result["rules"] = status_rows(kind, p, filters2, False)
+    if module._diff:
+        result["diff"]["after"] = text(after)
+    return result
+
+
+def verify_applied(client, kind, state, rules, scope, touched, remove_qdisc, lines, undo_and_check):
+    """Read back and plan again: (current rules, filters) when nothing is left to do, else undo and fail."""
+    try:
+        hooks2, filters2 = read_state(client, scope | touched)
+        current2 = _tc.group(filters2)
+        p2 = plan(kind, state, [dict(r) for r in rules], current2)
+        leftover = bool(p2.add or p2.replace or p2.delete or p2.foreign) or any(
+            d in hooks2 for d in remove_qdisc)
+    except (ToolError, _tc.ParseError) as exc:
+        leftover, p2 = True, None
+        detail = str(exc)
+    if leftover:
+        back, rb_error, same = undo_and_check(len(lines))
+        if p2 is not None:
+            detail = "still to do: %s" % ", ".join(
+                ["add %s" % _tc.describe(d) for d in p2.add] + ["change %s" % _tc.describe(pair[1]) for pair in p2.replace]
+                + ["delete %s" % _tc.describe(c) for c in p2.delete] + ["qdisc on %s" % d for d in remove_qdisc if d in hooks2])
+        raise Failure("the rules read back differ from the request after applying (%s); %s" % (
+            detail, "undid the run, the host is as before" if same else
+            "undo did not restore the previous state%s: check %s by hand" % (
+                " (%s)" % rb_error if rb_error else "", ", ".join(sorted(touched)))),
+            commands=lines, rollback=back, restored=same)
+    return current2, filters2
+
+
+def refuse_unsafe(kind, state, p, current, links):
+    """Fail before anything changes: a filter of someone else in the way, a slot taken, an owned rule
+    that could not be restored, a device that is not there."""
     if p.foreign:
         msgs = []
         for c, d in p.foreign:
@@ -566,42 +624,41 @@ def run(module):
                           % (_tc.describe(c), why))
     check_devices(p, links)
 
-    need = newly_offloadable(kind, p) if params["require_ipsec_before_offload"] else []
-    if need:
-        try:
-            have = client.xfrm_offload_devices()
-        except ToolError as exc:
-            raise Failure("cannot read `ip xfrm state` to check that IPsec offload is set up before "
-                          "offloadable TC rules (%s); set require_ipsec_before_offload: false if this host "
-                          "uses no IPsec offload" % exc.message)
-        missing = [d for d in need if not _tc.ipsec_ready(d, have, links)]
-        if missing:
-            raise Failure("refusing offloadable TC rules on %s: no offloaded xfrm state on %s (or on another "
-                          "netdev of the same PCI function) yet. %s"
-                          % (", ".join(missing), "it" if len(missing) == 1 else "them",
-                             IPSEC_FIRST % ", ".join(missing)))
 
-    remove_qdisc = []
-    if params["remove_ingress_qdisc"] and state in ("deleted", "overridden"):
-        gone = set(kind.key(c) for c in p.delete)
-        for dev in sorted(scope):
-            if hooks.get(dev) != "ingress":
-                continue
-            left = [c for c in current if c["dev"] == dev and kind.key(c) not in gone]
-            wanted = [d for d in _tc.changing(p) + p.unchanged if d["dev"] == dev]
-            if not left and not wanted:
-                remove_qdisc.append(dev)
+def require_ipsec_first(client, need, links):
+    """mlx5's order: offloadable TC rules only where IPsec offload already exists (same PCI function)."""
+    if not need:
+        return
+    try:
+        have = client.xfrm_offload_devices()
+    except ToolError as exc:
+        raise Failure("cannot read `ip xfrm state` to check that IPsec offload is set up before "
+                      "offloadable TC rules (%s); set require_ipsec_before_offload: false if this host "
+                      "uses no IPsec offload" % exc.message)
+    missing = [d for d in need if not _tc.ipsec_ready(d, have, links)]
+    if missing:
+        raise Failure("refusing offloadable TC rules on %s: no offloaded xfrm state on %s (or on another "
+                      "netdev of the same PCI function) yet. %s"
+                      % (", ".join(missing), "it" if len(missing) == 1 else "them",
+                         IPSEC_FIRST % ", ".join(missing)))
 
-    lines, undo, owners = _tc.build_batch(kind, p, hooks, remove_qdisc)
-    result = dict(changed=bool(lines), commands=lines, before=before)
-    if module._diff:
-        result["diff"] = {"before": text(before), "after": text(predicted(kind, p, current))}
-    if not lines or module.check_mode:
-        result["after"] = predicted(kind, p, current)
-        result["rules"] = status_rows(kind, p, filters, module.check_mode)
-        return result
 
-    touched = set(line.split()[3] for line in lines)  # "<obj> <verb> dev DEV ..."
+def qdiscs_left_empty(kind, p, current, hooks, scope):
+    """The devices of the scope whose ingress qdisc holds nothing once the plan ran."""
+    out = []
+    gone = set(kind.key(c) for c in p.delete)
+    for dev in sorted(scope):
+        if hooks.get(dev) != "ingress":
+            continue
+        left = [c for c in current if c["dev"] == dev and kind.key(c) not in gone]
+        wanted = [d for d in _tc.changing(p) + p.unchanged if d["dev"] == dev]
+        if not left and not wanted:
+            out.append(dev)
+    return out
+
+
+def _undoer(client, undo, touched, hooks, filters):
+    """undo_and_check(applied) -> (lines run back, rollback error, host as before)."""
     snapshot_hooks = dict((d, hooks.get(d)) for d in touched)
     snapshot = _tc.fingerprint([f for f in filters if f["dev"] in touched])
 
@@ -620,7 +677,11 @@ def run(module):
         except (ToolError, _tc.ParseError):
             same = False
         return back, rb_error, same
+    return undo_and_check
 
+
+def apply_batch(client, lines, owners, touched, undo_and_check):
+    """One tc -batch; a refused line undoes the lines before it and fails naming the rule and tc's words."""
     try:
         client.batch(lines)
     except ToolError as exc:
@@ -642,34 +703,6 @@ def run(module):
             extra["hint"] = hint
         raise Failure(msg, commands=lines, failed_command=lines[k - 1] if k and 1 <= k <= len(lines) else None,
                       rollback=back, restored=same, **extra)
-
-    # verify: read back and plan again; nothing may be left to do
-    try:
-        hooks2, filters2 = read_state(client, scope | touched)
-        current2 = _tc.group(filters2)
-        p2 = plan(kind, state, [dict(r) for r in rules], current2)
-        leftover = bool(p2.add or p2.replace or p2.delete or p2.foreign) or any(
-            d in hooks2 for d in remove_qdisc)
-    except (ToolError, _tc.ParseError) as exc:
-        leftover, p2 = True, None
-        detail = str(exc)
-    if leftover:
-        back, rb_error, same = undo_and_check(len(lines))
-        if p2 is not None:
-            detail = "still to do: %s" % ", ".join(
-                ["add %s" % _tc.describe(d) for d in p2.add] + ["change %s" % _tc.describe(pair[1]) for pair in p2.replace]
-                + ["delete %s" % _tc.describe(c) for c in p2.delete] + ["qdisc on %s" % d for d in remove_qdisc if d in hooks2])
-        raise Failure("the rules read back differ from the request after applying (%s); %s" % (
-            detail, "undid the run, the host is as before" if same else
-            "undo did not restore the previous state%s: check %s by hand" % (
-                " (%s)" % rb_error if rb_error else "", ", ".join(sorted(touched)))),
-            commands=lines, rollback=back, restored=same)
-    after = sorted(owned_rules(kind, current2), key=kind.key)
-    result["after"] = after
-    result["rules"] = status_rows(kind, p, filters2, False)
-    if module._diff:
-        result["diff"]["after"] = text(after)
-    return result
 
 
 def main():

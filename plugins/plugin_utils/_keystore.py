@@ -28,7 +28,7 @@ import yaml
 from ansible.errors import AnsibleError
 from ansible.parsing.vault import VaultLib, is_encrypted
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._pairs import STORE_HEADER
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils._pairs import STORE_HEADER
 
 
 class KeyStoreError(AnsibleError):
@@ -156,13 +156,15 @@ def render(doc):
 
 
 def ensure_dir(directory):
-    """Create the store's directory 0700 if missing (parents too, each 0700)."""
-    if not os.path.isdir(directory):
-        old = os.umask(0o077)
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        finally:
-            os.umask(old)
+    """Create the directory 0700 if missing (parents too, each 0700): True when it was made."""
+    if os.path.isdir(directory):
+        return False
+    old = os.umask(0o077)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    finally:
+        os.umask(old)
+    return True
 
 
 def write(path, doc, vault=None):

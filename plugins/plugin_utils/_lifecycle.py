@@ -19,7 +19,7 @@ heals it.
 
 from __future__ import annotations
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 
 OUT_GENERATIONS = {None: ("current",), "inbound": ("previous",), "outbound": ("previous", "current"),
                    "retire": ("current",)}

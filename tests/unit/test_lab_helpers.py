@@ -94,3 +94,30 @@ def test_molecule_dump_policies_and_offload():
     assert sa["offload"] == {"dev": "eth2", "dir": "out", "mode": "packet"}
     pols = ns["dump_policies"](_text("devlink/xfrm_policy_mlx5_packet.txt"))
     assert {"dev": "p0", "mode": "packet"} in [p["offload"] for p in pols]
+
+
+def test_reliability_helper_finds_every_key_of_the_key_store(tmp_path):
+    """The key search looks for the key store's keys too (those of SAs no kernel holds any more: a
+    rotation's previous key, a torn-down pair): the store as the collection writes it (JSON, one
+    pair per line) and as older releases wrote it (YAML)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "unit"))
+    from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _keystore, _pairs
+    k1, k2, k3 = "11" * 36, "22" * 36, "33" * 20
+    entries = {
+        ("a", "b"): {"key": k1, "spi": 0x1001, "reqid": 0x51c00001, "generation": 2, "installed": True,
+                     "previous": {"key": k2, "spi": 0x1000, "generation": 1}, "stage": "in_added"},
+        ("b", "a"): {"key": k3, "spi": 0x1002, "reqid": 0x51c00002, "generation": 1, "installed": True},
+    }
+    store = tmp_path / "keystore.yml"
+    store.write_text(_keystore.render(_pairs.store_document(entries)), encoding="utf-8")
+    helper = _rel_helper(tmp_path)
+    env = dict(os.environ, REL_XFRM_TEXT=XFRM_TEXT)
+    out = subprocess.run([sys.executable, helper, "keystore", str(store)], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    assert sorted(out) == sorted([k1, k2, k3])
+    legacy = tmp_path / "legacy.yml"
+    legacy.write_text("ipsec_offload_keystore: 1\npairs:\n  a:\n    b:\n      key: '0x%s'\n      spi: 4097\n" % k1,
+                      encoding="utf-8")
+    out = subprocess.run([sys.executable, helper, "keystore", str(legacy)], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    assert out == [k1]

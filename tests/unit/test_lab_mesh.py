@@ -14,7 +14,7 @@ import os
 import pytest
 import yaml
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location("lab_mesh", os.path.join(ROOT, "lab", "mesh.py"))

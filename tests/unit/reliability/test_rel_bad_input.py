@@ -27,7 +27,8 @@ from ansible.playbook.task import Task
 
 from ansible_collections.ipsec_offload.mlx5.plugins.action.ipsec_keystore import ActionModule as KeystoreAction
 from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_pairs import ipsec_pairs
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs, _sysfs, _xfrm_run
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _sysfs, _xfrm_run
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.modules import (
     ipsec_offload_info, mlx_devlink_eswitch, mlx_sriov, ovs_vxlan_bridge, tc_flower_vlan, xfrm_offload_policy,
     xfrm_offload_state)

@@ -28,7 +28,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_pairs import ipsec_pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_render import ipsec_render
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.modules import rxe_link
 
 import _rel

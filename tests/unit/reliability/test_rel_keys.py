@@ -43,7 +43,8 @@ from ansible.playbook.task import Task
 
 import ansible_collections.ipsec_offload.mlx5 as collection
 from ansible_collections.ipsec_offload.mlx5.plugins.action.ipsec_keystore import ActionModule as KeystoreAction
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs, _xfrm_run
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_run
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.modules import xfrm_offload_state
 
 import _rel

@@ -19,7 +19,7 @@ from ansible.playbook.play_context import PlayContext
 from ansible.playbook.task import Task
 
 from ansible_collections.ipsec_offload.mlx5.plugins.action.ipsec_keystore import ActionModule
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 
 HEXKEY = re.compile(r"[0-9a-f]{40,}")
 

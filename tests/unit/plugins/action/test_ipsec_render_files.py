@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from ansible_collections.ipsec_offload.mlx5.plugins.action import ipsec_render_files as A
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_run
 from ansible_collections.ipsec_offload.mlx5.plugins.modules import xfrm_offload_policy as P

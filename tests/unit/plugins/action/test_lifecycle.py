@@ -11,7 +11,7 @@ import yaml
 
 from ansible.errors import AnsibleActionFail
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 
 from test_ipsec_keystore_rotation import assert_no_keys, hosts, run_action, stored
 

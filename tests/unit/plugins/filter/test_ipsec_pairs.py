@@ -12,7 +12,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_pairs import FilterModule, ipsec_pairs
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 
 K12 = "0x" + "12" * 20          # AES-128 key||salt, lab1 -> lab2
 K21 = "0x" + "21" * 20          # lab2 -> lab1

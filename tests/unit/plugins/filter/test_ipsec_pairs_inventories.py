@@ -12,7 +12,7 @@ from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
 from ansible.vars.manager import VariableManager
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 
 from harness import fixture
 

@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _pairs
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 
 
 def inventory(n=2):

@@ -315,6 +315,15 @@ def _plain_str(value):
 
 def _read_host(name, hv, problems):
     spec = HostSpec(name)
+    _read_endpoint(spec, name, hv, problems)
+    bits_ok = _read_flags(spec, name, hv, problems)
+    _read_peers(spec, name, hv, problems)
+    _read_overrides(spec, name, hv, bits_ok, problems)
+    return spec
+
+
+def _read_endpoint(spec, name, hv, problems):
+    """ipsec_local_ip, ipsec_offload, ipsec_dev, ipsec_mode, ipsec_selectors, ipsec_networks."""
     ip = hv.get("ipsec_local_ip")
     if ip is None:
         problems.append("%s: not set (the tunnel endpoint / VF address of this host)" % _where(name, "ipsec_local_ip"))
@@ -360,6 +369,10 @@ def _read_host(name, hv, problems):
                 except V.InputError as e:
                     problems.append(str(e))
 
+
+def _read_flags(spec, name, hv, problems):
+    """ipsec_fail_closed, ipsec_esn, ipsec_fwd_policy, ipsec_key_bits, ipsec_policy_priority,
+    ipsec_namespace; the selectors packet offload cannot carry. True when the key size is valid."""
     fc = hv.get("ipsec_fail_closed", True)
     if isinstance(fc, bool):
         spec.fail_closed = fc
@@ -408,7 +421,11 @@ def _read_host(name, hv, problems):
             spec.namespace = _plain_str(V.netns(_where(name, "ipsec_namespace"), ns))
         except V.InputError as e:
             problems.append(str(e))
+    return bits_ok
 
+
+def _read_peers(spec, name, hv, problems):
+    """ipsec_peers (a host's own name is skipped: one list can sit in group_vars)."""
     peers = _names(hv.get("ipsec_peers"))
     if peers is not None:
         if not _seq(peers):
@@ -422,6 +439,9 @@ def _read_host(name, hv, problems):
                 elif p not in spec.peers:
                     spec.peers.append(str(p))
 
+
+def _read_overrides(spec, name, hv, bits_ok, problems):
+    """ipsec_overrides: {peer: {spi, reqid, key}} pinned by the inventory."""
     ov = hv.get("ipsec_overrides")
     if ov is not None:
         if not isinstance(ov, Mapping):
@@ -456,7 +476,6 @@ def _read_host(name, hv, problems):
                     except ValueError as e:
                         problems.append("%s.key: %s" % (_where(name, var), e))
                 spec.overrides[str(peer)] = item
-    return spec
 
 
 def parse_reqid_range(value, where):
@@ -483,13 +502,42 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
     Raises DeriveError listing every problem found.
     """
     problems = []
-    names = [str(h) for h in (hosts if hosts is not None else list(hostvars))]
     known = set(str(h) for h in hostvars)
-    for h in names:
-        if h not in known:
+    names = []
+    for h in (str(h) for h in (hosts if hosts is not None else list(hostvars))):
+        if h in known:
+            names.append(h)
+        else:
             problems.append("host %s: listed in hosts= but not in the inventory" % h)
-    names = [h for h in names if h in known]
+    mesh_names, rrange = _meshes_and_range(hostvars, names, meshes, reqid_range, problems)
+    in_mesh, mesh_members = _mesh_members(mesh_names, groups, set(names), problems)
 
+    participants = [h for h in names if h in in_mesh or _has_ipsec_vars(hostvars[h])]
+    specs = {}
+    for h in participants:
+        specs[h] = _read_host(h, hostvars[h], problems)
+    pairs = _pairs_of(participants, specs, mesh_members, known, hosts is not None, problems)
+
+    peers_of = {}
+    for a, b in pairs:
+        peers_of.setdefault(a, set()).add(b)
+        peers_of.setdefault(b, set()).add(a)
+    for h in participants:
+        if h not in peers_of:
+            problems.append("%s: this host has IPsec settings but no peer (list peers in ipsec_peers or "
+                            "put it in a group named in ipsec_meshes)" % _where(h, "ipsec_peers"))
+    _check_addresses(participants, specs, problems)
+    _check_reqid_room(peers_of, rrange, problems)
+    _check_agreement(specs, pairs, in_mesh, problems)
+    _check_overrides(participants, specs, peers_of, problems)
+    if problems:
+        raise DeriveError(problems)
+    return specs, sorted(pairs), rrange
+
+
+def _meshes_and_range(hostvars, names, meshes, reqid_range, problems):
+    """(mesh group names, the owned reqid range) from meshes=, the hosts' ipsec_meshes and
+    ipsec_owned_reqid_range (one range for the whole inventory), and reqid_range=."""
     mesh_names = []
     if meshes is not None:
         if not _seq(meshes):
@@ -515,22 +563,22 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
 
     if reqid_range is not None:
         try:
-            rrange = parse_reqid_range(reqid_range, "reqid_range=")
+            return mesh_names, parse_reqid_range(reqid_range, "reqid_range=")
         except ValueError as e:
             raise DeriveError([str(e)]) from None
-    elif len(range_votes) > 1:
+    if len(range_votes) > 1:
         desc = "; ".join("%s: 0x%x..0x%x" % (", ".join(sorted(hs)[:3]), r[0], r[1]) for r, hs in sorted(range_votes.items()))
         problems.append("ipsec_owned_reqid_range: hosts disagree (%s); set it once, in group_vars/all" % desc)
-        rrange = DEFAULT_REQID_RANGE
-    elif range_votes:
-        rrange = next(iter(range_votes))
-    else:
-        rrange = DEFAULT_REQID_RANGE
+        return mesh_names, DEFAULT_REQID_RANGE
+    if range_votes:
+        return mesh_names, next(iter(range_votes))
+    return mesh_names, DEFAULT_REQID_RANGE
 
-    # mesh membership
-    in_mesh = {}  # host -> [mesh groups]
+
+def _mesh_members(mesh_names, groups, name_set, problems):
+    """({host: [mesh groups]}, {mesh group: [members among the hosts considered]})."""
+    in_mesh = {}
     mesh_members = {}
-    name_set = set(names)
     for g in mesh_names:
         if groups is None:
             problems.append("ipsec_meshes names group %s, but the filter was not given groups= "
@@ -546,14 +594,13 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
         mesh_members[g] = members
         for x in members:
             in_mesh.setdefault(x, []).append(g)
+    return in_mesh, mesh_members
 
-    participants = [h for h in names if h in in_mesh or _has_ipsec_vars(hostvars[h])]
-    specs = {}
-    for h in participants:
-        specs[h] = _read_host(h, hostvars[h], problems)
 
+def _pairs_of(participants, specs, mesh_members, known, hosts_given, problems):
+    """The set of pairs (a, b), a < b: every two members of a mesh, and hosts that list each other."""
     pairs = set()
-    for g, members in mesh_members.items():
+    for members in mesh_members.values():
         for i, a in enumerate(members):
             for b in members[i + 1:]:
                 if a != b:
@@ -566,7 +613,7 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
                                 % (_where(h, "ipsec_peers[%d]" % i), p if _plain_name(p) else V.show(p)))
             elif p not in specs:
                 problems.append("%s: %s is not taking part (it has no ipsec_local_ip or ipsec_peers%s)"
-                                % (_where(h, "ipsec_peers[%d]" % i), p, "" if hosts is None else ", or is not in hosts="))
+                                % (_where(h, "ipsec_peers[%d]" % i), p, ", or is not in hosts=" if hosts_given else ""))
             else:
                 listed.add((h, p))
     for (h, p) in sorted(listed):
@@ -576,17 +623,11 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
                             % (_where(h, "ipsec_peers"), p, p, h, p))
             continue
         pairs.add(key)
+    return pairs
 
-    peers_of = {}
-    for a, b in pairs:
-        peers_of.setdefault(a, set()).add(b)
-        peers_of.setdefault(b, set()).add(a)
-    for h in participants:
-        if h not in peers_of:
-            problems.append("%s: this host has IPsec settings but no peer (list peers in ipsec_peers or "
-                            "put it in a group named in ipsec_meshes)" % _where(h, "ipsec_peers"))
 
-    # addresses unique
+def _check_addresses(participants, specs, problems):
+    """Every host its own tunnel address."""
     by_ip = {}
     for h in participants:
         if specs[h].ip is not None:
@@ -596,7 +637,9 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
             problems.append("%s: %s is also the tunnel address of %s; every host needs its own"
                             % (_where(hs[1], "ipsec_local_ip"), ip, ", ".join(hs[:1] + hs[2:])))
 
-    # reqids are unique per host: a host with P peers needs 2P of them (one per direction and peer)
+
+def _check_reqid_room(peers_of, rrange, problems):
+    """reqids are unique per host: a host with P peers needs 2P of them (one per direction and peer)."""
     size = rrange[1] - rrange[0] + 1
     short = sorted((h for h in peers_of if 2 * len(peers_of[h]) > size), key=lambda h: (-len(peers_of[h]), h))
     if short:
@@ -608,9 +651,12 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
                            "" if len(short) == 1 else "; so do hosts %s" % _some(short[1:]),
                            2 * len(peers_of[worst])))
 
-    # per pair agreement; a value that differs is blamed on the end that disagrees with more peers
-    # (a host in two meshes of different settings: one message naming it, not one per pair)
-    odd = {}   # (var, host) -> [peers]
+
+def _check_agreement(specs, pairs, in_mesh, problems):
+    """Both ends of every pair agree on mode, ESN, key size, address family, selectors and (tunnel)
+    inner families. A value that differs is blamed on the end that disagrees with more peers (a host
+    in two meshes of different settings: one message naming it, not one per pair)."""
+    odd = {}   # (var, attr, host) -> [peers]
     for var, attr in (("ipsec_mode", "mode"), ("ipsec_esn", "esn"), ("ipsec_key_bits", "key_bits")):
         diff = [(a, b) for a, b in sorted(pairs) if getattr(specs[a], attr) != getattr(specs[b], attr)]
         count = {}
@@ -650,6 +696,9 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
                                 % (_where(a, "ipsec_networks"), "/".join(str(f) for f in sorted(fams_a)), b,
                                    "/".join(str(f) for f in sorted(fams_b))))
 
+
+def _check_overrides(participants, specs, peers_of, problems):
+    """ipsec_overrides name peers of the host, and no two directions share an AES key."""
     key_seen = {}   # AES key (salt aside) -> (host, peer) of the first override that gives it
     for h in participants:
         for peer in specs[h].overrides:
@@ -666,9 +715,6 @@ def read_inventory(hostvars, hosts=None, groups=None, meshes=None, reqid_range=N
                                 "ipsec_overrides[%s].key; AES keys are compared, salts aside); every direction "
                                 "needs its own key"
                                 % (_where(h, "ipsec_overrides[%s].key" % shown), h, shown, what, first[0], first[1]))
-    if problems:
-        raise DeriveError(problems)
-    return specs, sorted(pairs), rrange
 
 
 def _sel_text(sels):
@@ -738,125 +784,139 @@ def allocate(links, reqid_range=DEFAULT_REQID_RANGE, pins=None):
     checked first (collisions among them are errors); pins are honoured when still valid and free;
     the rest are hashed from the host names, with deterministic probing.
     """
-    lo, hi = reqid_range
-    pins = pins or {}
-    problems = []
-    spi_used = {}     # dst host -> {spi: link}
-    reqid_used = {}   # host -> {reqid: link}
-
-    def spi_free(link, v):
-        return v not in spi_used.get(link.dst, {})
-
-    def reqid_free(link, v):
-        return v not in reqid_used.get(link.src, {}) and v not in reqid_used.get(link.dst, {})
-
-    def take_spi(link, v, source):
-        link.spi, link.spi_source = v, source
-        spi_used.setdefault(link.dst, {})[v] = link
-
-    def take_reqid(link, v, source):
-        link.reqid, link.reqid_source = v, source
-        reqid_used.setdefault(link.src, {})[v] = link
-        reqid_used.setdefault(link.dst, {})[v] = link
-
     ordered = sorted(links, key=lambda lk: (lk.src, lk.dst))
-    # 0. SPIs of previous generations (rotations in progress) stay taken until the rotation ends
-    prev_used = {}    # dst host -> {spi: name of the rotating pair}
-    for (psrc, pdst), pin in sorted(pins.items()):
-        if pin.get("previous_spi") is not None:
-            prev_used.setdefault(pdst, {})[pin["previous_spi"]] = "%s->%s" % (psrc, pdst)
-        for v in pin.get("retired_spis") or ():
-            prev_used.setdefault(pdst, {}).setdefault(v, "%s->%s" % (psrc, pdst))
-    for dst, taken in prev_used.items():
-        for v, name in taken.items():
-            spi_used.setdefault(dst, {})[v] = Link(*name.split("->", 1))
-    # pinned allocations that a hand-given value of ANOTHER pair would take: refused (naming both
-    # pairs) rather than renumbering the pinned pair behind the operator's back
-    pinned_spi, pinned_reqid = {}, {}
-    for lk in ordered:
-        pin = pins.get((lk.src, lk.dst)) or {}
-        if lk.spi_override is None and pin.get("spi") is not None:
-            pinned_spi.setdefault((lk.dst, pin["spi"]), lk)
-        if lk.reqid_override is None and pin.get("reqid") is not None:
-            for host in (lk.src, lk.dst):
-                pinned_reqid.setdefault((host, pin["reqid"]), lk)
+    alloc = _Allocation(reqid_range, pins or {}, ordered)
+    problems = []
     # 1. hand-given values
     for lk in ordered:
         if lk.spi_override is not None:
-            other = spi_used.get(lk.dst, {}).get(lk.spi_override)
-            pinned = pinned_spi.get((lk.dst, lk.spi_override))
-            if pinned is not None and pinned is not lk:
-                problems.append("%s: SPI 0x%x for %s is the pinned SPI of pair %s in the key store (both SAs go "
-                                "to %s); an override never renumbers another pair: choose another SPI, or rekey "
-                                "%s first" % (_where(lk.src, "ipsec_overrides[%s].spi" % lk.dst), lk.spi_override,
-                                              lk.name, pinned.name, lk.dst, pinned.name))
-            elif lk.spi_override in prev_used.get(lk.dst, {}):
-                problems.append("%s: SPI 0x%x for %s is used by an earlier generation of %s (a rotation in "
-                                "progress, or a retired SA instance: a lost SA's SPI never comes back); choose "
-                                "another SPI"
-                                % (_where(lk.src, "ipsec_overrides[%s].spi" % lk.dst), lk.spi_override, lk.name,
-                                   prev_used[lk.dst][lk.spi_override]))
-            elif other is not None:
-                problems.append("%s: SPI 0x%x for %s collides with ipsec_overrides of host %s for %s "
-                                "(both SAs go to %s; SPIs must differ per destination)"
-                                % (_where(lk.src, "ipsec_overrides[%s].spi" % lk.dst), lk.spi_override, lk.name,
-                                   other.src, other.name, lk.dst))
-            else:
-                take_spi(lk, lk.spi_override, "override")
+            alloc.override_spi(lk, problems)
         if lk.reqid_override is not None:
-            v = lk.reqid_override
-            if v < lo or v > hi:
-                problems.append("%s: 0x%x is outside the owned reqid range 0x%x..0x%x (the modules would not own "
-                                "the SA)" % (_where(lk.src, "ipsec_overrides[%s].reqid" % lk.dst), v, lo, hi))
-                continue
-            clash = reqid_used.get(lk.src, {}).get(v) or reqid_used.get(lk.dst, {}).get(v)
-            pinned = pinned_reqid.get((lk.src, v)) or pinned_reqid.get((lk.dst, v))
-            if pinned is not None and pinned is not lk:
-                shared = lk.src if pinned_reqid.get((lk.src, v)) is pinned else lk.dst
-                problems.append("%s: reqid 0x%x for %s is the pinned reqid of pair %s in the key store (both on "
-                                "host %s); an override never renumbers another pair: choose another reqid"
-                                % (_where(lk.src, "ipsec_overrides[%s].reqid" % lk.dst), v, lk.name, pinned.name,
-                                   shared))
-            elif clash is not None:
-                shared = lk.src if v in reqid_used.get(lk.src, {}) else lk.dst
-                problems.append("%s: reqid 0x%x for %s collides with ipsec_overrides of host %s for %s "
-                                "(both on host %s; reqids must be unique per host)"
-                                % (_where(lk.src, "ipsec_overrides[%s].reqid" % lk.dst), v, lk.name,
-                                   clash.src, clash.name, shared))
-            else:
-                take_reqid(lk, v, "override")
+            alloc.override_reqid(lk, problems)
     if problems:
         raise DeriveError(problems)
-    # 2. pins from the key store
-    for lk in ordered:
-        pin = pins.get((lk.src, lk.dst)) or {}
-        v = pin.get("spi")
-        if lk.spi is None and v is not None and SPI_RANGE[0] <= v <= SPI_RANGE[1] and spi_free(lk, v):
-            take_spi(lk, v, "pinned")
-        v = pin.get("reqid")
-        if lk.reqid is None and v is not None and lo <= v <= hi and reqid_free(lk, v):
-            take_reqid(lk, v, "pinned")
-    # 3. hashed
-    starved = []
-    for lk in ordered:
-        if lk.spi is None:
-            for v, i in _hash_candidates("spi", lk.src, lk.dst, SPI_RANGE[0], SPI_RANGE[1]):
-                if spi_free(lk, v):
-                    take_spi(lk, v, "hash" if i == 0 else "probed")
-                    break
-        if lk.reqid is None:
-            for v, i in _hash_candidates("reqid", lk.src, lk.dst, lo, hi):
-                if reqid_free(lk, v):
-                    take_reqid(lk, v, "hash" if i == 0 else "probed")
-                    break
-            else:
-                starved.append(lk.name)
+    # 2. pins from the key store, 3. hashed
+    alloc.pinned(ordered)
+    starved = alloc.hashed(ordered)
     if starved:
-        problems.append("ipsec_owned_reqid_range: 0x%x..0x%x has no free reqid left for %s (%d directed pairs): "
-                        "widen the range" % (lo, hi, _some(starved), len(starved)))
-    if problems:
-        raise DeriveError(problems)
+        raise DeriveError(["ipsec_owned_reqid_range: 0x%x..0x%x has no free reqid left for %s (%d directed pairs): "
+                           "widen the range" % (alloc.lo, alloc.hi, _some(starved), len(starved))])
     return links
+
+
+class _Allocation:
+    """The SPIs (per destination host) and reqids (per host) taken so far while allocating."""
+
+    def __init__(self, reqid_range, pins, ordered):
+        self.lo, self.hi = reqid_range
+        self.pins = pins
+        self.spi_used = {}     # dst host -> {spi: link}
+        self.reqid_used = {}   # host -> {reqid: link}
+        # 0. SPIs of previous generations (rotations in progress, retired instances) stay taken
+        self.prev_used = {}    # dst host -> {spi: name of the rotating pair}
+        for (psrc, pdst), pin in sorted(pins.items()):
+            if pin.get("previous_spi") is not None:
+                self.prev_used.setdefault(pdst, {})[pin["previous_spi"]] = "%s->%s" % (psrc, pdst)
+            for v in pin.get("retired_spis") or ():
+                self.prev_used.setdefault(pdst, {}).setdefault(v, "%s->%s" % (psrc, pdst))
+        for dst, taken in self.prev_used.items():
+            for v, name in taken.items():
+                self.spi_used.setdefault(dst, {})[v] = Link(*name.split("->", 1))
+        # pinned allocations that a hand-given value of ANOTHER pair would take: refused (naming both
+        # pairs) rather than renumbering the pinned pair behind the operator's back
+        self.pinned_spi, self.pinned_reqid = {}, {}
+        for lk in ordered:
+            pin = pins.get((lk.src, lk.dst)) or {}
+            if lk.spi_override is None and pin.get("spi") is not None:
+                self.pinned_spi.setdefault((lk.dst, pin["spi"]), lk)
+            if lk.reqid_override is None and pin.get("reqid") is not None:
+                for host in (lk.src, lk.dst):
+                    self.pinned_reqid.setdefault((host, pin["reqid"]), lk)
+
+    def spi_free(self, link, v):
+        return v not in self.spi_used.get(link.dst, {})
+
+    def reqid_free(self, link, v):
+        return v not in self.reqid_used.get(link.src, {}) and v not in self.reqid_used.get(link.dst, {})
+
+    def take_spi(self, link, v, source):
+        link.spi, link.spi_source = v, source
+        self.spi_used.setdefault(link.dst, {})[v] = link
+
+    def take_reqid(self, link, v, source):
+        link.reqid, link.reqid_source = v, source
+        self.reqid_used.setdefault(link.src, {})[v] = link
+        self.reqid_used.setdefault(link.dst, {})[v] = link
+
+    def override_spi(self, lk, problems):
+        other = self.spi_used.get(lk.dst, {}).get(lk.spi_override)
+        pinned = self.pinned_spi.get((lk.dst, lk.spi_override))
+        where = _where(lk.src, "ipsec_overrides[%s].spi" % lk.dst)
+        if pinned is not None and pinned is not lk:
+            problems.append("%s: SPI 0x%x for %s is the pinned SPI of pair %s in the key store (both SAs go "
+                            "to %s); an override never renumbers another pair: choose another SPI, or rekey "
+                            "%s first" % (where, lk.spi_override, lk.name, pinned.name, lk.dst, pinned.name))
+        elif lk.spi_override in self.prev_used.get(lk.dst, {}):
+            problems.append("%s: SPI 0x%x for %s is used by an earlier generation of %s (a rotation in "
+                            "progress, or a retired SA instance: a lost SA's SPI never comes back); choose "
+                            "another SPI" % (where, lk.spi_override, lk.name, self.prev_used[lk.dst][lk.spi_override]))
+        elif other is not None:
+            problems.append("%s: SPI 0x%x for %s collides with ipsec_overrides of host %s for %s "
+                            "(both SAs go to %s; SPIs must differ per destination)"
+                            % (where, lk.spi_override, lk.name, other.src, other.name, lk.dst))
+        else:
+            self.take_spi(lk, lk.spi_override, "override")
+
+    def override_reqid(self, lk, problems):
+        v = lk.reqid_override
+        where = _where(lk.src, "ipsec_overrides[%s].reqid" % lk.dst)
+        if v < self.lo or v > self.hi:
+            problems.append("%s: 0x%x is outside the owned reqid range 0x%x..0x%x (the modules would not own "
+                            "the SA)" % (where, v, self.lo, self.hi))
+            return
+        clash = self.reqid_used.get(lk.src, {}).get(v) or self.reqid_used.get(lk.dst, {}).get(v)
+        pinned = self.pinned_reqid.get((lk.src, v)) or self.pinned_reqid.get((lk.dst, v))
+        if pinned is not None and pinned is not lk:
+            shared = lk.src if self.pinned_reqid.get((lk.src, v)) is pinned else lk.dst
+            problems.append("%s: reqid 0x%x for %s is the pinned reqid of pair %s in the key store (both on "
+                            "host %s); an override never renumbers another pair: choose another reqid"
+                            % (where, v, lk.name, pinned.name, shared))
+        elif clash is not None:
+            shared = lk.src if v in self.reqid_used.get(lk.src, {}) else lk.dst
+            problems.append("%s: reqid 0x%x for %s collides with ipsec_overrides of host %s for %s "
+                            "(both on host %s; reqids must be unique per host)"
+                            % (where, v, lk.name, clash.src, clash.name, shared))
+        else:
+            self.take_reqid(lk, v, "override")
+
+    def pinned(self, ordered):
+        """Pins of the key store, where still valid and free."""
+        for lk in ordered:
+            pin = self.pins.get((lk.src, lk.dst)) or {}
+            v = pin.get("spi")
+            if lk.spi is None and v is not None and SPI_RANGE[0] <= v <= SPI_RANGE[1] and self.spi_free(lk, v):
+                self.take_spi(lk, v, "pinned")
+            v = pin.get("reqid")
+            if lk.reqid is None and v is not None and self.lo <= v <= self.hi and self.reqid_free(lk, v):
+                self.take_reqid(lk, v, "pinned")
+
+    def hashed(self, ordered):
+        """Hashed from the host names, probing on; the names of the links left without a reqid."""
+        starved = []
+        for lk in ordered:
+            if lk.spi is None:
+                for v, i in _hash_candidates("spi", lk.src, lk.dst, SPI_RANGE[0], SPI_RANGE[1]):
+                    if self.spi_free(lk, v):
+                        self.take_spi(lk, v, "hash" if i == 0 else "probed")
+                        break
+            if lk.reqid is None:
+                for v, i in _hash_candidates("reqid", lk.src, lk.dst, self.lo, self.hi):
+                    if self.reqid_free(lk, v):
+                        self.take_reqid(lk, v, "hash" if i == 0 else "probed")
+                        break
+                else:
+                    starved.append(lk.name)
+        return starved
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _ike
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _ike
 from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_ike import ipsec_ike
 
 from harness import fixture
