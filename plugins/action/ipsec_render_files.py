@@ -407,7 +407,6 @@ class ActionModule(ActionBase):
             os.chmod(dest, 0o700)
             return True
         return False
-        return False
 
     @staticmethod
     def _write(path, data):
