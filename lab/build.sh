@@ -74,6 +74,19 @@ safe_rm() { # remove a build dir without ever crossing into a mount left by an i
 	rm -rf --one-file-system "$d"
 }
 
+unmount_leftovers() { # mmdebstrap may leave ROOTFS/proc mounted ("umount /proc failed: target is busy",
+	# seen on a fresh machine): mkfs.ext4 -d would then copy the live /proc and fail. Unmount what is left.
+	local root=$1 m try
+	for try in 1 2 3; do
+		m=$(findmnt -rn -o TARGET | grep -F "$root/" | sort -r) || true
+		[ -n "$m" ] || return 0
+		log "unmounting what mmdebstrap left mounted: $(echo "$m" | sed "s|$root||" | xargs)"
+		echo "$m" | while read -r t; do umount "$t" 2>/dev/null || umount -l "$t" 2>/dev/null || true; done
+		sleep "$try"
+	done
+	die "mounts remain under $root: $(findmnt -rn -o TARGET | grep -F "$root/" | xargs); unmount them and build again"
+}
+
 prune_old_images() { # keep only $1 of this variant's images; skip images a running QEMU still has open
 	local keep=$1 d prefix; prefix=$(image_prefix)
 	for d in "$CACHE/$prefix"*; do
@@ -128,6 +141,7 @@ do_build() {
 	trap - INT TERM
 	local t_debootstrap=$((SECONDS - t1))
 	local root=$tmp/rootfs kver
+	unmount_leftovers "$root"
 	kver=$(cat "$root/lab/kver")
 	cp "$root/boot/vmlinuz-$kver" "$tmp/vmlinuz"
 	cp "$root/boot/initrd.img-$kver" "$tmp/initrd.img"
