@@ -76,7 +76,14 @@ safe_rm() { # remove a build dir without ever crossing into a mount left by an i
 
 unmount_leftovers() { # mmdebstrap may leave ROOTFS/proc mounted ("umount /proc failed: target is busy",
 	# seen on a fresh machine): mkfs.ext4 -d would then copy the live /proc and fail. Unmount what is left.
-	local root=$1 m try
+	local root=$1 m try p
+	# a daemon a package started in the chroot (for example gpg-agent) keeps its mounts busy: stop it
+	for p in /proc/[0-9]*; do
+		if [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ]; then
+			log "stopping pid ${p#/proc/} left running in the rootfs: $(tr '\0' ' ' < "$p/cmdline" 2>/dev/null | cut -c1-60)"
+			kill -TERM "${p#/proc/}" 2>/dev/null || true
+		fi
+	done
 	for try in 1 2 3; do
 		m=$(findmnt -rn -o TARGET | grep -F "$root/" | sort -r) || true
 		[ -n "$m" ] || return 0
