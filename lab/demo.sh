@@ -8,7 +8,7 @@
 #
 #   bash lab/demo.sh            # LAB_KEEP=1 keeps the VMs running afterwards;
 #                               # DEMO_TOPOLOGIES="" skips the topologies, "vxlan-sim"/"roce" runs one,
-#                               # "vxlan" the overlay with software ESP (molecule lab-vxlan runs it in CI)
+#                               # "vxlan" the overlay with software ESP (in CI through lab/ike.sh, with strongSwan)
 #
 # The lab has no mlx5 NIC: the lab inventory (inventories/examples/lab) sets ipsec_offload: none,
 # i.e. software ESP on the real trixie kernel. Exit status 0 only if every step passed.

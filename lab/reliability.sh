@@ -708,7 +708,7 @@ if [ "${REL_WRITE_DOC:-1}" = 1 ]; then
 Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $TOTAL s (incl. boot), result $RESULT.
 Machine: $HOSTINFO.
 Reproduce: \`$([ "$REL_STAGES" = "$STAGES_ALL" ] || echo "REL_STAGES=\"$REL_STAGES\" ")bash lab/reliability.sh\` (own VM pair, SSH 2281/2282; LAB_KEEP=1
-keeps it; without REL_STAGES every stage runs; .ci/run runs the four of REL_STAGES_CI there).
+keeps it; without REL_STAGES every stage runs; .ci/run runs the three of REL_STAGES_CI there).
 Stages run:${STAGES_RUN:- none} (all: $STAGES_ALL); always: foreign state, held-lock refusal,
 teardown.yml, key search.
 

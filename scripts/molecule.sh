@@ -32,7 +32,7 @@ if [ "$SCENARIO" = default ]; then
 fi
 venv_need "$REPO_ROOT/tests/requirements-molecule.txt"
 command -v molecule >/dev/null || die "molecule is not installed in $VENV"
-if [ "$ACTION" = setup ]; then # install only (.ci/run: before two lanes that both run molecule)
+if [ "$ACTION" = setup ]; then # install only (.ci/run: before the lanes; lifecycle.sh runs molecule)
 	log "molecule venv ready: $VENV ($(molecule --version 2>/dev/null | head -n 1 | tr -s ' '))"
 	exit 0
 fi
