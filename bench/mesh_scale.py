@@ -85,6 +85,28 @@ def write_inventory(directory, n, peers=0, skip=()):
     return directory, directed
 
 
+def tree_hwm_kb(root):
+    """The largest VmHWM (peak resident set, kB) of process `root` and its descendants, from /proc."""
+    parent, hwm = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/status" % entry, encoding="ascii", errors="replace") as fh:
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        except OSError:  # gone meanwhile
+            continue
+        pid = int(entry)
+        parent[pid] = int(fields.get("PPid", "0").strip() or 0)
+        hwm[pid] = int(fields.get("VmHWM", "0 kB").split()[0])
+    tree, grown = {root}, True
+    while grown:
+        more = {pid for pid, ppid in parent.items() if ppid in tree} - tree
+        grown = bool(more)
+        tree |= more
+    return max((hwm.get(pid, 0) for pid in tree), default=0)
+
+
 def run_render(python, work, inv, store, out, secret_file, tag):
     """One render.yml run: a dict of measurements."""
     ansible_playbook = os.path.join(os.path.dirname(python), "ansible-playbook")
@@ -96,7 +118,17 @@ def run_render(python, work, inv, store, out, secret_file, tag):
     t0 = time.monotonic()
     with open(os.path.join(work, "%s.log" % tag), "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
-        dummy, status, ru = os.wait4(proc.pid, 0)
+        peak_kb = 0
+        while True:
+            # CPU time from wait4 (the child and the workers it waited for); NOT its ru_maxrss: Linux
+            # hands a child the high-water RSS of the process it was forked from (this one, which
+            # holds a whole mesh's keys after a check) at execve, so the process tree's own VmHWM
+            # is polled instead
+            dummy, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            if dummy:
+                break
+            peak_kb = max(peak_kb, tree_hwm_kb(proc.pid))
+            time.sleep(0.2)
     wall = time.monotonic() - t0
     rc = os.waitstatus_to_exitcode(status)
     if rc != 0:
@@ -109,7 +141,7 @@ def run_render(python, work, inv, store, out, secret_file, tag):
         with open(os.path.join(out, f), encoding="ascii") as fh:
             lines += sum(1 for ln in fh if ln.startswith("  printf "))
     return {"wall_s": round(wall, 2), "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
-            "peak_rss_mb": round(ru.ru_maxrss / 1024.0, 1), "store_bytes": os.path.getsize(store),
+            "peak_rss_mb": round(peak_kb / 1024.0, 1), "store_bytes": os.path.getsize(store),
             "files": len(files), "batch_lines": lines}
 
 

@@ -149,3 +149,30 @@ def test_replace_section():
     assert report.replace_section(text, "new\n") == "a\n<!-- bench:begin -->\nnew\n<!-- bench:end -->\nb\n"
     with pytest.raises(ValueError):
         report.replace_section("no markers", "x")
+
+
+def test_mesh_scale_peak_rss_is_the_tree_own():
+    """bench/mesh_scale.py polls VmHWM of the process tree: a small child started from a large
+    parent reports its own size (wait4's ru_maxrss would report the parent's, inherited at execve),
+    and a grandchild's allocation counts."""
+    import subprocess
+    import sys
+    import time
+
+    mesh_scale = _load("mesh_scale")
+    ballast = bytearray(300 * 1024 * 1024)  # this process: above 300 MB resident
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    small = subprocess.Popen(["sleep", "5"])
+    big = subprocess.Popen(["sh", "-c", sys.executable + " -c 'b = bytearray(96 << 20); b[::4096] = b\"y\" * len(b[::4096]);"
+                            " import time; time.sleep(5)'"])
+    try:
+        time.sleep(2)
+        assert mesh_scale.tree_hwm_kb(small.pid) < 50 * 1024
+        assert mesh_scale.tree_hwm_kb(big.pid) >= 96 * 1024  # the python grandchild under sh
+        assert mesh_scale.tree_hwm_kb(big.pid) < 250 * 1024
+    finally:
+        small.kill()
+        big.kill()
+        small.wait()
+        big.wait()
+    del ballast
