@@ -65,33 +65,33 @@ packages() { # packages main|build : the package names of lab/packages.txt ('@bu
 	done < "$LAB_DIR/packages.txt"
 }
 
-safe_rm() { # remove a build dir without ever crossing into a mount left by an interrupted build
-	local d=$1
-	[ -e "$d" ] || return 0
-	local m
-	for m in $(findmnt -rn -o TARGET | grep -F "$d/" | sort -r); do umount -l "$m" 2>/dev/null || true; done
-	if findmnt -rn -o TARGET | grep -qF "$d/"; then die "mounts remain under $d; unmount them, then rm it"; fi
-	rm -rf --one-file-system "$d"
-}
-
-unmount_leftovers() { # mmdebstrap may leave ROOTFS/proc mounted ("umount /proc failed: target is busy",
-	# seen on a fresh machine): mkfs.ext4 -d would then copy the live /proc and fail. Unmount what is left.
+unmount_leftovers() { # unmount_leftovers DIR: nothing mounted under DIR afterwards, or die naming the mounts.
+	# mmdebstrap may leave ROOTFS/proc mounted ("umount /proc failed: target is busy", seen on a fresh
+	# machine; mkfs.ext4 -d would then copy the live /proc and fail), an interrupted build its mounts.
 	local root=$1 m try p
 	# a daemon a package started in the chroot (for example gpg-agent) keeps its mounts busy: stop it
 	for p in /proc/[0-9]*; do
-		if [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ]; then
-			log "stopping pid ${p#/proc/} left running in the rootfs: $(tr '\0' ' ' < "$p/cmdline" 2>/dev/null | cut -c1-60)"
-			kill -TERM "${p#/proc/}" 2>/dev/null || true
-		fi
+		case "$(readlink "$p/root" 2>/dev/null)" in
+			"$root" | "$root"/*)
+				log "stopping pid ${p#/proc/} left running under $root: $(tr '\0' ' ' < "$p/cmdline" 2>/dev/null | cut -c1-60)"
+				kill -TERM "${p#/proc/}" 2>/dev/null || true ;;
+		esac
 	done
 	for try in 1 2 3; do
 		m=$(findmnt -rn -o TARGET | grep -F "$root/" | sort -r) || true
 		[ -n "$m" ] || return 0
-		log "unmounting what mmdebstrap left mounted: $(echo "$m" | sed "s|$root||" | xargs)"
+		log "unmounting what is left mounted under $root: $(echo "$m" | sed "s|$root||" | xargs)"
 		echo "$m" | while read -r t; do umount "$t" 2>/dev/null || umount -l "$t" 2>/dev/null || true; done
 		sleep "$try"
 	done
 	die "mounts remain under $root: $(findmnt -rn -o TARGET | grep -F "$root/" | xargs); unmount them and build again"
+}
+
+safe_rm() { # remove a build dir without ever crossing into a mount left by an interrupted build
+	local d=$1
+	[ -e "$d" ] || return 0
+	unmount_leftovers "$d"
+	rm -rf --one-file-system "$d"
 }
 
 prune_old_images() { # keep only $1 of this variant's images; skip images a running QEMU still has open
