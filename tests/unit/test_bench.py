@@ -162,17 +162,20 @@ def test_mesh_scale_peak_rss_is_the_tree_own():
     mesh_scale = _load("mesh_scale")
     ballast = bytearray(300 * 1024 * 1024)  # this process: above 300 MB resident
     ballast[::4096] = b"x" * len(ballast[::4096])
-    small = subprocess.Popen(["sleep", "5"])
+    small = subprocess.Popen(["sleep", "60"])
     big = subprocess.Popen(["sh", "-c", sys.executable + " -c 'b = bytearray(96 << 20); b[::4096] = b\"y\" * len(b[::4096]);"
-                            " import time; time.sleep(5)'"])
+                            " import time; time.sleep(60)'"])
     try:
-        time.sleep(2)
+        deadline = time.monotonic() + 30  # the grandchild's allocation, on a loaded machine too
+        while mesh_scale.tree_hwm_kb(big.pid) < 96 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert mesh_scale.tree_hwm_kb(small.pid) < 50 * 1024
         assert mesh_scale.tree_hwm_kb(big.pid) >= 96 * 1024  # the python grandchild under sh
         assert mesh_scale.tree_hwm_kb(big.pid) < 250 * 1024
     finally:
-        small.kill()
-        big.kill()
-        small.wait()
-        big.wait()
+        for proc in (small, big):
+            for pid in [int(x) for x in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()]:
+                os.kill(pid, 9)  # the grandchild, when sh did not exec it
+            proc.kill()
+            proc.wait()
     del ballast
