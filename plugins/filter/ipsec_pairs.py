@@ -90,6 +90,19 @@ options:
         has 89,700 directed pairs, which Ansible is slow to store and pass on as a list of mappings.
     type: bool
     default: false
+  slices:
+    description:
+      - With O(keys=required) - every host's part as one JSON text (C(hosts[h]), parse it with C(from_json))
+        instead of nested mappings, plus what the playbooks need on the controller - C(reqid_range),
+        C(host_names), C(count), C(rotations), C(rotating) (the C(pairs) entries of unfinished rotations)
+        and C(pair_ends) (JSON text, pair name to C([src_host, dst_host])). No C(pairs), C(rekey) or C(heal)
+        at the top - each host's text holds its own C(pairs), C(rekey) and C(heal) beside C(namespace),
+        C(peers), C(states), C(policies) and C(guards).
+      - C(playbooks/derive.yml) derives so and hands each host its own slice (the fact C(ipsec_host)) -
+        Ansible is slow to store and pass on N*(N-1) nested mappings (50 s for a full mesh of 200 hosts;
+        the texts take under a second).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -176,14 +189,14 @@ from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 
 
 def ipsec_pairs(hostvars, groups=None, hosts=None, meshes=None, reqid_range=None, keystore=None, keys="required",
-                key_derivation="keystore", master_secret=None, lifecycle=None, packed=False):
+                key_derivation="keystore", master_secret=None, lifecycle=None, packed=False, slices=False):
     with _pairs.no_gc():
         return _ipsec_pairs(hostvars, groups, hosts, meshes, reqid_range, keystore, keys, key_derivation, master_secret,
-                            lifecycle, packed)
+                            lifecycle, packed, slices)
 
 
 def _ipsec_pairs(hostvars, groups, hosts, meshes, reqid_range, keystore, keys, key_derivation, master_secret,
-                 lifecycle, packed):
+                 lifecycle, packed, slices):
     try:
         if packed:
             if keys != "none":
@@ -200,6 +213,12 @@ def _ipsec_pairs(hostvars, groups, hosts, meshes, reqid_range, keystore, keys, k
             raise _pairs.DeriveError(["ipsec_master_secret: ipsec_key_derivation is hkdf, so every key is derived "
                                       "from this secret: set it (from ansible-vault, at least 32 bytes)"])
         store = _pairs.parse_store(keystore) if keystore is not None else None
+        if slices:
+            if keys != "required":
+                raise _pairs.DeriveError(["slices=true: only with keys='required' (each host's SAs with their keys)"])
+            return _pairs.derive_slices(hostvars, hosts=hosts, groups=groups, meshes=meshes, reqid_range=reqid_range,
+                                        store=store, master_secret=master_secret if key_derivation == "hkdf" else None,
+                                        lifecycle=lifecycle)
         r = _pairs.derive(hostvars, hosts=hosts, groups=groups, meshes=meshes,
                           reqid_range=reqid_range, store=store, keys=keys,
                           master_secret=master_secret if key_derivation == "hkdf" and keys != "none" else None,
