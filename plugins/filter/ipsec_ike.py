@@ -11,8 +11,9 @@ version_added: 0.1.0
 description:
   - Applied to O(_input) (the derivation, a connection or a tool's text) with the positional O(host) and
     keyword options; O(what) chooses the operation (see EXAMPLES).
-  - C(connections) - this host's IKE connections from the pair derivation (the C(ipsec_pairs) filter
-    result with keys, C(ipsec_derived)), one per peer, named C(ipsec_offload_mlx5-<a>-<b>), with one
+  - C(connections) - this host's IKE connections from the pair derivation (the host's own slice
+    C(ipsec_host) that C(playbooks/derive.yml) hands it, or the nested C(ipsec_pairs) filter result with
+    keys), one per peer, named C(ipsec_offload_mlx5-<a>-<b>), with one
     CHILD_SA per traffic-selector pair of the derived policies and a per-pair PSK (HMAC-SHA256 of the
     pair's two ESP keys, or C(ipsec_overrides[peer].psk)). Carries the PSK - use with no_log.
   - C(public) - the same without the PSK; C(redact) - a list of connections (O(_input)) without their PSK.
@@ -52,7 +53,7 @@ options:
 EXAMPLES = r"""
 - name: This host's IKE connections (PSK inside)
   ansible.builtin.set_fact:
-    ike_conns: "{{ hostvars['localhost'].ipsec_derived | ipsec_offload.mlx5.ipsec_ike(inventory_hostname) }}"
+    ike_conns: "{{ ipsec_host | ipsec_offload.mlx5.ipsec_ike(inventory_hostname) }}"
   no_log: true
 
 - name: Parse swanctl --list-sas

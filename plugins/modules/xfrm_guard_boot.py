@@ -71,7 +71,7 @@ requirements:
 EXAMPLES = r'''
 - name: Guards of the initial namespace, for boot
   ipsec_offload.mlx5.xfrm_guard_boot:
-    config: "{{ hostvars['localhost'].ipsec_derived.hosts[inventory_hostname].guards }}"
+    config: "{{ ipsec_host.guards }}"   # this host's slice (playbooks/derive.yml)
     owned_reqid_range: "{{ hostvars['localhost'].ipsec_derived.reqid_range }}"
     script: "{{ lookup('ansible.builtin.file', 'ipsec-offload-mlx5-guards') }}"
     unit: "{{ lookup('ansible.builtin.file', 'ipsec-offload-mlx5-guards.service') }}"

@@ -83,14 +83,17 @@ def derive_psk(host_a, host_b, key_ab, key_ba):
 def connections(derived, host, overrides=None):
     """This host's IKE connections from the ipsec_pairs derivation.
 
-    derived: the filter's result with keys (hosts[h].states/policies, pairs). overrides: optional
+    derived: the host's slice (derive.yml's ipsec_host: states, policies, pairs) or the filter's
+    nested result with keys (hosts[h].states/policies, pairs). overrides: optional
     {peer: {"psk": "..."}} (e.g. from vault) - the same PSK must be given on both hosts.
     Returns a list sorted by name of
       {name, peer, local_addr, remote_addr, initiator, mode, offload, dev, key_bits, children, psk}
     with children = [{name, local, remote, proto, lport, rport}].
     """
+    if isinstance(derived, dict) and "hosts" not in derived and "states" in derived and "pairs" in derived:
+        derived = {"hosts": {host: derived}, "pairs": derived["pairs"]}   # the host's own slice (ipsec_host)
     if not isinstance(derived, dict) or "hosts" not in derived or "pairs" not in derived:
-        raise IkeError("the derivation (ipsec_derived) lacks hosts/pairs: run derive.yml first")
+        raise IkeError("neither the host's slice (ipsec_host) nor the whole derivation: run derive.yml first")
     hosts = derived["hosts"]
     if host not in hosts:
         raise IkeError("host %s: not part of any IPsec pair" % host)

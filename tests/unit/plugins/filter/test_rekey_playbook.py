@@ -48,9 +48,9 @@ CONVERGE = """---
   roles:
     - role: ipsec_offload.mlx5.ipsec
       vars:
-        ipsec_sas: "{{ hostvars['localhost'].ipsec_derived.hosts[inventory_hostname].states }}"
-        ipsec_policies: "{{ hostvars['localhost'].ipsec_derived.hosts[inventory_hostname].policies }}"
-        ipsec_namespace: "{{ hostvars['localhost'].ipsec_derived.hosts[inventory_hostname].namespace | default('', true) }}"
+        ipsec_sas: "{{ ipsec_host.states }}"
+        ipsec_policies: "{{ ipsec_host.policies }}"
+        ipsec_namespace: "{{ ipsec_host.namespace | default('', true) }}"
         ipsec_owned_reqid_range: "{{ hostvars['localhost'].ipsec_derived.reqid_range }}"
 """ % DERIVE
 

@@ -5,6 +5,7 @@ status parsing on real daemon output, and the version/offload support table."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -13,12 +14,13 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _ike
+from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_ike import ipsec_ike
 
 from harness import fixture
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "filter"))
-from test_ipsec_pairs_inventories import derive_with_store  # noqa: E402  pylint: disable=wrong-import-position
+from test_ipsec_pairs_inventories import derive_with_store, load_inventory  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,20 @@ def test_mesh_has_one_connection_per_peer():
     assert [c["initiator"] for c in _ike.connections(d, "node2")] == [False, True]
     psks = {c["name"]: c["psk"] for h in ("node1", "node2", "node3") for c in _ike.connections(d, h)}
     assert len(set(psks.values())) == 3   # one per pair
+
+
+def test_host_slice_gives_the_same_connections_as_the_whole_derivation():
+    """site.yml hands ipsec_ike the host's own slice (ipsec_host, derive.yml): same connections, PSKs included."""
+    hv, groups = load_inventory("mesh3")
+    first = _pairs.derive(hv, groups=groups, keys="none")
+    links = _pairs.allocate(_pairs.links_from_summary(first["pairs"]), tuple(first["reqid_range"]))
+    entries, dummy = _pairs.update_store({}, links)
+    nested = _pairs.derive(hv, groups=groups, store=entries)
+    sliced = _pairs.derive_slices(hv, groups=groups, store=entries)
+    for h in ("node1", "node2", "node3"):
+        mine = json.loads(sliced["hosts"][h])
+        assert _ike.connections(mine, h) == _ike.connections(nested, h)
+        assert ipsec_ike(mine, h, what="public") == ipsec_ike(nested, h, what="public")
 
 
 def test_packet_offload_inventory():
@@ -187,7 +203,7 @@ def test_bad_host_name_refused():
 
 
 def test_filter_errors_never_echo_input(vxlan):
-    with pytest.raises(AnsibleFilterError, match="lacks hosts/pairs"):
+    with pytest.raises(AnsibleFilterError, match="neither the host's slice"):
         ipsec_ike({"secret": "abc"}, "lab1")
     with pytest.raises(AnsibleFilterError, match="malformed input") as e:
         ipsec_ike({"name": "x", "psk": "TOPSECRET"}, what="swanctl_secrets")
