@@ -38,8 +38,11 @@ def test_each_host_holds_only_its_own_slice(tmp_path):
     pb = tmp_path / "dump.yml"
     pb.write_text(DUMP % os.path.join(ROOT, "playbooks", "derive.yml"))
     dump = tmp_path / "dump.json"
+    # one more inventory host without any ipsec_* variable (a jump host, a monitoring box)
+    extra = tmp_path / "extra.yml"
+    extra.write_text("all:\n  hosts:\n    bystander:\n      ansible_connection: local\n")
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", os.path.join(EXAMPLES, "mesh3"),
-           str(pb), "-e", "ipsec_keystore_path=%s" % (tmp_path / "ks" / "keys.yml"), "-e", "dump_file=%s" % dump]
+           "-i", str(extra), str(pb), "-e", "ipsec_keystore_path=%s" % (tmp_path / "ks" / "keys.yml"), "-e", "dump_file=%s" % dump]
     rc, out = run(tmp_path, cmd)
     assert rc == 0, out
     assert stat.S_IMODE(os.stat(dump).st_mode) == 0o600
@@ -52,6 +55,9 @@ def test_each_host_holds_only_its_own_slice(tmp_path):
     assert not any(k in json.dumps(ctl).lower() for k in keys.values())   # the controller keeps no key
     assert json.loads(ctl["pair_ends"])["node1->node3"] == ["node1", "node3"]
     ips = {"node1": "10.20.0.1", "node2": "10.20.0.2", "node3": "10.20.0.3"}
+    # a host without a pair gets an empty slice and ipsec_in_mesh false: site.yml's plays skip it
+    assert d["hosts"].pop("bystander") == {} and d["in_mesh"].pop("bystander") is False
+    assert sorted(d["hosts"]) == sorted(ips)
     for host, mine in d["hosts"].items():
         assert d["in_mesh"][host] is True
         text = json.dumps(mine).lower()
