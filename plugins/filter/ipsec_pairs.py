@@ -160,6 +160,8 @@ _value:
       description:
         - Per host - C(namespace), C(peers) (hosts it sends to), C(states) (SA objects, keys included)
           and C(policies) (SP objects). Absent with O(keys=none).
+        - With O(slices=true) each value is one JSON text of that host's part, which also holds its
+          C(guards), C(pairs), C(rekey) and C(heal) (see O(slices)).
         - During an unfinished key rotation C(states) holds the SAs of both generations that the stage
           allows (same reqid, so the policies do not change) - stage C(inbound) - old SAs plus the new
           inbound SA; C(outbound) - old and new both ways; C(retire) - new both ways plus the old
@@ -181,6 +183,16 @@ _value:
           (new pairs, directions rotated after a lost SA), which site.yml adds on the receivers before any
           sender adds its outbound SA. Absent with O(keys=none).
       type: dict
+    count:
+      description: With O(slices=true) - the number of directed pairs.
+      type: int
+    rotating:
+      description: With O(slices=true) - the C(pairs) entries of the unfinished rotations (no secrets).
+      type: list
+      elements: dict
+    pair_ends:
+      description: With O(slices=true) - a JSON text mapping each pair name C(a->b) to C([a, b]).
+      type: str
 """
 
 from ansible.errors import AnsibleFilterError
