@@ -1173,12 +1173,13 @@ def heal_steps(specs, links, fresh):
     """Per host, the inbound SAs of the directions that get a new SA instance in this run
     (``fresh``: pair names - a new pair, or a direction rotated after a loss): the receivers add
     them before any sender adds its outbound SA (site.yml's heal phase), as rekey.yml does."""
-    steps = {h: {"add_in": []} for h in sorted(specs)}
     fresh = set(fresh or ())
-    for lk in sorted(links, key=lambda x: (x.src, x.dst)):
-        if lk.name in fresh:
-            steps[lk.dst]["add_in"].append(sa_object(lk, specs, "in"))
-    return steps
+    return {h: host_heal(specs, items, fresh) for h, items in links_by_host(specs, links).items()}
+
+
+def host_heal(specs, items, fresh):
+    """heal_steps() of one host, from its entry of links_by_host(); ``fresh`` a set of pair names."""
+    return {"add_in": [sa_object(lk, specs, "in") for lk, direction in items if direction == "in" and lk.name in fresh]}
 
 
 def rekey_steps(specs, links):
@@ -1192,15 +1193,17 @@ def rekey_steps(specs, links):
     Every step is idempotent (merged / deleted by identity), so a re-run resumes an interrupted
     rotation.  Hosts without a pair in rotation get empty lists.
     """
-    steps = {h: {"add_in": [], "add_out": [], "del_out": [], "del_in": []} for h in sorted(specs)}
-    for lk in sorted(links, key=lambda x: (x.src, x.dst)):
+    return {h: host_rekey(specs, items) for h, items in links_by_host(specs, links).items()}
+
+
+def host_rekey(specs, items):
+    """rekey_steps() of one host, from its entry of links_by_host()."""
+    steps = {"add_in": [], "add_out": [], "del_out": [], "del_in": []}
+    for lk, direction in items:
         if lk.stage is None or lk.prev_spi is None:
             continue
-        ident = {"src": str(specs[lk.src].ip), "dst": str(specs[lk.dst].ip), "spi": lk.prev_spi}
-        steps[lk.dst]["add_in"].append(sa_object(lk, specs, "in"))
-        steps[lk.src]["add_out"].append(sa_object(lk, specs, "out"))
-        steps[lk.src]["del_out"].append(dict(ident))
-        steps[lk.dst]["del_in"].append(dict(ident))
+        steps["add_" + direction].append(sa_object(lk, specs, direction))
+        steps["del_" + direction].append({"src": str(specs[lk.src].ip), "dst": str(specs[lk.dst].ip), "spi": lk.prev_spi})
     return steps
 
 
@@ -1747,35 +1750,21 @@ def derive_slices(hostvars, hosts=None, groups=None, meshes=None, reqid_range=No
     life = lifecycle or {}
     held = life.get("held")
     fresh = None if lifecycle is None or "fresh" not in life else life["fresh"]
-    fresh_set = set(life.get("fresh") or ())
+    fresh_names = set(fresh or ())
     ordered = sorted(links, key=lambda x: (x.src, x.dst))
-    rotating = [pair_summary(lk, specs) for lk in ordered if lk.stage]
     hosts_out = {}
     for host, items in links_by_host(specs, links).items():
         obj = host_slice(specs, host, items, held, fresh)
         obj["pairs"] = [pair_summary(lk, specs) for lk, dummy in items]
-        rekey = {"add_in": [], "add_out": [], "del_out": [], "del_in": []}
-        heal = {"add_in": []}
-        for lk, direction in items:
-            if direction == "in" and lk.name in fresh_set:
-                heal["add_in"].append(sa_object(lk, specs, "in"))
-            if lk.stage is None or lk.prev_spi is None:
-                continue
-            ident = {"src": str(specs[lk.src].ip), "dst": str(specs[lk.dst].ip), "spi": lk.prev_spi}
-            if direction == "in":
-                rekey["add_in"].append(sa_object(lk, specs, "in"))
-                rekey["del_in"].append(ident)
-            else:
-                rekey["add_out"].append(sa_object(lk, specs, "out"))
-                rekey["del_out"].append(ident)
-        obj["rekey"], obj["heal"] = rekey, heal
+        obj["rekey"] = host_rekey(specs, items)
+        obj["heal"] = host_heal(specs, items, fresh_names)
         hosts_out[host] = json.dumps(obj, separators=(",", ":"))
     return {
         "reqid_range": list(rrange),
         "host_names": sorted({lk.src for lk in links} | {lk.dst for lk in links}),
         "count": len(links),
         "rotations": {lk.name: lk.stage for lk in ordered if lk.stage},
-        "rotating": rotating,
+        "rotating": [pair_summary(lk, specs) for lk in ordered if lk.stage],
         "pair_ends": json.dumps({lk.name: [lk.src, lk.dst] for lk in ordered}, separators=(",", ":")),
         "hosts": hosts_out,
     }
