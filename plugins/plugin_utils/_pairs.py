@@ -1742,8 +1742,8 @@ def derive_slices(hostvars, hosts=None, groups=None, meshes=None, reqid_range=No
     or receives), "rekey" (its rekey_steps()) and "heal" (its heal_steps()).
 
     Built and serialised one host at a time: the whole mesh's objects are never held at once, and
-    Ansible carries one string per host instead of N*(N-1) nested mappings (at 200 hosts the
-    nested form took 50 s to pass through set_fact; the texts take under a second).
+    Ansible carries one string per host instead of N*(N-1) nested mappings (a full mesh of 200
+    hosts: the derivation task took 52 s with the nested form, 6 s with the texts).
     """
     specs, links, rrange = derive_links(hostvars, hosts, groups, meshes, reqid_range, store, "required",
                                         master_secret, lifecycle)
