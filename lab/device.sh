@@ -28,6 +28,11 @@
 #             NICs' wire, SAs + SA policies (packet) + guards by the modules on both hosts, pings
 #             both ways: all answered, only ESP on the wire, ethtool ipsec_tx/rx and SA counters up
 #             on both hosts, second run unchanged, all removed
+#   vf        lab/device/vf.yml      the VF's own netdev (a netdevsim device attached to VF 0's
+#             representor through the sim's debugfs sim_rep: the lab's stand-in for binding VF 0):
+#             without ipsec_packet a packet SA on it refused (mlx5's message + hint) and a crypto SA
+#             kept in software caught by the read-back; ipsec_packet refused while it is bound;
+#             unbound -> ipsec_packet -> bound: the packet SA offloaded to it, changed=false again
 #   outputs   the sim's devlink -j (eswitch, flow_steering_mode, VF port function), ip xfrm state/policy
 #             (packet offload) and ethtool -S/-i outputs, captured on lab1 and read by the collection's
 #             parsers beside the unit tests' mlx5 fixtures (tests/unit/test_sim_cross_check.py)
@@ -37,7 +42,7 @@
 #
 #   bash lab/device.sh                    # LAB_KEEP=1 leaves the pair running
 #   LAB_DEVICE_PARTS="sriov eswitch" bash lab/device.sh   # only these parts (setup and teardown always;
-#                                         # default: sriov eswitch xfrm packet datapath outputs)
+#                                         # default: sriov eswitch xfrm packet datapath vf outputs)
 #
 # Its own lab pair (LAB_RUN=lab/run/device, SSH 2261/2262, link 4441; LAB_RUN, LAB_SSH_PORT1/2 and
 # LAB_LINK_PORT override them); a running pair with the same settings is reused. The lab's netdevsim
@@ -53,7 +58,7 @@ source "$LAB_DIR/lib.sh"
 lab_pair device 2261 2262 4441
 NSIM_ID=1
 NSIM=/sys/bus/netdevsim/devices/netdevsim$NSIM_ID
-SPIS="192.0.2.2:0x0000d000 192.0.2.2:0x0000d020 192.0.2.2:0x0000d021 192.0.2.2:0x0000d022 192.0.2.1:0x0000d001 192.0.2.3:0x0000d002 192.0.2.4:0x0000d010 192.0.2.1:0x0000d011 198.51.100.2:0x0000d021 198.51.100.1:0x0000d022"   # dst:spi of the suite's SAs (xfrm.yml)
+SPIS="192.0.2.2:0x0000d000 192.0.2.2:0x0000d020 192.0.2.2:0x0000d021 192.0.2.2:0x0000d022 192.0.2.2:0x0000d030 192.0.2.2:0x0000d031 192.0.2.2:0x0000d032 192.0.2.1:0x0000d001 192.0.2.3:0x0000d002 192.0.2.4:0x0000d010 192.0.2.1:0x0000d011 198.51.100.2:0x0000d021 198.51.100.1:0x0000d022"   # dst:spi of the suite's SAs (xfrm.yml)
 
 report_init "lab device-layer report (netdevsim)"
 T0=$(now)
@@ -90,7 +95,7 @@ checks() { # checks LOG: "CHECK name" -> ok|FAIL, from the default callback's ou
 		n != "" && /^(fatal|failed): / {print n "\tFAIL"; n = ""; next}
 		END {if (n != "") print n "\tFAIL (not finished)"}' "$1"
 }
-for part in ${LAB_DEVICE_PARTS:-sriov eswitch xfrm packet datapath}; do
+for part in ${LAB_DEVICE_PARTS:-sriov eswitch xfrm packet datapath vf}; do
 	[ "$part" != outputs ] || continue # below, after the playbooks
 	t=$(now) hosts=lab1
 	[ "$part" = datapath ] && hosts=lab1,lab2

@@ -160,6 +160,9 @@ EOF
         lab_sim_devlink: netdevsim/netdevsim1
         lab_sim_pf: nsim0
         lab_sim_wire: link0
+        # VF 0's netdev and representor, once a suite has bound it (lab/lib.sh sim_vf_bind)
+        lab_sim_vf: nsim0v0
+        lab_sim_vf_rep: nsim0pf0vf0
 EOF
 	} > "$tmp"
 	mv "$tmp" "$RUN/inventory.yml"

@@ -102,7 +102,7 @@ owned_packets() {
 # owned tc rules: filters whose first action cookie is ours (iproute2 6.15 repeats it on later actions)
 # shellcheck disable=SC2016 # expanded on the VM
 owned_tc() {
-	on "$1" 'for d in link0 vf0_rep; do tc filter show dev $d ingress 2>/dev/null; done' \
+	on "$1" 'for d in link0 vf0_rep nsim0 nsim0pf0vf0; do tc filter show dev $d ingress 2>/dev/null; done' \
 		| awk '/^filter .*handle/ {f = 1} f && /cookie 69706f2d6d6c7835/ {c++; f = 0} END {print c + 0}'
 }
 
@@ -118,14 +118,15 @@ play() {
 }
 
 # shellcheck disable=SC2016 # expanded on the VM
-lab_reset() { # lab only: back to the boot state of the VF stand-in and link0
+lab_reset() { # lab only: back to the boot state of the VF stand-in and link0 (and of the sim's VF netdev)
 	local n
 	for n in 1 2; do
 		on "$n" 'ip -n ns0 link show vf0 >/dev/null 2>&1 && ip -n ns0 link set vf0 netns 1
 			ip netns list | grep -qw ns0 && ip netns del ns0
 			ip addr flush dev vf0 scope global; ip link set vf0 down; ip link set vf0_rep down
 			ip link set link0 mtu 1500
-			for d in link0 vf0_rep; do tc qdisc del dev $d ingress 2>/dev/null; done; true' \
+			if ip link show nsim0v0 >/dev/null 2>&1; then ip addr flush dev nsim0v0 scope global; ip link set nsim0v0 down; fi
+			for d in link0 vf0_rep nsim0 nsim0pf0vf0; do tc qdisc del dev $d ingress 2>/dev/null; done; true' \
 			|| { bad "lab$n reset" "ssh failed"; return 1; }
 	done
 }
@@ -155,7 +156,37 @@ ip link set dev '$SIM_PF' up
 ip addr replace 198.51.100.$n/24 dev '$SIM_PF'
 echo '$SIM_PF''
 }
+# sim_vf_bind N: the sim's stand-in for what binding VF 0 to its driver does on a ConnectX (on
+# hardware: mlx_devlink_eswitch's rebind after unbind_vfs, then mlx5_core's probe makes the VF's
+# netdev with the IPsec capabilities its port function had while it was unbound). netdevsim VFs
+# have no PCI function, so the lab makes the VF's netdev as a one-port netdevsim device (id
+# SIM_VF_ID, netdev SIM_VF, fixed MAC 02:00:c6:33:65:0N) and attaches it to VF 0's representor
+# (renamed SIM_VF_REP, mlx5's naming) through the sim's debugfs sim_rep: from then on VF 0 counts
+# as bound, packets the VF netdev sends arrive on the representor and the other way round, and
+# its IPsec offload has VF 0's ipsec_crypto/ipsec_packet. Needs switchdev (the representor).
+# Idempotent. sim_vf_unbind N removes the VF netdev (the kernel flushes what was offloaded to it).
+# shellcheck disable=SC2034 # read by lab/topologies.sh and lab/device.sh, which source this file
+SIM_VF_ID=11 SIM_VF=nsim0v0 SIM_VF_REP=nsim0pf0vf0
+sim_vf_bind() {
+	# shellcheck disable=SC2016 # expanded on the VM
+	on "$1" 'set -eu; n='"$1"' pf=/sys/bus/netdevsim/devices/netdevsim'$SIM_ID' d=/sys/bus/netdevsim/devices/netdevsim'$SIM_VF_ID'
+f=/sys/kernel/debug/netdevsim/netdevsim'$SIM_VF_ID'/ports/0/sim_rep
+if [ -e $f ] && [ "$(cat $f)" = '$SIM_VF_REP' ]; then echo '$SIM_VF'; exit 0; fi
+rep=$(devlink -j port show '$SIM_DEVLINK'/128 2>/dev/null | python3 -c "import json,sys; p=json.load(sys.stdin)[\"port\"]; print(next(iter(p.values())).get(\"netdev\", \"\"))" || true)
+[ -n "$rep" ] || { echo "sim_vf_bind: no representor of VF 0 ('$SIM_DEVLINK'/128): VFs made and switchdev first" >&2; exit 1; }
+if [ "$rep" != '$SIM_VF_REP' ]; then ip link set dev "$rep" down; ip link set dev "$rep" name '$SIM_VF_REP'; fi
+[ -e $d ] || echo "'$SIM_VF_ID' 1" > /sys/bus/netdevsim/new_device
+for i in $(seq 50); do [ -n "$(ls $d/net 2>/dev/null)" ] && break; sleep 0.1; done
+vf=$(ls $d/net)
+if [ "$vf" != '$SIM_VF' ]; then ip link set dev "$vf" down; ip link set dev "$vf" name '$SIM_VF'; ip link set dev '$SIM_VF' address 02:00:c6:33:65:0$n; fi
+echo '$SIM_VF_REP' > $f
+echo '$SIM_VF''
+}
+sim_vf_unbind() {
+	on "$1" '[ -e /sys/bus/netdevsim/devices/netdevsim'$SIM_VF_ID' ] && echo '$SIM_VF_ID' > /sys/bus/netdevsim/del_device; true'
+}
 sim_down() {
+	sim_vf_unbind "$1"
 	# shellcheck disable=SC2016 # expanded on the VM
 	on "$1" 'd=/sys/kernel/debug/netdevsim/netdevsim'$SIM_ID'
 [ -e $d ] && echo > $d/ports/0/sim_lower

@@ -13,17 +13,20 @@ if [ ! -f "$dir/ipsec.c" ] || [ ! -f "$dir/netdevsim.h" ]; then die "$dir is not
 # struct nsim_ipsec ends with "u32 ok;": our counters go after it
 grep -q '^struct nsim_ipsec {$' "$dir/netdevsim.h" || die "struct nsim_ipsec not found in netdevsim.h"
 [ "$(grep -c '^	u32 ok;$' "$dir/netdevsim.h")" = 1 ] || die "netdevsim.h: expected one 'u32 ok;' line (struct nsim_ipsec)"
-sed -i 's/^	u32 ok;$/	u32 ok;\n	u32 sim_policies;\n	u32 sim_packet_sa;\n	u32 sim_acq;\n	void *sim;/' "$dir/netdevsim.h"
+sed -i 's/^	u32 ok;$/	u32 ok;\n	u32 sim_policies;\n	u32 sim_packet_sa;\n	u32 sim_acq;\n	void *sim;\n	void *sim_vf;/' "$dir/netdevsim.h"
 grep -q 'void \*sim;' "$dir/netdevsim.h" || die "netdevsim.h: patch did not apply"
 # the data path and ethtool entry points of lab/sim/ipsec.c, declared beside nsim_ipsec_tx (the
 # module is built with CONFIG_XFRM_OFFLOAD=y, so the declaring branch is the one compiled)
 [ "$(grep -c '^bool nsim_ipsec_tx(struct netdevsim \*ns, struct sk_buff \*skb);$' "$dir/netdevsim.h")" = 1 ] \
 	|| die "netdevsim.h: expected one nsim_ipsec_tx declaration"
-sed -i 's/^bool nsim_ipsec_tx(struct netdevsim \*ns, struct sk_buff \*skb);$/&\nbool nsim_sim_xmit(struct netdevsim *ns, struct sk_buff *skb);\nbool nsim_sim_wired(struct netdevsim *ns);\nint nsim_sim_sset_count(struct net_device *dev, int sset);\nvoid nsim_sim_get_strings(struct net_device *dev, u32 sset, u8 *data);\nvoid nsim_sim_get_stats(struct net_device *dev, struct ethtool_stats *stats, u64 *data);/' "$dir/netdevsim.h"
+sed -i 's/^bool nsim_ipsec_tx(struct netdevsim \*ns, struct sk_buff \*skb);$/&\nbool nsim_sim_xmit(struct netdevsim *ns, struct sk_buff *skb);\nbool nsim_sim_wired(struct netdevsim *ns);\nint nsim_sim_sset_count(struct net_device *dev, int sset);\nvoid nsim_sim_get_strings(struct net_device *dev, u32 sset, u8 *data);\nvoid nsim_sim_get_stats(struct net_device *dev, struct ethtool_stats *stats, u64 *data);\nbool nsim_sim_is_rep(struct net_device *dev);/' "$dir/netdevsim.h"
 # transmit: the simulated wire takes the packet before netdevsim's own peer forwarding
 [ "$(grep -c '^	peer_ns = rcu_dereference(ns->peer);$' "$dir/netdev.c")" = 1 ] || die "netdev.c: nsim_start_xmit not as expected"
 sed -i 's/^	peer_ns = rcu_dereference(ns->peer);$/	if (nsim_sim_xmit(ns, skb)) {\n		rcu_read_unlock();\n		u64_stats_update_begin(\&ns->syncp);\n		ns->tx_packets++;\n		ns->tx_bytes += len;\n		u64_stats_update_end(\&ns->syncp);\n		return NETDEV_TX_OK;\n	}\n\n&/' "$dir/netdev.c"
 grep -q 'if (nsim_sim_xmit(ns, skb))' "$dir/netdev.c" || die "netdev.c: patch did not apply"
+# a VF representor (netdevsim's VF-port netdev, nsim_vf_netdev_ops) for lab/sim/ipsec.c's VF functions
+[ "$(grep -c '^static const struct net_device_ops nsim_vf_netdev_ops = {$' "$dir/netdev.c")" = 1 ] || die "netdev.c: nsim_vf_netdev_ops not as expected"
+printf '\nbool nsim_sim_is_rep(struct net_device *dev)\n{\n\treturn dev->netdev_ops == &nsim_vf_netdev_ops;\n}\n' >> "$dir/netdev.c"
 # carrier: netdevsim has carrier only with a linked peer after a down/up; with our wire it has one
 [ "$(grep -c '^	nsim_enable_napi(ns);$' "$dir/netdev.c")" = 1 ] || die "netdev.c: nsim_open not as expected"
 sed -i 's/^	nsim_enable_napi(ns);$/&\n\n	if (nsim_sim_wired(ns))\n		netif_carrier_on(dev);/' "$dir/netdev.c"
@@ -38,7 +41,7 @@ grep -q 'nsim_sim_get_stats' "$dir/ethtool.c" || die "ethtool.c: patch did not a
 sed -i 's/^	u16 esw_mode;$/&\n	void *sim;/' "$dir/netdevsim.h"
 [ "$(grep -c '^unsigned int nsim_dev_get_vfs(struct nsim_dev \*nsim_dev);$' "$dir/netdevsim.h")" = 1 ] \
 	|| die "netdevsim.h: expected one nsim_dev_get_vfs declaration"
-sed -i 's/^unsigned int nsim_dev_get_vfs(struct nsim_dev \*nsim_dev);$/&\nint nsim_sim_devlink_init(struct nsim_dev *nsim_dev);\nvoid nsim_sim_devlink_debugfs(struct nsim_dev *nsim_dev);\nvoid nsim_sim_devlink_exit(struct nsim_dev *nsim_dev);\nint nsim_sim_eswitch_mode_check(struct nsim_dev *nsim_dev, u16 mode, struct netlink_ext_ack *extack);\nint nsim_sim_encap_mode_get(struct devlink *devlink, enum devlink_eswitch_encap_mode *encap);\nint nsim_sim_encap_mode_set(struct devlink *devlink, enum devlink_eswitch_encap_mode encap, struct netlink_ext_ack *extack);\nconst struct devlink_port_ops *nsim_sim_port_ops(struct nsim_dev_port *nsim_dev_port);\nbool nsim_sim_packet_caps(struct netdevsim *ns);\nint nsim_sim_ipsec_get(struct netdevsim *ns, bool tunnel_packet, struct netlink_ext_ack *extack);\nvoid nsim_sim_ipsec_put(struct netdevsim *ns);/' "$dir/netdevsim.h"
+sed -i 's/^unsigned int nsim_dev_get_vfs(struct nsim_dev \*nsim_dev);$/&\nint nsim_sim_devlink_init(struct nsim_dev *nsim_dev);\nvoid nsim_sim_devlink_debugfs(struct nsim_dev *nsim_dev);\nvoid nsim_sim_devlink_exit(struct nsim_dev *nsim_dev);\nint nsim_sim_eswitch_mode_check(struct nsim_dev *nsim_dev, u16 mode, struct netlink_ext_ack *extack);\nint nsim_sim_encap_mode_get(struct devlink *devlink, enum devlink_eswitch_encap_mode *encap);\nint nsim_sim_encap_mode_set(struct devlink *devlink, enum devlink_eswitch_encap_mode encap, struct netlink_ext_ack *extack);\nconst struct devlink_port_ops *nsim_sim_port_ops(struct nsim_dev_port *nsim_dev_port);\nbool nsim_sim_packet_caps(struct netdevsim *ns);\nint nsim_sim_ipsec_get(struct netdevsim *ns, bool tunnel_packet, struct netlink_ext_ack *extack);\nvoid nsim_sim_ipsec_put(struct netdevsim *ns);\nbool nsim_sim_vf_cap(struct netdevsim *rep, bool packet);/' "$dir/netdevsim.h"
 grep -q 'nsim_sim_ipsec_put' "$dir/netdevsim.h" || die "netdevsim.h: devlink declarations did not apply"
 # the object file
 [ "$(grep -c '^	netdev.o dev.o ethtool.o fib.o bus.o health.o hwstats.o udp_tunnels.o$' "$dir/Makefile")" = 1 ] \

@@ -18,7 +18,9 @@
  *    kept per VF number; a change is refused (-EBUSY, no message) while the PF has offloaded IPsec
  *    objects and no VF has a capability yet, and refused with mlx5's message while the VF is bound
  *    to its driver. netdevsim VFs have no driver: the debugfs file sim_vf_bound of the device holds
- *    the VF numbers the sim treats as bound (write "0 2", or "" for none; default none).
+ *    the VF numbers the sim treats as bound (write "0 2", or "" for none; default none); a VF
+ *    whose representor has a VF function attached (lab/sim/ipsec.c, debugfs sim_rep) is bound too,
+ *    and that function's IPsec capabilities are the VF's port functions (nsim_sim_vf_cap).
  *  - the PF's own IPsec offload refused (-EBUSY, no message) while a VF has a capability enabled
  *    (eswitch.c mlx5_eswitch_block_ipsec), packet offload needs dmfs or legacy mode, and a
  *    tunnel-mode packet SA needs the IPsec tables made while encap allowed it
@@ -27,6 +29,7 @@
  */
 
 #include <linux/debugfs.h>
+#include <linux/delay.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <net/devlink.h>
@@ -234,6 +237,38 @@ void nsim_sim_ipsec_put(struct netdevsim *ns)
 
 /* ---- port function ipsec_crypto / ipsec_packet (mlx5_devlink_port_fn_ipsec_*) ------------- */
 
+/* the VF of a representor: its port functions are the IPsec capabilities of the VF function
+ * attached to it (lab/sim/ipsec.c, debugfs sim_rep)
+ */
+bool nsim_sim_vf_cap(struct netdevsim *rep, bool packet)
+{
+	struct sim_dl *d = sim_dl(rep->nsim_dev);
+	unsigned int vf = rep->nsim_dev_port->port_index - NSIM_DEV_VF_PORT_INDEX_BASE;
+	bool ok;
+
+	if (!d || vf >= SIM_MAX_VFS)
+		return false;
+	spin_lock_bh(&d->lock);
+	ok = d->packet[vf] || (!packet && d->crypto[vf]);
+	spin_unlock_bh(&d->lock);
+	return ok;
+}
+
+/* VFs whose representor has a VF function attached (its "driver" bound); netdevsim's port list
+ * is under the devlink instance lock, which the caller holds
+ */
+static void sim_vf_fns(struct nsim_dev *nsim_dev, bool *fn)
+{
+	struct nsim_dev_port *p;
+	unsigned int vf;
+
+	list_for_each_entry(p, &nsim_dev->port_list, list) {
+		vf = p->port_index - NSIM_DEV_VF_PORT_INDEX_BASE;
+		if (nsim_dev_port_is_vf(p) && vf < SIM_MAX_VFS && p->ns && READ_ONCE(p->ns->ipsec.sim_vf))
+			fn[vf] = true;
+	}
+}
+
 static int sim_port_vf(struct devlink_port *port)
 {
 	struct nsim_dev_port *p = container_of(port, struct nsim_dev_port, devlink_port);
@@ -259,6 +294,7 @@ static int sim_cap_set(struct devlink_port *port, bool packet, bool enable,
 		       struct netlink_ext_ack *extack)
 {
 	struct sim_dl *d = sim_dl(devlink_priv(port->devlink));
+	bool fn[SIM_MAX_VFS] = {};
 	int vf = sim_port_vf(port);
 	bool *cap;
 	int err = 0;
@@ -267,6 +303,7 @@ static int sim_cap_set(struct devlink_port *port, bool packet, bool enable,
 		NL_SET_ERR_MSG_MOD(extack, "Eswitch vport is disabled");
 		return -EOPNOTSUPP;
 	}
+	sim_vf_fns(d->nsim_dev, fn);
 	spin_lock_bh(&d->lock);
 	cap = packet ? &d->packet[vf] : &d->crypto[vf];
 	if (*cap == enable)
@@ -278,7 +315,7 @@ static int sim_cap_set(struct devlink_port *port, bool packet, bool enable,
 	/* mlx5 writes the VF's HCA caps (SET_HCA_CAP, other_function): refused while the VF's
 	 * driver holds the function; the errno is the firmware's status, EBUSY here
 	 */
-	if (d->bound[vf]) {
+	if (d->bound[vf] || fn[vf]) {
 		if (packet)
 			NL_SET_ERR_MSG_MOD(extack, "Failed to set IPsec packet mode");
 		else
@@ -388,7 +425,19 @@ static ssize_t sim_state_read(struct file *file, char __user *data, size_t count
 	struct sim_dl *d = file->private_data;
 	char buf[SIM_MAX_VFS * 12 + 160];
 	int i, len, vfs = sim_num_vfs(d->nsim_dev);
+	struct devlink *devlink = priv_to_devlink(d->nsim_dev);
+	bool fn[SIM_MAX_VFS] = {};
 
+	/* not devl_lock: netdevsim's remove holds it while it removes this file, which waits for
+	 * readers; try for a second, as netdevsim's trap worker does with devl_trylock
+	 */
+	for (i = 0; !devl_trylock(devlink); i++) {
+		if (i == 100)
+			return -EBUSY;
+		msleep(10);
+	}
+	sim_vf_fns(d->nsim_dev, fn);
+	devl_unlock(devlink);
 	spin_lock_bh(&d->lock);
 	len = scnprintf(buf, sizeof(buf),
 			"flow_steering_mode=%s encap=%s ipsec_offloads=%u tunnel_ok=%d ipsec_vfs=%u\n",
@@ -397,7 +446,7 @@ static ssize_t sim_state_read(struct file *file, char __user *data, size_t count
 			d->offloads, d->offloads ? d->tunnel_ok : 0, sim_ipsec_vfs(d));
 	for (i = 0; i < vfs; i++)
 		len += scnprintf(buf + len, sizeof(buf) - len, "vf%d crypto=%d packet=%d bound=%d\n",
-				 i, d->crypto[i], d->packet[i], d->bound[i]);
+				 i, d->crypto[i], d->packet[i], d->bound[i] || fn[i]);
 	spin_unlock_bh(&d->lock);
 	return simple_read_from_buffer(data, count, ppos, buf, len);
 }

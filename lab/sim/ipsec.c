@@ -69,11 +69,52 @@ struct sim_ctx {
 	struct xfrm_policy *pol[SIM_MAX_POL];	/* offloaded policies (dir out used on transmit) */
 	u64 stats[ST_N];
 	struct dentry *lower_file;
+	/* a VF function (debugfs sim_rep): the representor this netdev is the VF of, by ifindex in
+	 * init_net (no reference held: a representor that goes away is simply not found); the
+	 * representor's nsim_ipsec.sim_vf points back here
+	 */
+	int rep_ifindex;
+	struct dentry *rep_file;
 };
 
 static struct sim_ctx *sim_ctx(struct netdevsim *ns)
 {
 	return ns->ipsec.sim;
+}
+
+/* the representor of a VF function, if it is still there and still ours (RCU or RTNL held) */
+static struct netdevsim *sim_rep(struct sim_ctx *c)
+{
+	int ifindex = READ_ONCE(c->rep_ifindex);
+	struct net_device *dev;
+	struct netdevsim *rep;
+
+	if (!ifindex)
+		return NULL;
+	dev = dev_get_by_index_rcu(&init_net, ifindex);
+	if (!dev || !nsim_sim_is_rep(dev))
+		return NULL;
+	rep = netdev_priv(dev);
+	return READ_ONCE(rep->ipsec.sim_vf) == c ? rep : NULL;
+}
+
+/* A VF function's IPsec capabilities are its VF's port functions on the PF (mlx5: the VF's HCA
+ * caps, written by mlx5_devlink_port_fn_ipsec_*_set while the VF was unbound): packet offload
+ * needs ipsec_packet, crypto offload ipsec_crypto or ipsec_packet. A netdev that is no VF
+ * function has the device's own capabilities.
+ */
+static bool sim_vf_caps(struct sim_ctx *c, bool packet)
+{
+	struct netdevsim *rep;
+	bool ok;
+
+	if (!c || !READ_ONCE(c->rep_ifindex))
+		return true;
+	rcu_read_lock();
+	rep = sim_rep(c);
+	ok = rep && nsim_sim_vf_cap(rep, packet);
+	rcu_read_unlock();
+	return ok;
 }
 
 static const char *sim_type_name(u8 type)
@@ -213,10 +254,17 @@ static int sim_validate_state(struct netdevsim *ns, struct xfrm_state *x,
 	}
 	switch (x->xso.type) {
 	case XFRM_DEV_OFFLOAD_CRYPTO:
+		/* a VF without IPsec capabilities: mlx5 gives its netdev no xfrmdev_ops, so the xfrm
+		 * core keeps a crypto state in software; -EOPNOTSUPP makes the core do the same
+		 */
+		if (!sim_vf_caps(sim_ctx(ns), false))
+			return -EOPNOTSUPP;
 		break;
 	case XFRM_DEV_OFFLOAD_PACKET:
-		/* mlx5_ipsec_device_caps: no packet offload with smfs in switchdev mode */
-		if (!nsim_sim_packet_caps(ns)) {
+		/* mlx5_ipsec_device_caps: no packet offload with smfs in switchdev mode, nor on a VF
+		 * whose port function ipsec_packet was off when it was bound
+		 */
+		if (!nsim_sim_packet_caps(ns) || !sim_vf_caps(sim_ctx(ns), true)) {
 			NL_SET_ERR_MSG_MOD(extack, "Packet offload is not supported");
 			return -EINVAL;
 		}
@@ -423,6 +471,10 @@ static int sim_add_policy(struct xfrm_policy *x, struct netlink_ext_ack *extack)
 	}
 	if (x->xdo.type != XFRM_DEV_OFFLOAD_PACKET) {
 		NL_SET_ERR_MSG_MOD(extack, "Unsupported xfrm offload type");
+		return -EINVAL;
+	}
+	if (!sim_vf_caps(sim_ctx(ns), true)) {
+		NL_SET_ERR_MSG_MOD(extack, "Packet offload is not supported");
 		return -EINVAL;
 	}
 	if (sel->proto != IPPROTO_IP && sel->proto != IPPROTO_UDP && sel->proto != IPPROTO_TCP) {
@@ -706,7 +758,42 @@ bool nsim_sim_wired(struct netdevsim *ns)
 {
 	struct sim_ctx *c = sim_ctx(ns);
 
-	return c && c->lower;
+	return c && (c->lower || c->rep_ifindex);
+}
+
+/* VF function -> its representor: what the VF sends arrives on the representor (eswitch slow
+ * path; the representor's tc rules take it from there). RCU held (nsim_start_xmit).
+ */
+static void sim_vf_to_rep(struct sim_ctx *c, struct sk_buff *skb)
+{
+	struct netdevsim *rep = sim_rep(c);
+
+	if (!rep) {
+		kfree_skb(skb);
+		return;
+	}
+	if (__dev_forward_skb(rep->netdev, skb) == NET_RX_SUCCESS)
+		netif_rx(skb);
+}
+
+static int sim_rx_esp(struct sim_ctx *c, struct sk_buff *skb);
+
+/* representor -> its VF function: what is sent on the representor (tc mirred, the stack)
+ * arrives on the VF's netdev, ESP for the VF's inbound SAs decrypted by the device first
+ */
+static void sim_rep_to_vf(struct sim_ctx *c, struct sk_buff *skb)
+{
+	struct net_device *dev = c->ns->netdev;
+
+	if (__dev_forward_skb(dev, skb) != NET_RX_SUCCESS)
+		return;		/* freed */
+	skb_reset_network_header(skb);
+	if (skb->protocol == htons(ETH_P_IP) && skb->pkt_type == PACKET_HOST &&
+	    (skb_unclone(skb, GFP_ATOMIC) || sim_rx_esp(c, skb) < 0)) {
+		kfree_skb(skb);
+		return;
+	}
+	netif_rx(skb);
 }
 
 /* called by nsim_start_xmit: true when the packet was taken (sent on the wire or dropped) */
@@ -715,13 +802,24 @@ bool nsim_sim_xmit(struct netdevsim *ns, struct sk_buff *skb)
 	struct sim_ctx *c = sim_ctx(ns);
 	struct net_device *lower;
 
-	if (!c)
-		return false;
+	if (!c) {
+		/* a VF representor (netdevsim gives it no IPsec and no queues): to its VF function */
+		struct sim_ctx *vf = READ_ONCE(ns->ipsec.sim_vf);
+
+		if (!vf)
+			return false;
+		sim_rep_to_vf(vf, skb);
+		return true;
+	}
 	/* with or without a wire: what an out policy offloaded here protects leaves encrypted or not
 	 * at all (without a wire, netdevsim forwards to its linked peer, if any, or drops)
 	 */
 	if (skb->protocol == htons(ETH_P_IP) && sim_tx_esp(c, skb) < 0) {
 		kfree_skb(skb);
+		return true;
+	}
+	if (READ_ONCE(c->rep_ifindex)) {
+		sim_vf_to_rep(c, skb);
 		return true;
 	}
 	lower = READ_ONCE(c->lower);
@@ -849,6 +947,7 @@ static rx_handler_result_t sim_rx_handler(struct sk_buff **pskb)
 	struct sim_ctx *c = rcu_dereference(skb->dev->rx_handler_data);
 	struct net_device *dev = c->ns->netdev;
 	const struct ethhdr *eth = eth_hdr(skb);
+	bool mine;
 
 	if (skb->pkt_type == PACKET_LOOPBACK)
 		return RX_HANDLER_PASS;
@@ -862,19 +961,24 @@ static rx_handler_result_t sim_rx_handler(struct sk_buff **pskb)
 		}
 		return RX_HANDLER_PASS;
 	}
-	if (!ether_addr_equal(eth->h_dest, dev->dev_addr))
+	mine = ether_addr_equal(eth->h_dest, dev->dev_addr);
+	/* in switchdev mode the uplink also takes unicast for others (the VF functions behind the
+	 * representors, reached through the PF's tc rules), except what is the wire's own
+	 */
+	if (!mine && (!nsim_esw_mode_is_switchdev(c->ns->nsim_dev) ||
+		      ether_addr_equal(eth->h_dest, skb->dev->dev_addr)))
 		return RX_HANDLER_PASS;
 	skb = skb_share_check(skb, GFP_ATOMIC);
 	*pskb = skb;
 	if (!skb)
 		return RX_HANDLER_CONSUMED;
 	if (!(dev->flags & IFF_UP) ||
-	    (skb->protocol == htons(ETH_P_IP) && sim_rx_esp(c, skb) < 0)) {
+	    (mine && skb->protocol == htons(ETH_P_IP) && sim_rx_esp(c, skb) < 0)) {
 		kfree_skb(skb);
 		return RX_HANDLER_CONSUMED;
 	}
 	skb->dev = dev;
-	skb->pkt_type = PACKET_HOST;
+	skb->pkt_type = mine ? PACKET_HOST : PACKET_OTHERHOST;
 	return RX_HANDLER_ANOTHER;
 }
 
@@ -899,6 +1003,10 @@ static ssize_t sim_lower_write(struct file *f, const char __user *ubuf, size_t l
 		return -EINVAL;
 	name = strim(buf);
 	rtnl_lock();
+	if (c->rep_ifindex) {
+		rtnl_unlock();
+		return -EBUSY;		/* a VF function has no wire of its own */
+	}
 	sim_lower_detach(c);
 	if (name[0]) {
 		lower = __dev_get_by_name(dev_net(dev), name);
@@ -945,6 +1053,97 @@ static const struct file_operations sim_lower_fops = {
 	.open = simple_open,
 	.read = sim_lower_read,
 	.write = sim_lower_write,
+};
+
+/* RTNL held: the VF function leaves its representor (its VF counts as unbound again) */
+static void sim_rep_detach(struct sim_ctx *c)
+{
+	struct netdevsim *rep;
+
+	ASSERT_RTNL();
+	if (!c->rep_ifindex)
+		return;
+	rep = sim_rep(c);
+	if (rep)
+		WRITE_ONCE(rep->ipsec.sim_vf, NULL);
+	WRITE_ONCE(c->rep_ifindex, 0);
+	if (!c->lower)
+		netif_carrier_off(c->ns->netdev);
+}
+
+/* debugfs ports/N/sim_rep: write the name of a netdevsim VF representor (initial netns) to make
+ * this port's netdev that VF's function - its netdev as the VF's driver would make it once bound
+ * (lab/lib.sh sim_vf_bind) - or an empty line to undo that. While attached, the VF counts as
+ * bound (its port functions cannot change), the netdev's IPsec capabilities are the VF's port
+ * functions, and its packets go to and come from the representor.
+ */
+static ssize_t sim_rep_write(struct file *f, const char __user *ubuf, size_t len, loff_t *ppos)
+{
+	struct sim_ctx *c = f->private_data;
+	struct net_device *dev = c->ns->netdev, *rdev;
+	char buf[IFNAMSIZ + 1] = {}, *name;
+	struct netdevsim *rep;
+	int err = 0;
+
+	if (len > IFNAMSIZ || copy_from_user(buf, ubuf, len))
+		return -EINVAL;
+	name = strim(buf);
+	rtnl_lock();
+	/* the VF's capabilities come with the binding: not while IPsec objects are offloaded */
+	if (c->ns->ipsec.count || c->ns->ipsec.sim_policies) {
+		err = -EBUSY;
+		goto unlock;
+	}
+	if (!name[0]) {
+		sim_rep_detach(c);
+		goto unlock;
+	}
+	if (c->rep_ifindex || c->lower) {
+		err = -EBUSY;
+		goto unlock;
+	}
+	rdev = __dev_get_by_name(&init_net, name);
+	if (!rdev || !nsim_sim_is_rep(rdev)) {
+		err = -ENODEV;
+		goto unlock;
+	}
+	rep = netdev_priv(rdev);
+	if (!nsim_dev_port_is_vf(rep->nsim_dev_port) || rep->ipsec.sim_vf) {
+		err = -EINVAL;
+		goto unlock;
+	}
+	WRITE_ONCE(rep->ipsec.sim_vf, c);
+	WRITE_ONCE(c->rep_ifindex, rdev->ifindex);
+	dev->hw_features &= ~NETIF_F_GSO_MASK;
+	dev->wanted_features &= ~NETIF_F_GSO_MASK;
+	dev->features &= ~NETIF_F_GSO_MASK;
+	netdev_update_features(dev);
+	if (netif_running(dev))
+		netif_carrier_on(dev);
+unlock:
+	rtnl_unlock();
+	return err ? err : len;
+}
+
+static ssize_t sim_rep_read(struct file *f, char __user *ubuf, size_t len, loff_t *ppos)
+{
+	struct sim_ctx *c = f->private_data;
+	struct netdevsim *rep;
+	char buf[IFNAMSIZ + 2];
+	int n;
+
+	rtnl_lock();
+	rep = sim_rep(c);
+	n = scnprintf(buf, sizeof(buf), "%s\n", rep ? rep->netdev->name : "");
+	rtnl_unlock();
+	return simple_read_from_buffer(ubuf, len, ppos, buf, n);
+}
+
+static const struct file_operations sim_rep_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.read = sim_rep_read,
+	.write = sim_rep_write,
 };
 
 /* ethtool -S: mlx5's ipsec_hw counters */
@@ -1014,6 +1213,8 @@ void nsim_ipsec_init(struct netdevsim *ns)
 	spin_lock_init(&c->lock);
 	c->lower_file = debugfs_create_file("sim_lower", 0600, ns->nsim_dev_port->ddir, c,
 					    &sim_lower_fops);
+	c->rep_file = debugfs_create_file("sim_rep", 0600, ns->nsim_dev_port->ddir, c,
+					  &sim_rep_fops);
 	ns->ipsec.sim = c;
 }
 
@@ -1029,7 +1230,12 @@ void nsim_ipsec_teardown(struct netdevsim *ns)
 	debugfs_remove_recursive(ipsec->pfile);
 	if (c) {
 		debugfs_remove(c->lower_file);
+		debugfs_remove(c->rep_file);
 		sim_lower_detach(c);
+		if (c->rep_ifindex) {
+			sim_rep_detach(c);
+			synchronize_net();	/* the representor's transmit may still hold c */
+		}
 		ipsec->sim = NULL;
 		kfree(c);
 	}
