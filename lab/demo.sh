@@ -4,11 +4,12 @@
 # (second run changed=0), send traffic and compare per-SA counters on both peers (verify.yml),
 # tear down (owned objects only, a foreign SA planted beforehand must survive), and print a report
 # with one row per peer; then both vendor topologies on the same pair (lab/topologies.sh): the VXLAN
-# overlay with packet offload on the lab's simulated ConnectX (vxlan-sim), RoCE over VF (roce).
+# overlay and RoCE over VF, both with packet offload on the lab's simulated ConnectX (vxlan-sim,
+# roce-sim: the VF's own netdev carries the SAs).
 #
 #   bash lab/demo.sh            # LAB_KEEP=1 keeps the VMs running afterwards;
-#                               # DEMO_TOPOLOGIES="" skips the topologies, "vxlan-sim"/"roce" runs one,
-#                               # "vxlan" the overlay with software ESP (in CI through lab/ike.sh, with strongSwan)
+#                               # DEMO_TOPOLOGIES="" skips the topologies, "vxlan-sim"/"roce-sim" runs one,
+#                               # "vxlan"/"roce" the topology with software ESP on the VF stand-ins
 #
 # The lab has no mlx5 NIC: the lab inventory (inventories/examples/lab) sets ipsec_offload: none,
 # i.e. software ESP on the real trixie kernel. Exit status 0 only if every step passed.
@@ -112,12 +113,12 @@ record "foreign SA + policy on lab1" "intact"
 on 1 'ip xfrm policy delete src 192.168.100.1/32 dst 192.168.100.99/32 dir out; ip xfrm state delete src 192.168.100.1 dst 192.168.100.99 proto esp spi 0x7777' || true
 
 # Then both vendor topologies on the same pair: lab/topologies.sh (VXLAN overlay + OVS with packet
-# offload on the simulated ConnectX, nic_prep setting dmfs + switchdev; RoCE over VF + QinQ tc +
-# RoCE v2 through ESP) prints its own report above this one. DEMO_TOPOLOGIES="" skips it;
-# "vxlan-sim" or "roce" runs one. The topologies' extra --check on the converged pair is left out
+# offload on the simulated ConnectX, nic_prep setting dmfs + switchdev; RoCE over VF with packet
+# offload on the sim's VF netdev + QinQ tc + RoCE v2 through ESP) prints its own report above this
+# one. DEMO_TOPOLOGIES="" skips it; "vxlan-sim" or "roce-sim" runs one. The topologies' extra --check on the converged pair is left out
 # here (TOPO_CHECK_CONVERGED=1 puts it back; bash lab/topologies.sh runs it): the second run's
 # changed=0 stays, and it keeps .ci/run's lane A shorter.
-DEMO_TOPOLOGIES=${DEMO_TOPOLOGIES-vxlan-sim roce}
+DEMO_TOPOLOGIES=${DEMO_TOPOLOGIES-vxlan-sim roce-sim}
 if [ -n "$DEMO_TOPOLOGIES" ]; then
 	t=$(now)
 	LAB_RUN=$RUN LAB_SSH_PORT1=${LAB_SSH_PORT1:-2231} LAB_SSH_PORT2=${LAB_SSH_PORT2:-2232} \
