@@ -58,8 +58,10 @@ options:
   key_derivation:
     description:
       - C(keystore) - keys come from the key store (or C(ipsec_overrides)).
-      - C(hkdf) - every key is HKDF-SHA256(O(master_secret), sender, receiver, SPI, generation); the key
-        store then holds no key (SPIs, reqids, generations only). Hand-given keys are refused.
+      - C(hkdf) - every key is HKDF-SHA256(O(master_secret), salt = the key store entry's random nonce,
+        sender, receiver, SPI, generation); the key store then holds no key (SPIs, reqids, generations,
+        nonces). A store made again has new nonces, so it never derives a key an earlier store gave.
+        Hand-given keys are refused.
     type: str
     choices: [keystore, hkdf]
     default: keystore

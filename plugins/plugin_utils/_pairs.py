@@ -61,7 +61,11 @@ REPLAY_WINDOW = 64
 KEY_BITS = (128, 256)
 SALT_BYTES = 4
 STORE_VERSION = 2
-STORE_VERSIONS_READ = (1, 2)   # version 1: written before the SA lifecycle (every entry counts as installed)
+# version 1: written before the SA lifecycle (every entry counts as installed); version 3: a store
+# with hkdf nonces (earlier versions of the collection, which would ignore them and derive other
+# keys, refuse it); without a nonce the store stays version 2
+STORE_VERSION_NONCE = 3
+STORE_VERSIONS_READ = (1, 2, 3)
 MASTER_SECRET_MIN_BYTES = 32
 KEY_DERIVATIONS = ("keystore", "hkdf")
 OFFLOAD_TYPES = ("packet", "crypto", "none")
@@ -198,12 +202,24 @@ def hkdf_sha256(ikm, info, length, salt=b""):
     return out[:length]
 
 
-def derive_key(master, src, dst, spi, generation, bits):
-    """The key||salt (hex) of one SA instance in hkdf mode: HKDF-SHA256(master secret, info =
-    sender, receiver, SPI, generation).  A new SPI or generation gives an unrelated key; nothing
-    depends on boot ids or on the host's state."""
+def derive_key(master, src, dst, spi, generation, bits, nonce=None):
+    """The key||salt (hex) of one SA instance in hkdf mode: HKDF-SHA256(master secret, salt = the
+    key store entry's nonce, info = sender, receiver, SPI, generation).  A new SPI or generation
+    gives an unrelated key; nothing depends on boot ids or on the host's state.  The nonce (random,
+    not secret, made with the entry: new_nonce) ties the keys to one key store: a store that is
+    lost and made again gets new nonces, so SPIs and generations that start over never bring back
+    a key an earlier store handed out.  Entries of stores written before it had nonces have none
+    (no salt: their keys stay as they were)."""
     info = ("ipsec_offload.mlx5 sa-key v1\0%s\0%s\0%08x\0%d" % (src, dst, spi, generation)).encode("utf-8")
-    return hkdf_sha256(master, info, bits // 8 + SALT_BYTES).hex()
+    return hkdf_sha256(master, info, bits // 8 + SALT_BYTES, salt=bytes.fromhex(nonce) if nonce else b"").hex()
+
+
+NONCE_BYTES = 16
+
+
+def new_nonce(token_bytes=_secrets.token_bytes):
+    """A key store entry's hkdf nonce (hex): random, not secret (see derive_key)."""
+    return token_bytes(NONCE_BYTES).hex()
 
 
 def _seq(value):
@@ -941,12 +957,13 @@ def attach_keys(links, store=None, require=True, master=None):
                 continue
             entry = store.get((lk.src, lk.dst)) or {}
             lk.generation = entry.get("generation") or 1
-            lk.key = derive_key(master, lk.src, lk.dst, lk.spi, lk.generation, lk.key_bits)
+            lk.key = derive_key(master, lk.src, lk.dst, lk.spi, lk.generation, lk.key_bits, entry.get("nonce"))
             lk.key_source = "hkdf"
             prev = entry.get("previous")
             if prev and entry.get("stage") and lk.spi == entry.get("spi"):
                 lk.prev_spi = prev["spi"]
-                lk.prev_key = derive_key(master, lk.src, lk.dst, prev["spi"], prev["generation"], lk.key_bits)
+                lk.prev_key = derive_key(master, lk.src, lk.dst, prev["spi"], prev["generation"], lk.key_bits,
+                                         entry.get("nonce"))
                 lk.stage = entry["stage"]
             continue
         if lk.key_override is None and lk.key_source == "inventory":
@@ -1275,6 +1292,12 @@ def parse_store(doc):
                         item[f] = _int(entry[f], lo, hi)
                     except ValueError as e:
                         problems.append("key store entry %s: %s %s" % (name, f, e))
+            nonce = entry.get("nonce")
+            if nonce is not None:
+                if isinstance(nonce, str) and re.fullmatch(r"[0-9a-f]{%d}" % (2 * NONCE_BYTES), nonce):
+                    item["nonce"] = nonce
+                else:
+                    problems.append("key store entry %s: nonce must be %d lower-case hex digits" % (name, 2 * NONCE_BYTES))
             inst = entry.get("installed", True)
             if not isinstance(inst, bool):
                 problems.append("key store entry %s: installed must be true or false" % name)
@@ -1400,6 +1423,8 @@ def store_document(entries):
             item["reqid"] = "0x%08x" % e["reqid"]
         if (e.get("generation") or 1) > 1:
             item["generation"] = e["generation"]
+        if e.get("nonce"):
+            item["nonce"] = e["nonce"]
         item["installed"] = bool(e.get("installed", True))
         if e.get("previous") and e.get("stage"):
             p = e["previous"]
@@ -1411,7 +1436,8 @@ def store_document(entries):
             item["retired"] = [{"generation": r["generation"], "spi": "0x%08x" % r["spi"], **({"fp": r["fp"]} if r.get("fp") else {})}
                                for r in sorted(e["retired"], key=lambda r: r["generation"])]
         pairs.setdefault(src, {})[dst] = item
-    return {"ipsec_offload_keystore": STORE_VERSION, "pairs": pairs}
+    nonces = any(e.get("nonce") for e in entries.values())
+    return {"ipsec_offload_keystore": STORE_VERSION_NONCE if nonces else STORE_VERSION, "pairs": pairs}
 
 
 def retire(entry):
@@ -1484,8 +1510,9 @@ def update_store(entries, links, new_key=generate_key, key_mode="keystore"):
     Returns (new_entries, report) where report = {"created": [names], "pinned": [names],
     "repinned": [names], "renewed": [names]}.  Entries of pairs no longer in the inventory are kept
     (a host may be out of the inventory for a while; deleting keys is an explicit act).  Links
-    whose key comes from the inventory get no stored key, nor do any in hkdf mode.  A new entry is
-    not installed yet.  An installed entry whose SPI must change (its pin collides now) is never
+    whose key comes from the inventory get no stored key, nor do any in hkdf mode, where a new entry
+    gets a random nonce instead (derive_key).  A new entry is not installed yet.  An installed
+    entry whose SPI must change (its pin collides now) is never
     given the new SPI with its old key: it moves to a new generation (new key), the old one retired.
     """
     out = {k: dict(v) for k, v in entries.items()}
@@ -1497,6 +1524,8 @@ def update_store(entries, links, new_key=generate_key, key_mode="keystore"):
                                "retired": []})
         if key_mode == "hkdf":
             e["key"] = None
+            if fresh:
+                e["nonce"] = new_nonce()
         elif lk.key_source != "inventory" and e.get("key") is None:
             e["key"] = new_key(lk.key_bits)
             if not fresh:
@@ -1794,7 +1823,8 @@ def derive_links(hostvars, hosts=None, groups=None, meshes=None, reqid_range=Non
             if plan is not None:
                 lk.spi, lk.generation = int(plan["spi"]), int(plan["generation"])
                 lk.prev_spi = lk.prev_key = lk.stage = None
-                lk.key = (derive_key(master, lk.src, lk.dst, lk.spi, lk.generation, lk.key_bits) if master
+                lk.key = (derive_key(master, lk.src, lk.dst, lk.spi, lk.generation, lk.key_bits,
+                                     ((store or {}).get((lk.src, lk.dst)) or {}).get("nonce")) if master
                           else generate_key(lk.key_bits) if check else None)
                 lk.key_source = "hkdf" if master else "check mode: a new key" if check else lk.key_source
             elif check and lk.key is None and keys == "required":

@@ -190,6 +190,48 @@ def test_hkdf_mode_store_has_no_key_and_keys_follow_generation(tmp_path):
     assert not set(k3) & set(k1) and not set(k3.values()) & set(k1.values())
 
 
+def test_hkdf_lost_store_never_brings_back_a_key(tmp_path):
+    """A key serves one SA instance, ever - also in hkdf mode when the key store is lost: the new
+    store's pairs start again at generation 1 with the same hash-chosen SPIs, but each entry has a
+    new random nonce (the HKDF salt), so no key of the lost store comes back."""
+    secret = "m" * 40
+    d = _pairs.derive(hosts(2), keys="none")
+    first, again = tmp_path / "a" / "keys.yml", tmp_path / "b" / "keys.yml"
+    run_action(first, d, key_derivation="hkdf")
+    run_action(again, d, key_derivation="hkdf")          # the same inventory, the store made again
+    e1, e2 = stored(first), stored(again)
+    assert {k: (v["spi"], v["generation"]) for k, v in e1.items()} == {k: (v["spi"], v["generation"]) for k, v in e2.items()}
+    k1 = {s["spi"]: s["aead"]["key"] for s in _pairs.derive(hosts(2), store=e1, master_secret=secret)["hosts"]["n1"]["states"]}
+    k2 = {s["spi"]: s["aead"]["key"] for s in _pairs.derive(hosts(2), store=e2, master_secret=secret)["hosts"]["n1"]["states"]}
+    assert set(k1) == set(k2) and not set(k1.values()) & set(k2.values())
+    # a store with nonces is version 3: earlier versions of the collection refuse it rather than
+    # derive other keys from it
+    assert yaml.safe_load(first.read_text()[len(_pairs.STORE_HEADER):])["ipsec_offload_keystore"] == 3
+    # reading a store is deterministic: the same store gives the same keys on every run
+    assert k1 == {s["spi"]: s["aead"]["key"] for s in _pairs.derive(hosts(2), store=stored(first), master_secret=secret)["hosts"]["n1"]["states"]}
+
+
+def test_hkdf_entries_without_nonce_keep_their_keys():
+    """Stores written before the nonce: their entries have none and keep the keys they had."""
+    secret = "m" * 40
+    doc = {"ipsec_offload_keystore": 2, "pairs": {
+        "n1": {"n2": {"spi": "0x%08x" % 0x1234, "reqid": "0x51c00001", "installed": True}},
+        "n2": {"n1": {"spi": "0x%08x" % 0x1235, "reqid": "0x51c00002", "installed": True}}}}
+    store = _pairs.parse_store(doc)
+    assert all("nonce" not in e for e in store.values())
+    dd = _pairs.derive(hosts(2), store=store, master_secret=secret)
+    got = {s["spi"]: s["aead"]["key"].removeprefix("0x") for s in dd["hosts"]["n1"]["states"]}
+    bits = len(got[0x1234]) * 4 - 32
+    assert got[0x1234] == _pairs.derive_key(secret.encode(), "n1", "n2", 0x1234, 1, bits)
+    # the original construction: HKDF-SHA256 without salt, info sender, receiver, SPI, generation
+    info = b"\x00".join([b"ipsec_offload.mlx5 sa-key v1", b"n1", b"n2", b"00001234", b"1"])
+    assert got[0x1234] == _pairs.hkdf_sha256(secret.encode(), info, bits // 8 + 4).hex()
+    # a malformed nonce is refused naming the entry
+    doc["pairs"]["n1"]["n2"]["nonce"] = "xyz"
+    with pytest.raises(_pairs.DeriveError, match=r"key store entry n1->n2: nonce must be 32 lower-case hex digits"):
+        _pairs.parse_store(doc)
+
+
 def test_bad_stores_and_secrets_are_refused_naming_the_pair(pair):
     path, d = pair
     converge(path, d, {"n1": [], "n2": []}, ["n1", "n2"])
