@@ -231,7 +231,7 @@ import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _lock, _sysfs, _tc, _validate, _xfrm_text
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _lock, _steps, _sysfs, _tc, _validate, _xfrm_text
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
 
 
@@ -746,88 +746,61 @@ def vfs_to_unbind(sysfs, device, only, notes):
     return to_unbind
 
 
-class _Execution:
-    """Runs the steps of a plan in order, remembering how to undo each one done."""
-
-    def __init__(self, dl, sysfs, device, notes, result):
-        self.dl, self.sysfs, self.device, self.notes = dl, sysfs, device, notes
-        self.result = result
-        self.ran = result["steps"]
-        self.undo = []          # (text, devlink argv) in the order done
-        self.unbound = []       # (addr, driver) unbound by this run and not yet bound again
-        self.bind_errors = []
-        self.failed_step = None
-
-    def run_devlink(self, step):
-        argv = devlink_argv(step["kind"], step["args"])
-        self.failed_step = _argv_text(argv)
-        self.dl.run(argv, what=self.failed_step)
-        self.ran.append(self.failed_step)
-        if step["undo"] is not None:
-            back = devlink_argv(step["kind"], step["undo"])
-            self.undo.append((_argv_text(back), back))
-
-    def run(self, step):
-        kind, args = step["kind"], step["args"]
-        if kind in _DEVLINK_ARGV:
-            self.run_devlink(step)
-        elif kind == "unbind":
-            self.failed_step = step_lines(step, self.sysfs)[0]
-            _sysfs.unbind(self.sysfs, args["driver"], args["address"])
-            self.unbound.append((args["address"], args["driver"]))
-            self.ran.append(self.failed_step)
-            self.result["vfs_unbound"].append(args["address"])
-        elif kind == "ports_after_mode":
-            self.failed_step = "devlink -j port show (ports after the mode change)"
-            for s in plan_port_functions(self.dl.ports(self.device), args["wanted"], self.notes):
-                self.run_devlink(s)
-        elif kind == "bind":
-            # every VF is bound again even when one fails; the failures are raised after the last
-            self.failed_step = "bind the VFs again"
-            try:
-                _sysfs.bind(self.sysfs, args["driver"], args["address"])
-                self.unbound.remove((args["address"], args["driver"]))
-                self.ran.append(step_lines(step, self.sysfs)[0])
-            except _sysfs.SysfsError as exc:
-                self.bind_errors.append(str(exc))
-
-    def rollback(self):
-        """Undo the devlink steps done (newest first), then bind the VFs still unbound."""
-        out = []
-        for text, argv in reversed(self.undo):
-            try:
-                self.dl.run(argv, what=text)
-                out.append("%s: ok" % text)
-            except (ToolError, _sysfs.SysfsError) as uexc:
-                out.append("%s: FAILED: %s" % (text, getattr(uexc, "message", str(uexc))))
-        for addr, drv in list(self.unbound):
-            text = _sysfs.echo_text(self.sysfs, _sysfs.driver_file(self.sysfs, drv, "bind"), addr)
-            try:
-                _sysfs.bind(self.sysfs, drv, addr)
-                self.unbound.remove((addr, drv))
-                out.append("%s: ok" % text)
-            except _sysfs.SysfsError as uexc:
-                out.append("%s: FAILED: %s" % (text, uexc))
-        return out
+def _engine_step(dl, sysfs, step):
+    """A devlink, unbind or bind plan step as a step of the shared engine (_steps): its text is
+    the devlink command or sysfs write it runs, its undo the step that puts it back."""
+    kind, args = step["kind"], step["args"]
+    if kind in _DEVLINK_ARGV:
+        argv = devlink_argv(kind, args)
+        text = _argv_text(argv)
+        back = devlink_argv(kind, step["undo"]) if step["undo"] is not None else None
+        return _steps.Step(text, lambda: dl.run(argv, what=text),
+                           _argv_text(back) if back else None,
+                           (lambda: dl.run(back, what=_argv_text(back))) if back else None)
+    addr, drv = args["address"], args["driver"]
+    text = step_lines(step, sysfs)[0]
+    if kind == "unbind":
+        # undone by binding it again - after the devlink undos, as the VF was bound before them
+        back = _sysfs.echo_text(sysfs, _sysfs.driver_file(sysfs, drv, "bind"), addr)
+        return _steps.Step(text, lambda: _sysfs.unbind(sysfs, drv, addr), back,
+                           lambda: _sysfs.bind(sysfs, drv, addr), key=("vf", addr), late=True)
+    return _steps.Step(text, lambda: _sysfs.bind(sysfs, drv, addr))
 
 
 def execute(module, dl, sysfs, device, plan, notes, result):
-    """Run the plan; on a failure undo what was done and fail the module with the kernel's message."""
-    ex = _Execution(dl, sysfs, device, notes, result)
+    """Run the plan through the shared step engine; on a failure undo what was done (devlink steps
+    newest first, then the VFs unbound by this run bound again) and fail the module with the
+    kernel's message.  Every VF is bound again at the end even when one bind fails (the failures
+    are raised after the last)."""
+    run = _steps.Run(result["steps"], (ToolError, _sysfs.SysfsError))
+    bind_errors = []
     try:
         for step in plan:
-            ex.run(step)
-        if ex.bind_errors:
-            raise _sysfs.SysfsError("; ".join(ex.bind_errors))
+            kind = step["kind"]
+            if kind == "ports_after_mode":
+                run.at("devlink -j port show (ports after the mode change)")
+                ports = dl.ports(device)
+                run.run_all(_engine_step(dl, sysfs, s) for s in plan_port_functions(ports, step["args"]["wanted"], notes))
+            elif kind == "bind":
+                run.at("bind the VFs again")
+                try:
+                    run.run(_engine_step(dl, sysfs, step))
+                    run.settle(("vf", step["args"]["address"]))
+                except _sysfs.SysfsError as exc:
+                    bind_errors.append(str(exc))
+            else:
+                run.run(_engine_step(dl, sysfs, step))
+                if kind == "unbind":
+                    result["vfs_unbound"].append(step["args"]["address"])
+        if bind_errors:
+            raise _sysfs.SysfsError("; ".join(bind_errors))
     except (ToolError, _sysfs.SysfsError, Refused, _devlink.DevlinkParseError) as exc:
-        rollback = ex.rollback()
-        clean = all(r.endswith(": ok") for r in rollback)
-        msg, extra = _failure_message(exc, ex.failed_step)
+        rollback = run.rollback()
+        msg, extra = _failure_message(exc, run.current)
         result["rollback"] = rollback
-        result["failed_step"] = ex.failed_step
-        result["changed"] = bool(ex.ran)
-        module.fail_json(msg="%s -- %s" % (msg, "every step done was undone" if clean else
-                                           "UNDO INCOMPLETE, see rollback"), **dict(result, **extra))
+        result["failed_step"] = run.current
+        result["changed"] = bool(run.ran)
+        module.fail_json(msg="%s -- %s" % (msg, _steps.verdict(rollback)), **dict(result, **extra))
 
 
 def _failure_message(exc, failed_step):

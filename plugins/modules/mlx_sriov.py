@@ -207,7 +207,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _lock, _sysfs, _validate
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _lock, _steps, _sysfs, _validate
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
 
 _DEVICE_RE = re.compile(r"(?:pci/)?[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|(?:netdevsim/)?netdevsim[0-9]{1,10}")
@@ -374,7 +374,7 @@ def _main(module):
     except _sysfs.SysfsError as exc:
         module.fail_json(msg=str(exc), **dict(result, **exc.as_result()))
 
-    planned = [s[0] for s in plan["steps"]] + [_binding_step(sysfs, c)[0] for c in plan["changes"]]
+    planned = [s.text for s in plan["steps"]] + [_binding_step(sysfs, c).text for c in plan["changes"]]
     result["changed"] = bool(planned)
     if module.check_mode or not planned:
         after = _predicted_after(info, plan) if planned else dict(before)
@@ -398,9 +398,9 @@ def _main(module):
 
 
 def _plan(module, sysfs, want, dev, info, note, result):
-    """What to change, in order: {steps: [(text, do, undo_text, undo)], changes: binding changes,
-    desired, writes, count, autoprobe, vfs_after, binding_asked}. Raises Refused before anything."""
-    steps = []   # (text, do, undo_text, undo) in order
+    """What to change, in order: {steps: [_steps.Step], changes: binding changes, desired, writes,
+    count, autoprobe, vfs_after, binding_asked}. Raises Refused before anything."""
+    steps = []
     field = "pf" if want["pf"] else "device"
     if info["num_vfs"] is None:
         raise Refused(field, "%s has no SR-IOV (no sriov_numvfs in %s): the device or its driver does not "
@@ -444,8 +444,8 @@ def _plan(module, sysfs, want, dev, info, note, result):
             path = _sysfs.autoprobe_path(dev)
             old = "1" if info["drivers_autoprobe"] else "0"
             new = "1" if want["autoprobe"] else "0"
-            steps.append((_sysfs.echo_text(sysfs, path, new), lambda p=path, v=new: sysfs.write(p, v),
-                          _sysfs.echo_text(sysfs, path, old), lambda p=path, v=old: sysfs.write(p, v)))
+            steps.append(_steps.Step(_sysfs.echo_text(sysfs, path, new), lambda p=path, v=new: sysfs.write(p, v),
+                                     _sysfs.echo_text(sysfs, path, old), lambda p=path, v=old: sysfs.write(p, v)))
 
     if writes:
         path = _sysfs.numvfs_path(dev)
@@ -466,8 +466,8 @@ def _plan(module, sysfs, want, dev, info, note, result):
                     _sysfs.bind(sysfs, want_drv, vf["address"])
         undo_text = "restore %d VFs (%s) and their drivers" % (info["num_vfs"], sysfs.show(path))
         for i, value in enumerate(writes):
-            steps.append((_sysfs.echo_text(sysfs, path, value), lambda p=path, v=value: sysfs.write(p, v),
-                          undo_text if i == 0 else None, restore if i == 0 else None))
+            steps.append(_steps.Step(_sysfs.echo_text(sysfs, path, value), lambda p=path, v=value: sysfs.write(p, v),
+                                     undo_text if i == 0 else None, restore if i == 0 else None))
         vfs_after = predicted_vfs(count, autoprobe, info["driver"]) if pci else []
     else:
         vfs_after = info["vfs"]
@@ -480,13 +480,13 @@ def _plan(module, sysfs, want, dev, info, note, result):
 
 
 def _binding_step(sysfs, change):
-    """(text, do, undo_text, undo) of one VF bind/unbind."""
+    """The step of one VF bind/unbind, with the opposite as its undo."""
     action, _index, addr, drv = change
     path = _sysfs.driver_file(sysfs, drv, action)
     other = "bind" if action == "unbind" else "unbind"
-    return (_sysfs.echo_text(sysfs, path, addr), lambda: sysfs.write(path, addr),
-            _sysfs.echo_text(sysfs, _sysfs.driver_file(sysfs, drv, other), addr),
-            lambda: sysfs.write(_sysfs.driver_file(sysfs, drv, other), addr))
+    return _steps.Step(_sysfs.echo_text(sysfs, path, addr), lambda: sysfs.write(path, addr),
+                       _sysfs.echo_text(sysfs, _sysfs.driver_file(sysfs, drv, other), addr),
+                       lambda: sysfs.write(_sysfs.driver_file(sysfs, drv, other), addr))
 
 
 def _predicted_after(info, plan):
@@ -501,44 +501,25 @@ def _predicted_after(info, plan):
 
 
 def _execute(module, sysfs, want, dev, plan, result):
-    """Run the plan; on a failure undo the steps done, newest first, and fail with what happened."""
-    ran = result["steps"]
-    undo = []
-    current = None
+    """Run the plan (the shared step engine); on a failure undo the steps done, newest first, and
+    fail with what happened."""
+    run = _steps.Run(result["steps"], (_sysfs.SysfsError,))
     changes = plan["changes"]
     try:
-        for text, do, undo_text, undo_fn in plan["steps"]:
-            current = text
-            do()
-            ran.append(text)
-            if undo_fn is not None:
-                undo.append((undo_text, undo_fn))
+        run.run_all(plan["steps"])
         if plan["writes"] and plan["binding_asked"]:
             # the VFs exist now: plan their bindings on what the kernel made of them
-            current = "read the new VFs"
+            run.at("read the new VFs")
             changes, problems = _sysfs.binding_changes(_sysfs.vfs_of(sysfs, dev), plan["desired"])
             if problems:
                 index, msg = problems[0]
                 raise Refused(want["vf_fields"].get(index, "vfs_bound"), msg)
-        for change in changes:
-            text, do, undo_text, undo_fn = _binding_step(sysfs, change)
-            current = text
-            do()
-            ran.append(text)
-            undo.append((undo_text, undo_fn))
+        run.run_all(_binding_step(sysfs, change) for change in changes)
     except (_sysfs.SysfsError, Refused) as exc:
-        rollback = []
-        for text, fn in reversed(undo):
-            try:
-                fn()
-                rollback.append("%s: ok" % text)
-            except _sysfs.SysfsError as uexc:
-                rollback.append("%s: FAILED: %s" % (text, uexc))
-        clean = all(r.endswith(": ok") for r in rollback)
+        rollback = run.rollback()
         extra = exc.as_result() if isinstance(exc, _sysfs.SysfsError) else {"field": exc.field}
-        result.update(rollback=rollback, failed_step=current, changed=bool(ran))
-        module.fail_json(msg="%s -- %s" % (exc, "every step done was undone" if clean else
-                                           "UNDO INCOMPLETE, see rollback"), **dict(result, **extra))
+        result.update(rollback=rollback, failed_step=run.current, changed=bool(run.ran))
+        module.fail_json(msg="%s -- %s" % (exc, _steps.verdict(rollback)), **dict(result, **extra))
 
 
 if __name__ == "__main__":

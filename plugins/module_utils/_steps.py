@@ -1,0 +1,93 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) ipsec_offload.mlx5 contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The step/undo engine of the state-changing modules.
+
+A plan is a list of named steps, each with its undo.  Check mode reports the steps' texts; the
+real run executes the same steps in order through a Run, which records each step done (the
+module's ``steps`` result) and its undo.  When a step fails, Run.rollback() undoes the steps done,
+newest first, and says how each undo went (the module's ``rollback`` result); verdict() turns
+that into the words every module's failure message ends with.
+
+Steps that the kernel takes one command at a time (devlink, sysfs) run through Run.run().  The
+xfrm and tc modules send their steps as one ``ip -batch`` / ``tc -batch`` (thousands of SAs in
+one process), and undo the applied prefix the same way (_xfrm.undo_ops, _tc.rollback_lines); they
+share this module's words (verdict) and the rule: the steps done are undone, newest first.
+"""
+
+from __future__ import annotations
+
+UNDONE = "every step done was undone"
+INCOMPLETE = "UNDO INCOMPLETE, see rollback"
+
+
+class Step:
+    """One named change.  ``text`` is what the result (and check mode) shows; ``do()`` makes the
+    change; ``undo()`` (with ``undo_text``) puts back what it changed, or None when there is
+    nothing to put back.  ``key`` names the undo so that a later step that puts it back itself
+    (a VF bound again at the end of a plan) can settle it.  ``late`` undos run after the others
+    (a VF is bound again only once its PF's devlink changes are undone), in the order they were
+    done (the VFs come back in the order they went)."""
+
+    __slots__ = ("text", "do", "undo_text", "undo", "key", "late")
+
+    def __init__(self, text, do, undo_text=None, undo=None, key=None, late=False):
+        self.text, self.do, self.undo_text, self.undo = text, do, undo_text, undo
+        self.key, self.late = key, late
+
+    def __repr__(self):
+        return "Step(%r)" % self.text
+
+
+class Run:
+    """Executes steps in order, remembering how to undo each one done.
+
+    ``ran``: the list the texts of the steps done go to (the module's result["steps"]).
+    ``errors``: the exception classes a step or an undo may raise; others propagate unhandled.
+    """
+
+    def __init__(self, ran, errors):
+        self.ran = ran
+        self.errors = tuple(errors)
+        self.current = None     # the step (or phase) running when a failure happens
+        self._undo = []         # [(key, late, text, fn)] in the order done
+
+    def at(self, text):
+        """A phase between steps (reading the device, planning what depends on it): named in a failure."""
+        self.current = text
+
+    def run(self, step):
+        self.current = step.text
+        step.do()
+        self.ran.append(step.text)
+        if step.undo is not None:
+            self._undo.append((step.key, step.late, step.undo_text, step.undo))
+
+    def run_all(self, steps):
+        for step in steps:
+            self.run(step)
+
+    def settle(self, key):
+        """The undo named ``key`` is no longer needed (a later step did it)."""
+        self._undo = [u for u in self._undo if u[0] != key]
+
+    def pending(self):
+        return [u[2] for u in self._undo]
+
+    def rollback(self):
+        """Undo the steps done, newest first (then the late undos, oldest first); each undo is
+        tried even when one fails.  Returns ["<undo text>: ok" | "<undo text>: FAILED: <why>"]."""
+        out = []
+        todo = [u for u in reversed(self._undo) if not u[1]] + [u for u in self._undo if u[1]]
+        for dummy, dummy2, text, fn in todo:
+            try:
+                fn()
+                out.append("%s: ok" % text)
+            except self.errors as exc:
+                out.append("%s: FAILED: %s" % (text, getattr(exc, "message", None) or exc))
+        return out
+
+
+def verdict(rollback):
+    """The end of a failure message: whether every step done was undone."""
+    return UNDONE if all(r.endswith(": ok") for r in rollback) else INCOMPLETE
