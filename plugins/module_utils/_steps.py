@@ -11,8 +11,8 @@ that into the words every module's failure message ends with.
 
 Steps that the kernel takes one command at a time (devlink, sysfs) run through Run.run().  The
 xfrm and tc modules send their steps as one ``ip -batch`` / ``tc -batch`` (thousands of SAs in
-one process), and undo the applied prefix the same way (_xfrm.undo_ops, _tc.rollback_lines); they
-share this module's words (verdict) and the rule: the steps done are undone, newest first.
+one process): when the tool stops at a line, the steps before it are done, and undo_prefix() gives
+their undos, newest first - the same rule, one batch back.
 """
 
 from __future__ import annotations
@@ -86,6 +86,12 @@ class Run:
             except self.errors as exc:
                 out.append("%s: FAILED: %s" % (text, getattr(exc, "message", None) or exc))
         return out
+
+
+def undo_prefix(undo, applied):
+    """The undos of the first ``applied`` steps of a batch (``undo[i]`` undoes step i; None: it has
+    none), newest first."""
+    return [u for u in reversed(undo[:applied]) if u is not None]
 
 
 def verdict(rollback):

@@ -805,11 +805,6 @@ def build_batch(kind, p, hooks, remove_qdisc_devs=()):
     return lines, undo, owners
 
 
-def rollback_lines(undo, applied):
-    """The undo lines for the first ``applied`` batch lines, newest first."""
-    return list(reversed(undo[:applied]))
-
-
 # --------------------------------------------------------------------------------------------
 # hints for tc's own messages
 

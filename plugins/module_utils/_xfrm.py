@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _steps
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 # The parsers of `ip xfrm` text live in _xfrm_text (stdlib only, also run by the lab/molecule
 # helpers); re-exported here beside the model they fill.
@@ -778,17 +779,19 @@ def render_ops(kind, ops, features, keys="mask"):
     return lines
 
 
+def undo_op(op):
+    """The op that undoes ``op``: an add is deleted, a delete added back, an update updated back."""
+    verb, obj, old = op
+    if verb == "add":
+        return ("delete", obj, None)
+    if verb == "delete":
+        return ("add", obj, None)
+    return ("update", old, obj)
+
+
 def undo_ops(ops):
-    """The ops that undo ``ops`` (all of them applied), in reverse order."""
-    undo = []
-    for verb, obj, old in reversed(ops):
-        if verb == "add":
-            undo.append(("delete", obj, None))
-        elif verb == "delete":
-            undo.append(("add", obj, None))
-        else:
-            undo.append(("update", old, obj))
-    return undo
+    """The ops that undo ``ops`` (all of them applied), newest first (the step engine's rule)."""
+    return _steps.undo_prefix([undo_op(op) for op in ops], len(ops))
 
 
 def applied_count(kind, ops, current):

@@ -357,7 +357,7 @@ restored:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _lock, _tc, _validate
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _lock, _steps, _tc, _validate
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import STATES, plan
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError, failed_batch_line
 
@@ -663,7 +663,7 @@ def _undoer(client, undo, touched, hooks, filters):
     snapshot = _tc.fingerprint([f for f in filters if f["dev"] in touched])
 
     def undo_and_check(applied):
-        back = _tc.rollback_lines(undo, applied)
+        back = _steps.undo_prefix(undo, applied)
         rb_error = None
         if back:
             try:

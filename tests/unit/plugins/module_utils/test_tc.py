@@ -9,7 +9,7 @@ import pytest
 
 from harness import fixture
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _tc
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _steps, _tc
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import plan
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._validate import InputError
 
@@ -555,8 +555,8 @@ def test_build_batch_order_and_undo():
         "qdisc add dev tvx ingress",
     ]
     assert _tc.public(owners[1]["filters"][0]["rule"]) == old20 and owners[3] is new
-    assert _tc.rollback_lines(undo, 3) == [undo[2], undo[1], undo[0]]
-    assert _tc.rollback_lines(undo, 0) == []
+    assert _steps.undo_prefix(undo, 3) == [undo[2], undo[1], undo[0]]
+    assert _steps.undo_prefix(undo, 0) == []
 
 
 def test_build_batch_no_qdisc_when_clsact_present():
