@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._validate import InputError
+
 OWNER_KEY = "ipsec_offload_mlx5"
 OWNER_VAL = "owned"
 
@@ -95,15 +97,10 @@ def vxlan_options(v):
     return opts
 
 
-class Conflict(Exception):
-    """A desired object collides with something the collection does not own.
-
-    ``field``: the input field that asked for it (e.g. ``ports[0]``), when known.
-    """
-
-    def __init__(self, msg, field=None):
-        self.field = field
-        super().__init__("%s: %s" % (field, msg) if field else msg)
+def Conflict(msg, field=None):  # pylint: disable=invalid-name
+    """A desired object collides with something the collection does not own: the collection's one
+    refusal error (_validate.InputError) naming the input field that asked for it (``ports[0]``)."""
+    return InputError(field, msg)
 
 
 def plan_bridge(db, bridge, ports, vxlans, state, purge, fields=None):

@@ -24,12 +24,15 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_te
 
 
 class InputError(ValueError):
-    """Bad input, with the path of the offending field."""
+    """The collection's one error for a refusal before anything changes: bad input, or a
+    precondition the host does not meet (a foreign object in the way, a device state that forbids
+    the change), with the path of the input field to change (None when no one field is to blame).
+    Modules fail with its text and its ``field``."""
 
     def __init__(self, field, msg):
         self.field = field
         self.msg = msg
-        super().__init__("%s: %s" % (field, msg))
+        super().__init__("%s: %s" % (field, msg) if field else msg)
 
 
 # Linux dev_valid_name(): 1..15 bytes, not "." or "..", no "/", ":" or white space.  The allow-list

@@ -235,12 +235,8 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
 
 
-class Refused(Exception):
-    """A precondition is not met: nothing was changed."""
-
-    def __init__(self, field, msg):
-        self.field = field
-        super().__init__("%s: %s" % (field, msg) if field else msg)
+# a precondition not met, nothing changed: the collection's one refusal error, by a shorter name
+Refused = _validate.InputError
 
 
 # ------------------------------------------------------------------------------------- input

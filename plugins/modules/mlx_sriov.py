@@ -213,10 +213,8 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import 
 _DEVICE_RE = re.compile(r"(?:pci/)?[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|(?:netdevsim/)?netdevsim[0-9]{1,10}")
 
 
-class Refused(Exception):
-    def __init__(self, field, msg):
-        self.field = field
-        super().__init__("%s: %s" % (field, msg))
+# a precondition not met, nothing changed: the collection's one refusal error, by a shorter name
+Refused = _validate.InputError
 
 
 def validate(params):

@@ -241,7 +241,7 @@ def _main(module):
     try:
         args, changes = _ovs.plan_bridge(before, bridge, ports, vxlans, module.params["state"],
                                          module.params["purge"], fields)
-    except _ovs.Conflict as exc:
+    except _validate.InputError as exc:
         module.fail_json(msg=str(exc), field=exc.field)
 
     result = dict(changed=bool(args), changes=changes)
