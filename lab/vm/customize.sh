@@ -35,6 +35,11 @@ MaxStartups 30:60:100
 EOF
 rm -f "$root"/etc/ssh/ssh_host_*
 
+# --- Python: keep what it compiles from Ansible's module zips (lab/vm/pyzip_cache.py) ---------
+install -D -m 0644 "$labdir/vm/pyzip_cache.py" "$root/usr/lib/python3/dist-packages/lab_pyzip_cache.py"
+echo "import lab_pyzip_cache" > "$root/usr/lib/python3/dist-packages/lab_pyzip_cache.pth"
+install -d -m 0700 "$root/var/cache/lab-pyzip"
+
 # --- netdevsim --------------------------------------------------------------------------------
 kvers=$(ls "$root/lib/modules")
 [ "$(echo "$kvers" | wc -l)" -eq 1 ] || die "expected one kernel in the image, found: $kvers"
