@@ -24,7 +24,8 @@ def _renamed(code, filename):
 
 
 def _cached_compile(pathname, source):
-    import hashlib  # pylint: disable=import-outside-toplevel  (only when a zip is imported from)
+    # hashlib only when a zip is imported from (not at every Python start-up)
+    import hashlib  # pylint: disable=import-outside-toplevel
 
     inner = pathname.rsplit(".zip" + os.sep, 1)[-1]
     key = hashlib.sha256(inner.encode("utf-8", "surrogateescape") + b"\0" + source).hexdigest()
