@@ -106,10 +106,16 @@ EXAMPLES = r'''
     that: ipsec_info.summary.packet_offload_ready
     fail_msg: "{{ ipsec_info.summary.reasons + ipsec_info.summary.unverified }}"
 
-- name: VF in a namespace, its representor and the eswitch device
+# A VF moved into a namespace: its netdev is read there; its PF's devlink device stays in the
+# initial namespace (devlink lists only the instances of its own namespace), so read it from there
+- name: The VF's netdev in its namespace
   ipsec_offload.mlx5.ipsec_offload_info:
     namespace: ns0
     devices: [enp8s0f0v0]
+
+- name: The representor and the eswitch device, in the initial namespace
+  ipsec_offload.mlx5.ipsec_offload_info:
+    devices: [enp8s0f0npf0vf0]
     devlink: [pci/0000:08:00.0]
 
 - name: Show packet-offloaded SAs and their counters
