@@ -102,7 +102,7 @@ owned_packets() {
 # owned tc rules: filters whose first action cookie is ours (iproute2 6.15 repeats it on later actions)
 # shellcheck disable=SC2016 # expanded on the VM
 owned_tc() {
-	on "$1" 'for d in link0 vf0_rep nsim0 nsim0pf0vf0; do tc filter show dev $d ingress 2>/dev/null; done' \
+	on "$1" 'for d in link0 vf0_rep '"$SIM_PF $SIM_VF_REP"'; do tc filter show dev $d ingress 2>/dev/null; done' \
 		| awk '/^filter .*handle/ {f = 1} f && /cookie 69706f2d6d6c7835/ {c++; f = 0} END {print c + 0}'
 }
 
@@ -125,8 +125,8 @@ lab_reset() { # lab only: back to the boot state of the VF stand-in and link0 (a
 			ip netns list | grep -qw ns0 && ip netns del ns0
 			ip addr flush dev vf0 scope global; ip link set vf0 down; ip link set vf0_rep down
 			ip link set link0 mtu 1500
-			if ip link show nsim0v0 >/dev/null 2>&1; then ip addr flush dev nsim0v0 scope global; ip link set nsim0v0 down; fi
-			for d in link0 vf0_rep nsim0 nsim0pf0vf0; do tc qdisc del dev $d ingress 2>/dev/null; done; true' \
+			if ip link show '"$SIM_VF"' >/dev/null 2>&1; then ip addr flush dev '"$SIM_VF"' scope global; ip link set '"$SIM_VF"' down; fi
+			for d in link0 vf0_rep '"$SIM_PF $SIM_VF_REP"'; do tc qdisc del dev $d ingress 2>/dev/null; done; true' \
 			|| { bad "lab$n reset" "ssh failed"; return 1; }
 	done
 }

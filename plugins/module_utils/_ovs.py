@@ -97,17 +97,11 @@ def vxlan_options(v):
     return opts
 
 
-def Conflict(msg, field=None):  # pylint: disable=invalid-name
-    """A desired object collides with something the collection does not own: the collection's one
-    refusal error (_validate.InputError) naming the input field that asked for it (``ports[0]``)."""
-    return InputError(field, msg)
-
-
 def plan_bridge(db, bridge, ports, vxlans, state, purge, fields=None):
     """Return (ovs-vsctl argument list for one transaction, list of human-readable changes).
 
     ``ports``: plain port names; ``vxlans``: list of {name, ...vxlan spec}; ``fields``: port name ->
-    input field path, for messages.  Raises Conflict for foreign objects in the way.
+    input field path, for messages.  Raises InputError (naming that field) for foreign objects in the way.
     """
     fields = fields or {}
     args = []
@@ -126,8 +120,8 @@ def plan_bridge(db, bridge, ports, vxlans, state, purge, fields=None):
             if p is None:
                 continue
             if not p["owned"]:
-                raise Conflict("port %s on bridge %s was not created by this collection; "
-                               "not removing it" % (name, bridge), fields.get(name))
+                raise InputError(fields.get(name), "port %s on bridge %s was not created by this collection; "
+                                                   "not removing it" % (name, bridge))
             args += ["--", "del-port", bridge, name]
             changes.append("remove port %s from %s" % (name, bridge))
         left = [n for n in cur["ports"] if n not in want and n != bridge]
@@ -138,7 +132,7 @@ def plan_bridge(db, bridge, ports, vxlans, state, purge, fields=None):
 
     if cur is None:
         if bridge in [n for b in db.values() for n in b["ports"]]:
-            raise Conflict("%s is already a port of bridge %s" % (bridge, port_bridge(db, bridge)), "bridge")
+            raise InputError("bridge", "%s is already a port of bridge %s" % (bridge, port_bridge(db, bridge)))
         args += ["--", "add-br", bridge, "--", "br-set-external-id", bridge, OWNER_KEY, OWNER_VAL]
         changes.append("create bridge %s" % bridge)
         cur = {"owned": True, "ports": {}}
@@ -150,14 +144,14 @@ def plan_bridge(db, bridge, ports, vxlans, state, purge, fields=None):
         if where is not None and where != bridge:
             other = db[where]["ports"][name]
             if not other["owned"]:
-                raise Conflict("port %s belongs to bridge %s and was not created by this "
-                               "collection" % (name, where), fields.get(name))
+                raise InputError(fields.get(name), "port %s belongs to bridge %s and was not created by this "
+                                                   "collection" % (name, where))
             args += ["--", "del-port", where, name]
             changes.append("move port %s from %s" % (name, where))
             p = None
         if p is not None and not p["owned"]:
-            raise Conflict("port %s on bridge %s was not created by this collection; "
-                           "refusing to change it" % (name, bridge), fields.get(name))
+            raise InputError(fields.get(name), "port %s on bridge %s was not created by this collection; "
+                                               "refusing to change it" % (name, bridge))
         if v is None:
             if p is None:
                 args += ["--", "add-port", bridge, name, "--", "set", "port", name] + own_port

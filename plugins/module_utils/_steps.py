@@ -71,9 +71,6 @@ class Run:
         """The undo named ``key`` is no longer needed (a later step did it)."""
         self._undo = [u for u in self._undo if u[0] != key]
 
-    def pending(self):
-        return [u[2] for u in self._undo]
-
     def rollback(self):
         """Undo the steps done, newest first (then the late undos, oldest first); each undo is
         tried even when one fails.  Returns ["<undo text>: ok" | "<undo text>: FAILED: <why>"]."""
