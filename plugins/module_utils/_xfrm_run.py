@@ -12,6 +12,7 @@ on any failure undo what this run applied, read again and confirm the host is as
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
@@ -48,26 +49,20 @@ HEX_RUN_RE = re.compile(r"[0-9a-fA-F]{40,}")
 
 
 def _masked(obj, secrets):
+    """A copy of ``obj`` with every string equal to a secret replaced (Ansible's no_log masking of
+    the invocation).  Iterative, with exact type tests: it walks 20,000 config entries."""
+    if type(obj) is str:  # noqa: E721 -- exact type, the common case first
+        return NO_LOG_TEXT if obj in secrets else obj
+    if not isinstance(obj, (dict, list, tuple, str)):
+        return obj
     if isinstance(obj, str):
         return NO_LOG_TEXT if obj in secrets else obj
     if isinstance(obj, dict):
-        return {k: _masked(v, secrets) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_masked(v, secrets) for v in obj]
-    return obj
-
-
-def _strings(obj):
-    stack = [obj]
-    while stack:
-        o = stack.pop()
-        if isinstance(o, str):
-            yield o
-        elif isinstance(o, dict):
-            stack.extend(o.keys())
-            stack.extend(o.values())
-        elif isinstance(o, (list, tuple, set, frozenset)):
-            stack.extend(o)
+        out = {}
+        for k, v in obj.items():
+            out[k] = (NO_LOG_TEXT if v in secrets else v) if type(v) is str else _masked(v, secrets)  # noqa: E721
+        return out
+    return [(NO_LOG_TEXT if v in secrets else v) if type(v) is str else _masked(v, secrets) for v in obj]  # noqa: E721
 
 
 def lean_exit_args(secrets, params, result):
@@ -78,7 +73,11 @@ def lean_exit_args(secrets, params, result):
     if not all(isinstance(s, str) and HEX_RUN_RE.search(s) for s in secrets):
         return result, secrets
     out = dict(result, invocation={"module_args": _masked(params, secrets)})
-    if HEX_RUN_RE.search("\n".join(_strings(out))):  # one scan; the newlines keep runs apart
+    # One scan of the result as JSON text: hex digits are never escaped and every string is
+    # quoted, so each run of hex digits in any string (or key) is a run in the text, never joined
+    # to another string's; anything odd (a long number, a value str() turns into hex) can only add
+    # runs and make this fall back to Ansible's scrub.
+    if HEX_RUN_RE.search(json.dumps(out, default=str, ensure_ascii=False)):
         return result, secrets
     return out, set()
 
@@ -90,13 +89,45 @@ def _exit(module, _failed=False, **result):
     module.exit_json(**result)
 
 
-class LeanConfigLog:
-    """Mix-in before AnsibleModule: log the `config` list as its length.
+class LeanConfig:
+    """Mix-in before AnsibleModule for the xfrm modules, whose `config` sub-options are applied by
+    _argspec (AnsibleModule gets `config` as a plain list of dicts: see _argspec for why).
 
-    Ansible logs each parameter as text scrubbed of every no_log value: one replace per key over the
-    text of the whole list, keys x list size (minutes with 20,000 SAs).  The list itself is in the
-    result's invocation, keys masked; every other parameter is logged as Ansible does.
+    ``config_options`` is the compiled sub-options (_argspec.lean); ``apply_config()`` runs them.
+    Because AnsibleModule no longer knows which sub-options are no_log:
+    * fail_json registers the no_log values of `config` first: AnsibleModule.__init__ itself fails
+      through it (a bad `state`, say) and echoes the params as `invocation`;
+    * the invocation log writes `config` as its length (it runs inside __init__, before
+      apply_config).  That was also needed before: Ansible's log scrub is one replace per key over
+      the text of the whole list, keys x list size (minutes with 20,000 SAs).
+    Every other parameter is logged and scrubbed as Ansible does.
     """
+
+    config_options = None
+
+    def _config_secrets(self):
+        params = getattr(self, "params", None)
+        items = params.get("config") if isinstance(params, dict) else None
+        if isinstance(items, list) and self.config_options is not None:
+            secrets = set()
+            for item in items:
+                self.config_options.secrets(item, secrets)
+            self.no_log_values.update(secrets)
+
+    def fail_json(self, msg, **kwargs):
+        self._config_secrets()
+        super().fail_json(msg, **kwargs)
+
+    def apply_config(self):
+        """The declared sub-options on each element of `config` (no_log values registered first)."""
+        self._config_secrets()
+        items = self.params.get("config")
+        if items is None:
+            return
+        try:
+            self.params["config"] = [self.config_options.apply("config[%d]" % i, item) for i, item in enumerate(items)]
+        except InputError as exc:
+            self.fail_json(msg=str(exc), field=exc.field)
 
     def _log_invocation(self):
         config = self.params.get("config")
@@ -370,8 +401,9 @@ def run(module, spec, params):
     desired = work["desired"] if state != "deleted" else []
 
     before_owned = [c for c in current if kind.owned(c)]
-    result.update(changed=bool(ops), commands=work["commands"], counts=p.counts(),
-                  before=[kind.public(c) for c in before_owned])
+    result.update(changed=bool(ops), commands=work["commands"], counts=p.counts())
+    if not summary:  # output=summary leaves the per-object lists out: not built at all
+        result["before"] = [kind.public(c) for c in before_owned]
     if module._diff and ops:
         result["diff"] = {
             "before": X.to_text([kind.public(c) for c in sorted(
@@ -381,14 +413,16 @@ def run(module, spec, params):
         }
 
     if not ops or module.check_mode:
-        gone = {kind.key(o) for o in p.delete} | {kind.key(c) for c, _w in p.replace}
-        after = [c for c in before_owned if kind.key(c) not in gone] + p.add + [w for _c, w in p.replace]
-        result["after"] = [kind.public(o) for o in after]
+        if not summary:
+            gone = {kind.key(o) for o in p.delete} | {kind.key(c) for c, _w in p.replace}
+            after = [c for c in before_owned if kind.key(c) not in gone] + p.add + [w for _c, w in p.replace]
+            result["after"] = [kind.public(o) for o in after]
         _report(module, spec, result, desired, current if not ops else None)
         _exit(module, **(_summarise(result) if summary else result))
 
     after = _apply(module, spec, work, result)
-    result["after"] = [kind.public(c) for c in after if kind.owned(c)]
+    if not summary:
+        result["after"] = [kind.public(c) for c in after if kind.owned(c)]
     _report(module, spec, result, desired, after)
     _exit(module, **(_summarise(result) if summary else result))
 

@@ -303,6 +303,7 @@ rolled_back:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _argspec
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _guard as G
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _lock
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
@@ -359,6 +360,10 @@ class PolicySpec(_xfrm_run.Spec):
         return X.complete_sp(d, current)
 
 
+class PolicyModule(_xfrm_run.LeanConfig, AnsibleModule):
+    """AnsibleModule with `config`'s sub-options applied by _argspec (see _xfrm_run.LeanConfig)."""
+
+
 def argument_spec():
     return dict(
         config=dict(type="list", elements="dict", options=dict(
@@ -401,7 +406,9 @@ def argument_spec():
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(argument_spec(), **_lock.ARGSPEC), supports_check_mode=True)
+    spec, PolicyModule.config_options = _argspec.lean(dict(argument_spec(), **_lock.ARGSPEC))
+    module = PolicyModule(argument_spec=spec, supports_check_mode=True)
+    module.apply_config()
     # _xfrm_run.run() builds its host from this name: the policy module's host (see PolicyHost)
     plain, _xfrm_run.XfrmHost = _xfrm_run.XfrmHost, PolicyHost
     try:

@@ -340,13 +340,14 @@ rolled_back:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _argspec
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _lock
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_run
 
 
-class StateModule(_xfrm_run.LeanConfigLog, AnsibleModule):
-    """Logs config as its length: Ansible's log scrub is keys x list size (see LeanConfigLog)."""
+class StateModule(_xfrm_run.LeanConfig, AnsibleModule):
+    """AnsibleModule with `config`'s sub-options applied by _argspec (see _xfrm_run.LeanConfig)."""
 
 
 class StateSpec(_xfrm_run.Spec):
@@ -409,7 +410,9 @@ def argument_spec():
 
 
 def main():
-    module = StateModule(argument_spec=dict(argument_spec(), **_lock.ARGSPEC), supports_check_mode=True)
+    spec, StateModule.config_options = _argspec.lean(dict(argument_spec(), **_lock.ARGSPEC))
+    module = StateModule(argument_spec=spec, supports_check_mode=True)
+    module.apply_config()
     with _lock.host_lock(module):
         _xfrm_run.run(module, StateSpec(), module.params)
 
