@@ -5,9 +5,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from ansible.module_utils.common.parameters import remove_values
+from netns_util import module_process
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _argspec
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_run as R
 
 KEY1 = "0x" + "ab" * 36
@@ -61,8 +65,35 @@ def test_state_module_logs_config_as_its_length_and_no_key(monkeypatch):
     logged = []
     monkeypatch.setattr(basic.AnsibleModule, "log", lambda self, msg, log_args=None: logged.append(msg))
     cfg = [{"dst": "192.0.2.%d" % i, "spi": 0x1000 + i, "aead": {"key": "0x%072x" % (i + 1)}} for i in range(1, 4)]
+    spec, M.StateModule.config_options = _argspec.lean(M.argument_spec())  # as main() does
     with patch_module_args({"config": cfg, "state": "deleted", "namespace": "ns9"}):
-        module = M.StateModule(argument_spec=M.argument_spec(), supports_check_mode=True)
+        module = M.StateModule(argument_spec=spec, supports_check_mode=True)
     assert len(logged) == 1 and "config=<3 objects>" in logged[0] and "namespace=ns9" in logged[0]
     assert "%070x" % 2 not in logged[0]
     assert module.params["config"][0]["aead"]["key"] == "0x%072x" % 2  # params restored
+
+
+STATE_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "plugins", "modules",
+                        "xfrm_offload_state.py")
+SA = {"src": "192.0.2.1", "dst": "192.0.2.2", "spi": "0x1000", "reqid": "0x51c00001", "direction": "out",
+      "aead": {"key": KEY1}, "offload": {"type": "none"}}
+
+
+@pytest.mark.parametrize("why, params", [
+    # AnsibleModule.__init__ itself refuses `state` (it no longer knows aead.key is no_log)
+    ("AnsibleModule refuses another parameter", {"config": [SA], "state": "bogus"}),
+    # _argspec refuses config[1] after reading config[0]'s key
+    ("_argspec refuses a later element", {"config": [SA, dict(SA, spi="0x1001", esn="maybe")]}),
+    ("the module's own check refuses (one key in two SAs)",
+     {"config": [SA, dict(SA, spi="0x1001", aead={"key": "0x" + KEY2}), dict(SA, spi="0x1002")],
+      "state": "rendered"}),
+    ("a successful rendered run", {"config": [SA], "state": "rendered"}),
+])
+def test_no_key_in_the_real_module_output(why, params):
+    """The module run as Ansible runs it (a process, arguments from a file): no key in what it prints,
+    whichever layer refuses; the invocation shows the key masked."""
+    out, proc = module_process(STATE_PY, params)
+    for key in (KEY1[2:], KEY2):
+        assert key not in proc.stdout and key not in proc.stderr, why
+    assert out["invocation"]["module_args"]["config"][0]["aead"]["key"] == MASK, why
+    assert ("failed" in out) == (why != "a successful rendered run"), out
