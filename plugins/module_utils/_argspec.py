@@ -107,7 +107,7 @@ class Options:
             if value is None and not required and default is None:
                 continue
             native, checker = _CHECKERS[wanted]
-            if type(value) is not native:  # noqa: E721 -- exact type: a bool is not taken for a str
+            if not isinstance(value, native):
                 try:
                     out[name] = checker(value)
                 except (TypeError, ValueError) as exc:

@@ -49,3 +49,58 @@ def parse_link(obj):
         return None
     link = obj[0]
     return {"ifname": link.get("ifname"), "operstate": link.get("operstate"), "parent": link_parent(link)}
+
+
+class Ip:
+    """The collection's one client of `ip`: every `ip` command a module runs is a method here (the
+    argument list in one place), run through ``runner`` (a _runner.Runner for "ip", which holds the
+    namespace).  Methods return the tool's text or decoded JSON and raise _runner.ToolError; the
+    parsers are the functions above and those of _xfrm_text."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.tool = runner.tool
+
+    def available(self):
+        return self.runner.available()
+
+    def version_text(self):
+        """`ip -V` (stdout and stderr: old versions print to either)."""
+        dummy, out, err = self.runner.run(["-V"], ok_rcs=range(256), what="ip -V")
+        return out + "\n" + err
+
+    def state_usage(self):
+        """`ip xfrm state help`: the usage text, printed before ip opens a netlink socket (rc 255 by
+        design), so the probe can never add or change state.  For _xfrm_text.parse_state_usage.
+        Another exit status (ip crashed, not iproute2) raises ToolError."""
+        dummy, out, err = self.runner.run(["xfrm", "state", "help"], ok_rcs=(0, 1, 255),
+                                          what="probing iproute2 (ip xfrm state help)")
+        return out + "\n" + err
+
+    def netns_text(self):
+        return self.runner.out(["netns", "list"], what="ip netns list")
+
+    def links_text(self):
+        return self.runner.out(["-o", "link", "show"], what="listing interfaces (ip -o link show)")
+
+    @staticmethod
+    def _links_args(dev):
+        return ["-d", "-j", "link", "show"] + (["dev", dev] if dev is not None else [])
+
+    def links_json_text(self, dev=None):
+        """`ip -d -j link show [dev DEV]` as text (for _tc.parse_links)."""
+        return self.runner.out(self._links_args(dev), what="ip -d -j link show")
+
+    def links_json(self, dev=None):
+        """The same, decoded (for parse_link)."""
+        return self.runner.json(self._links_args(dev), what="ip -d -j link show")
+
+    def xfrm_text(self, which, nokeys=False, stats=False):
+        """`ip [-s] xfrm state|policy list [nokeys]`."""
+        args = (["-s"] if stats else []) + ["xfrm", which, "list"] + (["nokeys"] if nokeys else [])
+        return self.runner.out(args, what="reading the %s (ip %s)" % (
+            "SAs" if which == "state" else "policies", " ".join(args)))
+
+    def batch(self, text):
+        """`ip -batch -` with ``text`` (key material) on stdin -> (rc, stdout, stderr)."""
+        return self.runner.run(["-batch", "-"], data=text, what="ip -batch")

@@ -847,25 +847,34 @@ def hint_for(text):
 
 
 class TcClient:
-    """Reads and writes ingress tc state through Runner instances (``tc`` and ``ip``)."""
+    """The collection's one client of `tc`: every `tc` command a module runs is a method here, run
+    through ``tc_runner`` (a _runner.Runner for "tc"); the links and the xfrm offload devices come
+    from ``ip`` (an _iproute2.Ip).  Methods raise _runner.ToolError."""
 
-    def __init__(self, tc_runner, ip_runner):
+    def __init__(self, tc_runner, ip):
         self.tc = tc_runner
-        self.ip = ip_runner
+        self.ip = ip
+        self.tool = tc_runner.tool
+
+    def available(self):
+        return self.tc.available()
 
     def links(self):
-        return parse_links(self.ip.out(["-d", "-j", "link", "show"], what="ip -d -j link show"))
+        return parse_links(self.ip.links_json_text())
 
     def hooks(self):
         return parse_qdiscs(self.tc.out(["-j", "qdisc", "show"], what="tc -j qdisc show"))
 
+    def filters_text(self, dev):
+        """`tc -j filter show dev DEV ingress` (for parse_filters, and hw_rules / tc_in_hw / tc_offloaded)."""
+        return self.tc.out(["-j", "filter", "show", "dev", dev, "ingress"], what="tc -j filter show dev %s ingress" % dev)
+
     def filters(self, dev):
-        return parse_filters(dev, self.tc.out(["-j", "filter", "show", "dev", dev, "ingress"],
-                                              what="tc -j filter show dev %s ingress" % dev))
+        return parse_filters(dev, self.filters_text(dev))
 
     def xfrm_offload_devices(self):
         # nokeys: the module never reads key material
-        return xfrm_offload_devices(self.ip.out(["xfrm", "state", "list", "nokeys"], what="ip xfrm state list nokeys"))
+        return xfrm_offload_devices(self.ip.xfrm_text("state", nokeys=True))
 
     def batch(self, lines, force=False):
         """Run lines through ``tc [-force] -batch -``.  Raises ToolError (with stderr) on failure."""

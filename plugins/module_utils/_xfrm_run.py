@@ -17,7 +17,7 @@ import os
 import re
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._iproute2 import parse_link_names
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._iproute2 import Ip, parse_link_names
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import plan as make_plan
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import (
     Runner, ToolError, batch_text, failed_batch_line, hint_for)
@@ -50,19 +50,15 @@ HEX_RUN_RE = re.compile(r"[0-9a-fA-F]{40,}")
 
 def _masked(obj, secrets):
     """A copy of ``obj`` with every string equal to a secret replaced (Ansible's no_log masking of
-    the invocation).  Iterative, with exact type tests: it walks 20,000 config entries."""
-    if type(obj) is str:  # noqa: E721 -- exact type, the common case first
-        return NO_LOG_TEXT if obj in secrets else obj
-    if not isinstance(obj, (dict, list, tuple, str)):
-        return obj
+    the invocation).  Strings inside dicts and lists are tested in place: it walks 20,000 entries."""
     if isinstance(obj, str):
         return NO_LOG_TEXT if obj in secrets else obj
     if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            out[k] = (NO_LOG_TEXT if v in secrets else v) if type(v) is str else _masked(v, secrets)  # noqa: E721
-        return out
-    return [(NO_LOG_TEXT if v in secrets else v) if type(v) is str else _masked(v, secrets) for v in obj]  # noqa: E721
+        return {k: (NO_LOG_TEXT if v in secrets else v) if isinstance(v, str) else _masked(v, secrets)
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [(NO_LOG_TEXT if v in secrets else v) if isinstance(v, str) else _masked(v, secrets) for v in obj]
+    return obj
 
 
 def lean_exit_args(secrets, params, result):
@@ -147,13 +143,13 @@ class _NoNamespace(Exception):
 class XfrmHost:
     def __init__(self, module, namespace):
         self.module = module
-        self.ip = Runner(module, "ip", namespace)
+        self.ip = Ip(Runner(module, "ip", namespace))
         self.namespace = namespace
         self.namespace_absent = False
 
-    def _out(self, args, what):
+    def _call(self, fn, *args, **kwargs):
         try:
-            return self.ip.run(args, what=what)[1]
+            return fn(*args, **kwargs)
         except ToolError as exc:
             if self.namespace and "Cannot open network namespace" in exc.stderr:
                 if self.module.check_mode:
@@ -170,17 +166,15 @@ class XfrmHost:
 
     def read(self, which):
         try:
-            if which == "state":
-                return X.parse_states(self._out(["xfrm", "state", "list"], "reading the SAs (ip xfrm state list)"))
-            return X.parse_policies(self._out(["xfrm", "policy", "list"],
-                                              "reading the policies (ip xfrm policy list)"))
+            text = self._call(self.ip.xfrm_text, which)
         except _NoNamespace:
             return []
+        return X.parse_states(text) if which == "state" else X.parse_policies(text)
 
     def link_names(self):
         """Interface names, or None when (check mode) the namespace does not exist yet."""
         try:
-            return parse_link_names(self._out(["-o", "link", "show"], "listing interfaces (ip -o link show)"))
+            return parse_link_names(self._call(self.ip.links_text))
         except _NoNamespace:
             return None
 
@@ -189,10 +183,8 @@ class XfrmHost:
         override = override or {}
         feats = {}
         if any(override.get(k) is None for k in ("offload_packet", "sa_dir")):
-            probe = Runner(self.module, "ip")  # usage text does not depend on the namespace
-            rc, out, err = probe.run(["xfrm", "state", "help"], ok_rcs=(0, 1, 255),
-                                     what="probing iproute2 (ip xfrm state help)")
-            feats = X.parse_features(out + err, kernel_release())
+            probe = Ip(Runner(self.module, "ip"))  # usage text does not depend on the namespace
+            feats = X.parse_features(probe.state_usage(), kernel_release())
         for k in ("offload_packet", "sa_dir"):
             if override.get(k) is not None:
                 feats[k] = bool(override[k])
@@ -201,7 +193,7 @@ class XfrmHost:
     def batch(self, lines):
         """Run the lines in one `ip -batch -`.  Returns (rc, stderr) with stderr scrubbed."""
         try:
-            rc, _out, err = self.ip.run(["-batch", "-"], data=batch_text(lines), what="ip -batch")
+            rc, _out, err = self.ip.batch(batch_text(lines))
         except ToolError as exc:
             return exc.rc, X.scrub(exc.stderr.strip() or exc.stdout.strip())
         return rc, X.scrub(err)

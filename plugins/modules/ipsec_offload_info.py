@@ -601,28 +601,27 @@ class Gatherer:
     def __init__(self, module, namespace):
         self.module = module
         self.namespace = namespace
-        self.ip_host = Runner(module, "ip", required=False)  # tool facts: no namespace needed
+        self.ip_host = IP.Ip(Runner(module, "ip", required=False))  # tool facts: no namespace needed
         # Tools without their own netns option run under `ip netns exec`, which needs ip.
         self.can_enter = self.ip_host.available() or not namespace
-        self.ip = Runner(module, "ip", namespace=namespace, required=False)
-        self.tc = Runner(module, "tc", namespace=namespace, required=False)
+        self.ip = IP.Ip(Runner(module, "ip", namespace=namespace, required=False))
+        self.tc = TC.TcClient(Runner(module, "tc", namespace=namespace, required=False), self.ip)
         self.devlink = Runner(module, "devlink", namespace=namespace, required=False) if self.can_enter else None
         self.ethtool = Ethtool(module, namespace=namespace) if self.can_enter else None
 
     @staticmethod
-    def _try(runner, args, ok_rcs=(0,), as_json=False, stdout_in_errors=True):
-        """Run a read-only query -> (stdout text or decoded JSON, None) or (None, problem text).
+    def _try(client, method, *args, stdout_in_errors=True):
+        """Run a read-only query, ``client``'s ``method`` with ``args`` (an Ip, a TcClient, a Runner)
+        -> (its text or decoded JSON, None) or (None, problem text).
 
         ``stdout_in_errors=False`` keeps stdout (which may hold SA text) out of the problem text.
         """
-        if runner is None:
+        if client is None:
             return None, "absent: ip is needed to run commands in the namespace"
-        if not runner.available():
-            return None, "absent: %s is not installed" % runner.tool
+        if not client.available():
+            return None, "absent: %s is not installed" % client.tool
         try:
-            if as_json:
-                return runner.json(args), None
-            return runner.run(args, ok_rcs=ok_rcs)[1], None
+            return getattr(client, method)(*args), None
         except ToolError as exc:
             if not stdout_in_errors:
                 err = exc.stderr.strip()
@@ -635,7 +634,7 @@ class Gatherer:
                 "devlink": bool(self.devlink and self.devlink.available())}
 
     def namespaces(self):
-        out, problem = self._try(self.ip_host, ["netns", "list"])
+        out, problem = self._try(self.ip_host, "netns_text")
         return (IP.parse_netns_list(out) if out is not None else None), problem
 
     def iproute2(self):
@@ -643,19 +642,17 @@ class Gatherer:
                "list_nokeys": None, "sa_dir": None}
         if not res["present"]:
             return res
-        rc, out, err = self.ip_host.run(["-V"], ok_rcs=range(256))
-        res["version"] = IP.parse_ip_version(out + err)
-        # The usage text is printed before ip opens a netlink socket (rc 255 by design): this probe
-        # can never add or change state, unlike a trial `xfrm state add ... offload packet`.
-        rc, out, err = self.ip_host.run(["xfrm", "state", "help"], ok_rcs=range(256))
-        res.update(XT.parse_state_usage(out + "\n" + err))
+        res["version"] = IP.parse_ip_version(self.ip_host.version_text())
+        usage, problem = self._try(self.ip_host, "state_usage")
+        if usage is not None:
+            res.update(XT.parse_state_usage(usage))
         return res
 
     def device(self, name, dl_ports, dl_devs):
         dev = {"present": False, "driver": None, "driver_version": None, "firmware_version": None,
                "bus_info": None, "esp_features": None, "ipsec_counters": None, "tc_ingress": None,
                "devlink": None, "offloaded_states": None, "problems": {}}
-        link, problem = self._try(self.ip, ["-d", "-j", "link", "show", "dev", name], as_json=True)
+        link, problem = self._try(self.ip, "links_json", name)
         parsed = IP.parse_link(link)
         if parsed is None:
             dev["problems"]["ip link"] = problem or "no such device"
@@ -685,10 +682,13 @@ class Gatherer:
                 dev["ipsec_counters"] = counters
             else:
                 dev["problems"]["ethtool -S"] = problem
-        tc, problem = self._try(self.tc, ["-j", "filter", "show", "dev", name, "ingress"], as_json=True)
+        tc, problem = self._try(self.tc, "filters_text", name)
         if problem is None:
-            dev["tc_ingress"] = TC.tc_offloaded(tc)
-        else:
+            try:
+                dev["tc_ingress"] = TC.tc_offloaded(tc)
+            except TC.ParseError as exc:
+                problem = str(exc)
+        if problem is not None:
             dev["problems"]["tc filter"] = problem
         handle = D.device_of_netdev(dl_ports, name)
         if handle is None and parsed["parent"] and parsed["parent"] in (dl_devs or ()):
@@ -698,10 +698,10 @@ class Gatherer:
 
     def devlink_index(self):
         """-> (set of devlink handles, or None when devlink cannot answer; list of ports; problem)."""
-        devs, problem = self._try(self.devlink, ["-j", "dev"], as_json=True)
+        devs, problem = self._try(self.devlink, "json", ["-j", "dev"])
         if problem:
             return None, [], problem
-        ports, problem = self._try(self.devlink, ["-j", "port", "show"], as_json=True)
+        ports, problem = self._try(self.devlink, "json", ["-j", "port", "show"])
         if problem:
             return D.parse_dev_handles(devs), [], problem
         try:
@@ -712,7 +712,7 @@ class Gatherer:
     def devlink_device(self, handle, ports):
         dl = {"eswitch_mode": None, "inline_mode": None, "encap_mode": None, "flow_steering_mode": None,
               "vf_ports": D.vf_ports(ports, handle), "problems": {}}
-        obj, problem = self._try(self.devlink, ["-j", "dev", "eswitch", "show", handle], as_json=True)
+        obj, problem = self._try(self.devlink, "json", ["-j", "dev", "eswitch", "show", handle])
         try:
             if problem is None:
                 dl.update(D.eswitch_facts(obj, handle))
@@ -720,8 +720,8 @@ class Gatherer:
             problem = str(exc)
         if problem is not None:
             dl["problems"]["eswitch"] = problem
-        obj, problem = self._try(self.devlink, ["-j", "dev", "param", "show", handle, "name", "flow_steering_mode"],
-                                 as_json=True)
+        obj, problem = self._try(self.devlink, "json",
+                                 ["-j", "dev", "param", "show", handle, "name", "flow_steering_mode"])
         try:
             if problem is None:
                 dl["flow_steering_mode"] = D.param_value(obj, handle, "flow_steering_mode")
@@ -732,8 +732,7 @@ class Gatherer:
         return dl
 
     def xfrm_states(self, nokeys):
-        args = ["-s", "xfrm", "state", "list"] + (["nokeys"] if nokeys else [])
-        out, problem = self._try(self.ip, args, stdout_in_errors=False)
+        out, problem = self._try(self.ip, "xfrm_text", "state", nokeys, True, stdout_in_errors=False)
         if problem:
             return None, problem
         # Parse at once: only counters leave the parser; the raw text goes no further.
@@ -859,7 +858,7 @@ def main():
             for name, dev in result["devices"].items():
                 if dev["present"]:
                     dev["offloaded_states"] = sum(1 for sa in sas if sa["offload_dev"] == name)
-            out, problem = g._try(g.ip, ["xfrm", "policy", "list"], stdout_in_errors=False)
+            out, problem = g._try(g.ip, "xfrm_text", "policy", stdout_in_errors=False)
             if problem is None:
                 result["xfrm_health"] = xfrm_health(sas, X.parse_policies(out), rng)
         else:

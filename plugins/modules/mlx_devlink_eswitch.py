@@ -232,6 +232,7 @@ import shlex
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _devlink, _lock, _steps, _sysfs, _tc, _validate, _xfrm_text
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._iproute2 import Ip
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError
 
 
@@ -566,17 +567,17 @@ def device_netdevs(sysfs, device, ports):
 
 
 def scan_busy(module, netdevs, with_tc=True):
-    ip = Runner(module, "ip")
+    ip = Ip(Runner(module, "ip"))
     found = []
-    found += _xfrm_text.offloaded_xfrm(ip.out(["xfrm", "state", "list", "nokeys"]), "state", netdevs)
-    found += _xfrm_text.offloaded_xfrm(ip.out(["xfrm", "policy", "list"]), "policy", netdevs)
+    found += _xfrm_text.offloaded_xfrm(ip.xfrm_text("state", nokeys=True), "state", netdevs)
+    found += _xfrm_text.offloaded_xfrm(ip.xfrm_text("policy"), "policy", netdevs)
     if not with_tc:
         return found, {}, True
-    tc = Runner(module, "tc", required=False)
+    tc = _tc.TcClient(Runner(module, "tc", required=False), ip)
     counts = {}
     if tc.available():
         for dev in netdevs:
-            counts[dev] = _tc.tc_in_hw(tc.out(["-j", "filter", "show", "dev", dev, "ingress"]))
+            counts[dev] = _tc.tc_in_hw(tc.filters_text(dev))
     return found, counts, tc.available()
 
 

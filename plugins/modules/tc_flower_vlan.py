@@ -358,6 +358,7 @@ restored:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _lock, _steps, _tc, _validate
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._iproute2 import Ip
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import STATES, plan
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._runner import Runner, ToolError, failed_batch_line
 
@@ -521,7 +522,7 @@ def run(module):
     if state == "rendered":
         return dict(changed=False, rendered=_tc.rendered_lines(rules))
 
-    client = _tc.TcClient(Runner(module, "tc", ns), Runner(module, "ip", ns))
+    client = _tc.TcClient(Runner(module, "tc", ns), Ip(Runner(module, "ip", ns)))
     try:
         links = client.links()
         hooks = client.hooks()

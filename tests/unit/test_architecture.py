@@ -8,6 +8,8 @@
 - controller-only code (the pair derivation, IKE configuration) lives in plugin_utils, and no
   module imports it.
 - no function in plugins/ is longer than 80 lines.
+- one client per tool: every `ip` Runner is handed straight to _iproute2.Ip and every `tc` Runner to
+  _tc.TcClient, so each command line of those tools is written in one class.
 """
 
 from __future__ import annotations
@@ -81,6 +83,36 @@ def test_no_function_over_80_lines():
     assert long == [], "functions over %d lines: %s" % (MAX_LINES, "; ".join(long))
 
 
+CLIENTS = {"ip": "Ip", "tc": "TcClient"}
+
+
+def _call_name(node):
+    f = node.func
+    return f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+
+
+def _loose_runners(path, root=ROOT):
+    """Runner(module, "ip"|"tc", ...) calls that are not the argument of that tool's client."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    wrapped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _call_name(node) in CLIENTS.values():
+            wrapped.update(id(a) for a in node.args)
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _call_name(node) == "Runner" and len(node.args) > 1 \
+                and isinstance(node.args[1], ast.Constant) and node.args[1].value in CLIENTS:
+            tool = node.args[1].value
+            if id(node) not in wrapped:
+                out.append("%s:%d Runner for %s outside %s" % (path.relative_to(root), node.lineno, tool, CLIENTS[tool]))
+    return out
+
+
+def test_one_client_per_tool():
+    loose = [f for path in sorted(PLUGINS.rglob("*.py")) for f in _loose_runners(path)]
+    assert loose == [], "; ".join(loose)
+
+
 def test_the_checks_see_a_violation(tmp_path):
     """The readers above find what they look for (a check that cannot fail checks nothing)."""
     src = tmp_path / "x.py"
@@ -89,3 +121,6 @@ def test_the_checks_see_a_violation(tmp_path):
                    % (COLL, "    x = 1\n" * MAX_LINES), encoding="utf-8")
     assert _controller_imports(src) == ["ansible.plugins.action", COLL + "plugin_utils", COLL + "plugin_utils._pairs"]
     assert _long_functions(src, tmp_path) == ["x.py:6 f (%d lines)" % (MAX_LINES + 1)]
+    src.write_text('a = Ip(Runner(m, "ip"))\nb = Runner(m, "ip", ns)\nc = TcClient(Runner(m, "tc"), a)\n'
+                   'd = Runner(m, "tc")\ne = Runner(m, "devlink")\n', encoding="utf-8")
+    assert _loose_runners(src, tmp_path) == ["x.py:2 Runner for ip outside Ip", "x.py:4 Runner for tc outside TcClient"]
