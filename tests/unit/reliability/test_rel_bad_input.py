@@ -243,7 +243,7 @@ CASES = [
      "xfrm_owned"),
     # --- xfrm_offload_policy
     ("policy-prefix-33", P, dict(config=[sp(src="192.0.2.1/33")]), "config[0].src", "xfrm"),
-    ("policy-dir-injection", P, dict(config=[sp(dir="out; reboot")]), "value of dir", "xfrm"),  # Ansible's own
+    ("policy-dir-injection", P, dict(config=[sp(dir="out; reboot")]), "config[0].dir", "xfrm"),  # the sub-options (_argspec)
     ("policy-reqid-foreign", P, dict(config=[sp(tmpl=dict(src="192.0.2.1", dst="192.0.2.2", reqid=1))]),
      "config[0].tmpl.reqid", "xfrm"),
     ("policy-proto-injection", P, dict(config=[sp(proto="udp; reboot")]), "config[0].proto", "xfrm"),
