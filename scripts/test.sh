@@ -20,6 +20,7 @@ run_unit() {
   [ -f tests/lab/test_pcap_esp.py ] && extra+=(tests/lab/test_pcap_esp.py)   # the lifecycle suite's capture reader
   [ -f tests/lab/test_verify_table.py ] && extra+=(tests/lab/test_verify_table.py)   # the lab's reader of the verify table
   [ -f tests/lab/test_pyzip_cache.py ] && extra+=(tests/lab/test_pyzip_cache.py)   # the lab VMs' cache of compiled module zips
+  [ -f tests/lab/test_reliability_lib.py ] && extra+=(tests/lab/test_reliability_lib.py)   # the reliability suite's helpers (its checks, tests/lab/test_reliability.py, run in the lab)
   python -m pytest -q -p no:cacheprovider tests/unit tests/sanity "${extra[@]}"
 }
 

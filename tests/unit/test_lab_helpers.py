@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """The lab and molecule helpers parse `ip xfrm` text with the collection's parser
 (plugins/module_utils/_xfrm_text.py), not with one of their own: lab/reliability.sh's helper
-imports it by path, extensions/molecule/default/files/xfrm_dump.py runs with its text in front.
+(tests/lab/reliability_lib.py) imports it by path, extensions/molecule/default/files/xfrm_dump.py runs with its text in front.
 Both run here on the real outputs of tests/unit/fixtures/xfrm."""
 from __future__ import annotations
 
@@ -27,13 +27,9 @@ def _owned(text):
 
 
 def _rel_helper(tmp_path):
-    """The helper lab/reliability.sh writes (its 'PY' here-document), as a file."""
-    with open(os.path.join(ROOT, "lab", "reliability.sh"), encoding="utf-8") as fh:
-        sh = fh.read()
-    body = re.search(r"^cat > \"\$HELPER\" <<'PY'\n(.*?)^PY$", sh, re.S | re.M).group(1)
-    path = tmp_path / "rel_helper.py"
-    path.write_text(body, encoding="utf-8")
-    return str(path)
+    """The helper lab/reliability.sh runs (and its checks import): tests/lab/reliability_lib.py."""
+    del tmp_path
+    return os.path.join(ROOT, "tests", "lab", "reliability_lib.py")
 
 
 def _run_helper(helper, cmd, stdin):
