@@ -11,8 +11,8 @@ that into the words every module's failure message ends with.
 
 Steps that the kernel takes one command at a time (devlink, sysfs) run through Run.run().  The
 xfrm and tc modules send their steps as one ``ip -batch`` / ``tc -batch`` (thousands of SAs in
-one process): when the tool stops at a line, the steps before it are done, and undo_prefix() gives
-their undos, newest first - the same rule, one batch back.
+one process) through Batch.run(): when the tool stops at a line, the steps before it are done,
+and their undos (undo_prefix(), newest first) go back in one batch - the same rule, one process.
 """
 
 from __future__ import annotations
@@ -84,6 +84,48 @@ class Run:
             except self.errors as exc:  # pylint: disable=catching-non-exception
                 out.append("%s: FAILED: %s" % (text, getattr(exc, "message", None) or exc))
         return out
+
+
+class Outcome:
+    """What Batch.run() / Batch.rollback() did: ``done`` steps had taken effect, ``error`` is what
+    the tool said (None: a rollback after a check that failed), ``undone`` the undos sent back,
+    ``problems`` what the batch back reported (with tc -force, an undo of a line that never applied
+    fails and is expected), ``restored`` whether the host reads as before: the read-back decides."""
+
+    __slots__ = ("done", "error", "undone", "problems", "restored")
+
+    def __init__(self, done, error, undone, problems, restored):
+        self.done, self.error, self.undone, self.problems, self.restored = done, error, undone, problems, restored
+
+
+class Batch:
+    """Steps one tool process runs line by line: ``undo[i]`` undoes step i (None: nothing to put
+    back), in whatever form the caller's ``send_back`` takes.
+
+    The caller gives four functions: ``send()`` runs the steps' lines and returns None, or the
+    tool's error when it stopped; ``locate(error)`` says how many steps had taken effect (the
+    failing line's number minus one, or what a read-back shows); ``send_back(undos)`` runs the undos
+    in one batch and returns the problems (texts, empty when all applied); ``restored()`` reads the
+    host and says whether it is as before the run.
+    """
+
+    def __init__(self, undo, send_back, restored):
+        self.undo = list(undo)
+        self.send_back = send_back
+        self.restored = restored
+
+    def run(self, send, locate):
+        """Run the batch; None when every step applied, else the Outcome of undoing those done."""
+        error = send()
+        if error is None:
+            return None
+        return self.rollback(locate(error), error)
+
+    def rollback(self, done, error=None):
+        """Undo the first ``done`` steps (newest first, one batch) and read the host again."""
+        back = undo_prefix(self.undo, done)
+        problems = list(self.send_back(back)) if back else []
+        return Outcome(done, error, back, problems, self.restored())
 
 
 def undo_prefix(undo, applied):

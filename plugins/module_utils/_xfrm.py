@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _steps
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 # The parsers of `ip xfrm` text live in _xfrm_text (stdlib only, also run by the lab/molecule
 # helpers); re-exported here beside the model they fill.
@@ -787,11 +786,6 @@ def undo_op(op):
     if verb == "delete":
         return ("add", obj, None)
     return ("update", old, obj)
-
-
-def undo_ops(ops):
-    """The ops that undo ``ops`` (all of them applied), newest first (the step engine's rule)."""
-    return _steps.undo_prefix([undo_op(op) for op in ops], len(ops))
 
 
 def applied_count(kind, ops, current):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _steps
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._iproute2 import Ip, parse_link_names
@@ -316,27 +317,34 @@ def _verify(kind, ops, after):
     return None
 
 
-def rollback(host, spec, ops, done, before, features):
-    """Undo the first ``done`` ops; re-read; say whether the touched objects are as before."""
+def batch_of(host, spec, ops, before, features):
+    """The run's ops as one _steps.Batch (each op's undo: X.undo_op).  The batch back skips an SA
+    whose key could not be read back (a problem, never guessed); restored() reads the host again
+    and compares the touched objects with ``before``.  Returns (batch, seen): seen["sent"] = the
+    undos sent, seen["final"] = what the host held after the rollback."""
     kind = spec.kind
-    undo = X.undo_ops(ops[:done])
-    notes = []
-    runnable = []
-    for op in undo:
-        verb, obj, _old = op
-        if verb == "add" and spec.which == "state" and not (obj.get("aead") or {}).get("key"):
-            notes.append("cannot restore %s: its key could not be read back" % kind.describe(obj))
-            continue
-        runnable.append(op)
-    err = ""
-    if runnable:
-        rc, err = host.batch(X.render_ops(kind, runnable, features, "plain"))
-        if rc != 0:
-            notes.append("the undo batch failed too: %s" % err)
-    final = host.read(spec.which)
-    touched = {kind.key(o) for _v, o, _old in ops}
-    ok = X.state_matches(kind, before, final, touched) and not notes
-    return ok, notes, final, len(runnable)
+    seen = {"sent": 0, "final": []}
+
+    def send_back(undos):
+        problems, runnable = [], []
+        for op in undos:
+            verb, obj, _old = op
+            if verb == "add" and spec.which == "state" and not (obj.get("aead") or {}).get("key"):
+                problems.append("cannot restore %s: its key could not be read back" % kind.describe(obj))
+                continue
+            runnable.append(op)
+        if runnable:
+            rc, err = host.batch(X.render_ops(kind, runnable, features, "plain"))
+            if rc != 0:
+                problems.append("the undo batch failed too: %s" % err)
+        seen["sent"] = len(runnable)
+        return problems
+
+    def restored():
+        seen["final"] = host.read(spec.which)
+        return X.state_matches(kind, before, seen["final"], {kind.key(o) for _v, o, _old in ops})
+
+    return _steps.Batch([X.undo_op(op) for op in ops], send_back, restored), seen
 
 
 def _report(module, spec, result, desired, now):
@@ -476,38 +484,46 @@ def _apply(module, spec, work, result):
     kind, host, ops, commands, current, features = (work["kind"], work["host"], work["ops"], work["commands"],
                                                     work["current"], work["features"])
     lines = X.render_ops(kind, ops, features, "plain")
-    try:
+    batch, seen = batch_of(host, spec, ops, current, features)
+
+    def send():
         rc, err = host.batch(lines)
-        if rc != 0:
-            after = host.read(spec.which)
-            n = failed_batch_line(err)
-            done = n - 1 if n else X.applied_count(kind, ops, after)
+        return None if rc == 0 else (rc, err)
+
+    def locate(error):  # ip names the failing line, or (a kernel refusal) the read-back tells
+        n = failed_batch_line(error[1])
+        return n - 1 if n else X.applied_count(kind, ops, host.read(spec.which))
+
+    result["_host_changed"] = True  # from here on a failure (a tool error in the rollback) may leave changes
+    try:
+        out = batch.run(send, locate)
+        if out is not None:
+            rc, err = out.error
+            done = out.done
             failed = ops[done] if done < len(ops) else None
-            result["_host_changed"] = True
-            ok, notes, final, undone = rollback(host, spec, ops, done, current, features)
             what = kind.describe(failed[1]) if failed else "the batch"
             msg = "%s failed (line %d of %d: %s): %s" % (
                 what, done + 1, len(ops), commands[done] if failed else "-", err or "rc=%d" % rc)
             hint = hint_for(err)
             if hint:
                 msg += " -- " + hint
-            msg += (" Rolled back %d applied change(s); the host is as before." % undone if ok else
-                    " ROLLBACK INCOMPLETE: %s. Check the host." % ("; ".join(notes) or "objects differ from before"))
-            result["_host_changed"] = not ok
+            msg += (" Rolled back %d applied change(s); the host is as before." % seen["sent"] if out.restored else
+                    " ROLLBACK INCOMPLETE: %s. Check the host." % ("; ".join(out.problems) or "objects differ from before"))
+            result["_host_changed"] = not out.restored
             _fail(module, msg, result, failed_object=what, failed_line=done + 1, kernel_message=err,
-                  hint=hint, rolled_back=ok,
-                  after=[kind.public(c) for c in final if kind.owned(c)])
+                  hint=hint, rolled_back=out.restored,
+                  after=[kind.public(c) for c in seen["final"] if kind.owned(c)])
         after = host.read(spec.which)
         bad = _verify(kind, ops, after)
         if bad is not None:
             obj, reason = bad
-            ok, notes, final, undone = rollback(host, spec, ops, len(ops), current, features)
-            msg = "%s %s. Rolled back all %d change(s)" % (kind.describe(obj), reason, undone)
-            msg += "; the host is as before." if ok else ("; ROLLBACK INCOMPLETE: %s. Check the host." % (
-                "; ".join(notes) or "objects differ from before"))
-            result["_host_changed"] = not ok
-            _fail(module, msg, result, failed_object=kind.describe(obj), rolled_back=ok,
-                  after=[kind.public(c) for c in final if kind.owned(c)])
+            out = batch.rollback(len(ops))
+            msg = "%s %s. Rolled back all %d change(s)" % (kind.describe(obj), reason, seen["sent"])
+            msg += "; the host is as before." if out.restored else ("; ROLLBACK INCOMPLETE: %s. Check the host." % (
+                "; ".join(out.problems) or "objects differ from before"))
+            result["_host_changed"] = not out.restored
+            _fail(module, msg, result, failed_object=kind.describe(obj), rolled_back=out.restored,
+                  after=[kind.public(c) for c in seen["final"] if kind.owned(c)])
     except ToolError as exc:
         _fail(module, exc.message, result, **exc.as_result())
     return after

@@ -562,12 +562,11 @@ def run(module):
         return result
 
     touched = set(line.split()[3] for line in lines)  # "<obj> <verb> dev DEV ..."
-    undo_and_check = _undoer(client, undo, touched, hooks, filters)
-    apply_batch(client, lines, owners, touched, undo_and_check)
+    batch = batch_of(client, undo, touched, hooks, filters)
+    apply_batch(client, lines, owners, touched, batch)
 
     # verify: read back and plan again; nothing may be left to do
-    current2, filters2 = verify_applied(client, kind, state, rules, scope, touched, remove_qdisc, lines,
-                                        undo_and_check)
+    current2, filters2 = verify_applied(client, kind, state, rules, scope, touched, remove_qdisc, lines, batch)
     after = sorted(owned_rules(kind, current2), key=kind.key)
     result["after"] = after
     result["rules"] = status_rows(kind, p, filters2, False)
@@ -576,7 +575,7 @@ def run(module):
     return result
 
 
-def verify_applied(client, kind, state, rules, scope, touched, remove_qdisc, lines, undo_and_check):
+def verify_applied(client, kind, state, rules, scope, touched, remove_qdisc, lines, batch):
     """Read back and plan again: (current rules, filters) when nothing is left to do, else undo and fail."""
     try:
         hooks2, filters2 = read_state(client, scope | touched)
@@ -588,7 +587,8 @@ def verify_applied(client, kind, state, rules, scope, touched, remove_qdisc, lin
         leftover, p2 = True, None
         detail = str(exc)
     if leftover:
-        back, rb_error, same = undo_and_check(len(lines))
+        out = batch.rollback(len(lines))
+        back, rb_error, same = out.undone, "; ".join(out.problems), out.restored
         if p2 is not None:
             detail = "still to do: %s" % ", ".join(
                 ["add %s" % _tc.describe(d) for d in p2.add] + ["change %s" % _tc.describe(pair[1]) for pair in p2.replace]
@@ -658,52 +658,64 @@ def qdiscs_left_empty(kind, p, current, hooks, scope):
     return out
 
 
-def _undoer(client, undo, touched, hooks, filters):
-    """undo_and_check(applied) -> (lines run back, rollback error, host as before)."""
+def batch_of(client, undo, touched, hooks, filters):
+    """The run's lines as one _steps.Batch (``undo[i]`` undoes line i): the batch back runs with
+    -force (every undo tried); restored() reads the touched devices again and compares them with
+    what they held before the run."""
     snapshot_hooks = dict((d, hooks.get(d)) for d in touched)
     snapshot = _tc.fingerprint([f for f in filters if f["dev"] in touched])
 
-    def undo_and_check(applied):
-        back = _steps.undo_prefix(undo, applied)
-        rb_error = None
-        if back:
-            try:
-                client.batch(back, force=True)
-            except ToolError as exc:
-                rb_error = exc.message
+    def send_back(back):
+        try:
+            client.batch(back, force=True)
+        except ToolError as exc:
+            return [exc.message]
+        return []
+
+    def restored():
         try:
             h2, f2 = read_state(client, touched)
-            same = (dict((d, h2.get(d)) for d in touched) == snapshot_hooks
-                    and _tc.fingerprint(f2) == snapshot)
         except (ToolError, _tc.ParseError):
-            same = False
-        return back, rb_error, same
-    return undo_and_check
+            return False
+        return dict((d, h2.get(d)) for d in touched) == snapshot_hooks and _tc.fingerprint(f2) == snapshot
+
+    return _steps.Batch(undo, send_back, restored)
 
 
-def apply_batch(client, lines, owners, touched, undo_and_check):
+def apply_batch(client, lines, owners, touched, batch):
     """One tc -batch; a refused line undoes the lines before it and fails naming the rule and tc's words."""
-    try:
-        client.batch(lines)
-    except ToolError as exc:
+    def send():
+        try:
+            client.batch(lines)
+        except ToolError as exc:
+            return exc
+        return None
+
+    def locate(exc):  # tc names the failing line; without it, every line may have applied
         k = failed_batch_line(exc.stderr)
-        applied = k - 1 if k and 1 <= k <= len(lines) else len(lines)
-        back, rb_error, same = undo_and_check(applied)
-        owner = owners[k - 1] if k and 1 <= k <= len(lines) else None
-        who = owner if isinstance(owner, str) else (
-            "%s (%s)" % (owner.get("_field", "rule"), _tc.describe(owner)) if owner else "a line")
-        hint = _tc.hint_for(exc.stderr + "\n" + exc.stdout)
-        msg = "tc refused %s: %s" % (who, _tc.batch_message(exc.stderr, exc.stdout))
-        if hint:
-            msg += " -- %s" % hint
-        msg += ". %s" % ("Undid the %d line(s) already applied; the host is as before." % len(back) if same
-                         else "Undo of %d line(s) did not restore the previous state%s: check the device(s) %s by hand."
-                         % (len(back), " (%s)" % rb_error if rb_error else "", ", ".join(sorted(touched))))
-        extra = exc.as_result()
-        if hint:
-            extra["hint"] = hint
-        raise Failure(msg, commands=lines, failed_command=lines[k - 1] if k and 1 <= k <= len(lines) else None,
-                      rollback=back, restored=same, **extra)
+        return k - 1 if k and 1 <= k <= len(lines) else len(lines)
+
+    out = batch.run(send, locate)
+    if out is None:
+        return
+    exc, back, same = out.error, out.undone, out.restored
+    rb_error = "; ".join(out.problems)
+    k = failed_batch_line(exc.stderr)
+    owner = owners[k - 1] if k and 1 <= k <= len(lines) else None
+    who = owner if isinstance(owner, str) else (
+        "%s (%s)" % (owner.get("_field", "rule"), _tc.describe(owner)) if owner else "a line")
+    hint = _tc.hint_for(exc.stderr + "\n" + exc.stdout)
+    msg = "tc refused %s: %s" % (who, _tc.batch_message(exc.stderr, exc.stdout))
+    if hint:
+        msg += " -- %s" % hint
+    msg += ". %s" % ("Undid the %d line(s) already applied; the host is as before." % len(back) if same
+                     else "Undo of %d line(s) did not restore the previous state%s: check the device(s) %s by hand."
+                     % (len(back), " (%s)" % rb_error if rb_error else "", ", ".join(sorted(touched))))
+    extra = exc.as_result()
+    if hint:
+        extra["hint"] = hint
+    raise Failure(msg, commands=lines, failed_command=lines[k - 1] if k and 1 <= k <= len(lines) else None,
+                  rollback=back, restored=same, **extra)
 
 
 def main():

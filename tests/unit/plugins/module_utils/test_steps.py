@@ -77,3 +77,39 @@ def test_a_phase_between_steps_is_named_in_a_failure():
     run.run(step("a"))
     run.at("read the new VFs")
     assert run.current == "read the new VFs" and repr(step("x")) == "Step('x')"
+
+
+def _batch(undo, back_problems=(), restored=True):
+    sent = []
+
+    def send_back(undos):
+        sent.append(list(undos))
+        return list(back_problems)
+    return _steps.Batch(undo, send_back, lambda: restored), sent
+
+
+def test_batch_that_applies_needs_no_undo():
+    batch, sent = _batch(["u1", "u2"])
+    assert batch.run(lambda: None, lambda err: 0) is None
+    assert sent == []
+
+
+def test_batch_stopped_at_a_line_undoes_the_lines_before_it_newest_first_in_one_batch():
+    batch, sent = _batch(["u1", None, "u3", "u4"])
+    out = batch.run(lambda: "line 4 refused", lambda err: 3 if err == "line 4 refused" else -1)
+    assert (out.done, out.error, out.undone, out.problems, out.restored) == (3, "line 4 refused", ["u3", "u1"], [], True)
+    assert sent == [["u3", "u1"]]
+
+
+def test_batch_stopped_at_the_first_line_sends_nothing_back():
+    batch, sent = _batch(["u1", "u2"])
+    out = batch.run(lambda: "no", lambda err: 0)
+    assert out.undone == [] and sent == [] and out.restored is True
+
+
+def test_batch_rollback_of_all_and_the_read_back_decides():
+    batch, sent = _batch(["u1", "u2"], back_problems=["u1: No such file"], restored=False)
+    out = batch.rollback(2)
+    assert sent == [["u2", "u1"]] and out.problems == ["u1: No such file"] and out.restored is False and out.error is None
+    batch, sent = _batch(["u1", "u2"], back_problems=["u2: never applied (tc -force)"], restored=True)
+    assert batch.rollback(2).restored is True  # the host reads as before: an expected refusal does not count

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _steps
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import plan
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._validate import InputError
@@ -359,7 +360,7 @@ def test_ops_order_and_undo():
     ops = X.ops_for_plan(kind, p)
     assert [(v, o["spi"]) for v, o, dummy in ops] == [
         ("add", 0x2000), ("add", 0x2001), ("delete", 0x2002), ("add", 0x2002), ("delete", 0x2003)]
-    undo = X.undo_ops(ops[:4])
+    undo = _steps.undo_prefix([X.undo_op(op) for op in ops], 4)  # as _xfrm_run.batch_of builds it
     assert [(v, o["spi"], o["aead"]["key"][:2]) for v, o, dummy in undo] == [
         ("delete", 0x2002, "c2"), ("add", 0x2002, "c1"), ("delete", 0x2001, "b1"), ("delete", 0x2000, "a1")]
     lines = X.render_ops(kind, undo, NEW, "mask")
@@ -374,7 +375,7 @@ def test_sp_update_undo():
     p = plan(kind, "merged", [new], [old])
     ops = X.ops_for_plan(kind, p)
     assert [(v, o["priority"]) for v, o, dummy in ops] == [("update", 6)]
-    assert [(v, o["priority"]) for v, o, dummy in X.undo_ops(ops)] == [("update", 5)]
+    assert [(v, o["priority"]) for v, o, dummy in [X.undo_op(op) for op in ops]] == [("update", 5)]
     assert X.applied_count(kind, ops, [old]) == 0 and X.applied_count(kind, ops, [new]) == 1
 
 
