@@ -531,7 +531,9 @@ tc flower/u32 rules without our cookie, compared object by object (\`ip xfrm\`/\
 converge, overridden (a stray owned SA removed), tc_flower_vlan overridden/deleted, rekey, teardown and
 the concurrent runs. Concurrency: two site.yml at once, then site.yml + teardown.yml at once (the
 result must be what the last module run per host implies, from the timestamped logs), and a module
-run against a held lock must fail naming the holder's PID with the host unchanged.
+run against a held lock must fail naming the holder's PID with the host unchanged. Each of these is
+a pytest check (tests/lab/test_reliability.py) run at the end on the evidence the script leaves
+(facts.jsonl and the files it names); a check for a stage that did not run is skipped, saying so.
 <!-- lab-reliability:end -->
 EOF
 )
