@@ -244,10 +244,28 @@ _PARAM_UNSUPPORTED_RE = re.compile(r"Invalid argument|Operation not supported|no
 
 
 class Devlink:
-    """devlink over a Runner (tool "devlink")."""
+    """The collection's one client of devlink, over a Runner (tool "devlink"): the parsed views
+    for the modules that change a device (eswitch, param, ports) and the decoded JSON for
+    ipsec_offload_info's tolerant reads (the *_json methods), from the same argument lists."""
 
     def __init__(self, runner):
         self.runner = runner
+        self.tool = runner.tool
+
+    def available(self):
+        return self.runner.available()
+
+    def devices_json(self):
+        return self.runner.json(["-j", "dev"], what="devlink -j dev")
+
+    def ports_json(self):
+        return self.runner.json(port_show_args(), what="devlink -j port show")
+
+    def eswitch_json(self, handle):
+        return self.runner.json(eswitch_show_args(handle), what="devlink -j dev eswitch show %s" % handle)
+
+    def param_json(self, handle, name=FSM_PARAM):
+        return self.runner.json(param_show_args(handle, name), what="devlink -j dev param show %s" % handle)
 
     def argv_text(self, args):
         import shlex

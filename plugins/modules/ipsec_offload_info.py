@@ -606,7 +606,7 @@ class Gatherer:
         self.can_enter = self.ip_host.available() or not namespace
         self.ip = IP.Ip(Runner(module, "ip", namespace=namespace, required=False))
         self.tc = TC.TcClient(Runner(module, "tc", namespace=namespace, required=False), self.ip)
-        self.devlink = Runner(module, "devlink", namespace=namespace, required=False) if self.can_enter else None
+        self.devlink = D.Devlink(Runner(module, "devlink", namespace=namespace, required=False)) if self.can_enter else None
         self.ethtool = Ethtool(module, namespace=namespace) if self.can_enter else None
 
     @staticmethod
@@ -698,10 +698,10 @@ class Gatherer:
 
     def devlink_index(self):
         """-> (set of devlink handles, or None when devlink cannot answer; list of ports; problem)."""
-        devs, problem = self._try(self.devlink, "json", ["-j", "dev"])
+        devs, problem = self._try(self.devlink, "devices_json")
         if problem:
             return None, [], problem
-        ports, problem = self._try(self.devlink, "json", ["-j", "port", "show"])
+        ports, problem = self._try(self.devlink, "ports_json")
         if problem:
             return D.parse_dev_handles(devs), [], problem
         try:
@@ -712,7 +712,7 @@ class Gatherer:
     def devlink_device(self, handle, ports):
         dl = {"eswitch_mode": None, "inline_mode": None, "encap_mode": None, "flow_steering_mode": None,
               "vf_ports": D.vf_ports(ports, handle), "problems": {}}
-        obj, problem = self._try(self.devlink, "json", ["-j", "dev", "eswitch", "show", handle])
+        obj, problem = self._try(self.devlink, "eswitch_json", handle)
         try:
             if problem is None:
                 dl.update(D.eswitch_facts(obj, handle))
@@ -720,8 +720,7 @@ class Gatherer:
             problem = str(exc)
         if problem is not None:
             dl["problems"]["eswitch"] = problem
-        obj, problem = self._try(self.devlink, "json",
-                                 ["-j", "dev", "param", "show", handle, "name", "flow_steering_mode"])
+        obj, problem = self._try(self.devlink, "param_json", handle, "flow_steering_mode")
         try:
             if problem is None:
                 dl["flow_steering_mode"] = D.param_value(obj, handle, "flow_steering_mode")

@@ -305,11 +305,11 @@ def read_info(sysfs, dev):
 
 
 def eswitch_mode(module, handle):
-    runner = Runner(module, "devlink", required=False)
-    if not runner.available() or not handle:
+    dl = _devlink.Devlink(Runner(module, "devlink", required=False))
+    if not dl.available() or not handle:
         return None
     try:
-        return _devlink.Devlink(runner).eswitch(handle)["mode"]
+        return dl.eswitch(handle)["mode"]
     except (ToolError, _devlink.DevlinkParseError):
         return None  # no devlink instance / no eswitch: nothing to protect
 

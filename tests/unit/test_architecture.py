@@ -8,8 +8,9 @@
 - controller-only code (the pair derivation, IKE configuration) lives in plugin_utils, and no
   module imports it.
 - no function in plugins/ is longer than 80 lines.
-- one client per tool: every `ip` Runner is handed straight to _iproute2.Ip and every `tc` Runner to
-  _tc.TcClient, so each command line of those tools is written in one class.
+- one client per tool: every `ip` Runner is handed straight to _iproute2.Ip, every `tc` Runner to
+  _tc.TcClient and every `devlink` Runner to _devlink.Devlink, so each command line of those tools
+  is written in one class.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def test_no_function_over_80_lines():
     assert long == [], "functions over %d lines: %s" % (MAX_LINES, "; ".join(long))
 
 
-CLIENTS = {"ip": "Ip", "tc": "TcClient"}
+CLIENTS = {"ip": "Ip", "tc": "TcClient", "devlink": "Devlink"}
 
 
 def _call_name(node):
@@ -92,7 +93,7 @@ def _call_name(node):
 
 
 def _loose_runners(path, root=ROOT):
-    """Runner(module, "ip"|"tc", ...) calls that are not the argument of that tool's client."""
+    """Runner(module, "ip"|"tc"|"devlink", ...) calls that are not the argument of that tool's client."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     wrapped = set()
     for node in ast.walk(tree):
@@ -122,5 +123,6 @@ def test_the_checks_see_a_violation(tmp_path):
     assert _controller_imports(src) == ["ansible.plugins.action", COLL + "plugin_utils", COLL + "plugin_utils._pairs"]
     assert _long_functions(src, tmp_path) == ["x.py:6 f (%d lines)" % (MAX_LINES + 1)]
     src.write_text('a = Ip(Runner(m, "ip"))\nb = Runner(m, "ip", ns)\nc = TcClient(Runner(m, "tc"), a)\n'
-                   'd = Runner(m, "tc")\ne = Runner(m, "devlink")\n', encoding="utf-8")
-    assert _loose_runners(src, tmp_path) == ["x.py:2 Runner for ip outside Ip", "x.py:4 Runner for tc outside TcClient"]
+                   'd = Runner(m, "tc")\ne = Runner(m, "devlink")\nf = Runner(m, "ethtool")\n', encoding="utf-8")
+    assert _loose_runners(src, tmp_path) == ["x.py:2 Runner for ip outside Ip", "x.py:4 Runner for tc outside TcClient",
+                                             "x.py:5 Runner for devlink outside Devlink"]
