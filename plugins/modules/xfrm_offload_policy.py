@@ -339,6 +339,7 @@ class PolicySpec(_xfrm_run.Spec):
     which = "policy"
     kind = X.SPKind()
     label = "sp"
+    host_class = PolicyHost
 
     def __init__(self, scope="all"):
         self.scope = scope
@@ -409,13 +410,8 @@ def main():
     spec, PolicyModule.config_options = _argspec.lean(dict(argument_spec(), **_lock.ARGSPEC))
     module = PolicyModule(argument_spec=spec, supports_check_mode=True)
     module.apply_config()
-    # _xfrm_run.run() builds its host from this name: the policy module's host (see PolicyHost)
-    plain, _xfrm_run.XfrmHost = _xfrm_run.XfrmHost, PolicyHost
-    try:
-        with _lock.host_lock(module):
-            _xfrm_run.run(module, PolicySpec(module.params["scope"]), module.params)
-    finally:
-        _xfrm_run.XfrmHost = plain
+    with _lock.host_lock(module):
+        _xfrm_run.run(module, PolicySpec(module.params["scope"]), module.params)
 
 
 if __name__ == "__main__":
