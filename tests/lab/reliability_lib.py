@@ -132,9 +132,9 @@ def foreign(text):
                 if any(("cookie " + COOKIE) in x for x in b):
                     continue
                 kept.append((pref, b))
-            prefs = {p for p, _ in kept}
+            prefs = {p for p, dummy in kept}
             kept += [(p, b) for p, b in heads.items() if p in prefs]
-            out += ["%s| %s" % (name, " / ".join(x.strip() for x in b)) for _, b in kept]
+            out += ["%s| %s" % (name, " / ".join(x.strip() for x in b)) for dummy, b in kept]
     return sorted(out)
 
 
@@ -161,7 +161,7 @@ def _files(paths):
     files = []
     for p in paths:
         if os.path.isdir(p):
-            files += sorted(os.path.join(d, n) for d, _, ns in os.walk(p) for n in ns)
+            files += sorted(os.path.join(d, n) for d, dummy, ns in os.walk(p) for n in ns)
         elif os.path.exists(p):
             files.append(p)
     return files
@@ -189,8 +189,8 @@ def search(keys, paths):
 
 def scan(keyfile, paths):
     r = search(read_keys(keyfile), paths)
-    print("keys %d forms %d files %d bytes %d occurrences %d" % (r["keys"], r["forms"], r["files"], r["bytes"],
-                                                                  r["occurrences"]))
+    print("keys %d forms %d files %d bytes %d occurrences %d" % (
+        r["keys"], r["forms"], r["files"], r["bytes"], r["occurrences"]))
     for h in r["hits"]:
         print(h)
 
