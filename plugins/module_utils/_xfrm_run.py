@@ -206,7 +206,7 @@ class Spec:
     which = None            # "state" | "policy"
     kind = None             # SAKind / SPKind instance
     label = None            # "sa" | "sp": the key naming the object in the offload report
-    host_class = None       # XfrmHost or a subclass (the policy module's PolicyHost)
+    host_class = XfrmHost   # or a subclass (the policy module's PolicyHost)
 
     def validate(self, field, item, state, rng):
         raise NotImplementedError
@@ -446,7 +446,7 @@ def _prepare(module, spec, params, result):
             _exit(module, changed=False, rendered=lines, features=feats)
 
         validated = validate_config(spec, params, state, rng)  # before any command
-        host = (spec.host_class or XfrmHost)(module, params.get("namespace"))
+        host = spec.host_class(module, params.get("namespace"))
         if state == "gathered":
             current = host.read(spec.which)
             _exit(module, changed=False, gathered=[kind.public(c) for c in current if kind.owned(c)])
