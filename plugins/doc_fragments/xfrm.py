@@ -59,8 +59,11 @@ options:
     description:
       - C(full) returns RV(before), RV(after) and one RV(offload) entry per listed object.
       - C(summary) leaves out RV(before) and RV(after) and lists in RV(offload) only objects whose
-        offload in effect is not the one requested. Use it for thousands of objects - Ansible scans
-        every string of a result once per C(no_log) value (every key), so big results cost time.
+        offload in effect is not the one requested. The result's C(invocation) (the echo of the
+        module arguments, shown at C(-vvv)) gives O(config) as its length, for example
+        C(<20000 objects>), not the list. Use it for thousands of objects - Ansible scans every
+        string of a result for C(no_log) values and encodes it, and the controller decodes and
+        keeps it, so big results cost time.
     type: str
     choices: [full, summary]
     default: full

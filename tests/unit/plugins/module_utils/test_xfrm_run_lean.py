@@ -57,6 +57,30 @@ def test_lean_exit_args_does_not_change_params():
     assert PARAMS["config"][0]["aead"]["key"] == KEY1
 
 
+SUMMARY = dict(PARAMS, output="summary")
+
+
+@pytest.mark.parametrize("name, secrets, result, scrub", [
+    ("keys, clean result", {KEY1, KEY2}, CLEAN, set()),
+    ("no secrets (the policy module)", set(), CLEAN, set()),
+    ("a key in the result: Ansible still scrubs", {KEY1, KEY2}, dict(CLEAN, msg="bad " + KEY2), {KEY1, KEY2}),
+    ("a secret that is not hex key material", {KEY1, "hunter2"}, CLEAN, {KEY1, "hunter2"}),
+])
+def test_summary_echoes_config_as_its_length(name, secrets, result, scrub):
+    """output=summary: the invocation is always the module's own, `config` given as its length, in
+    every case (Ansible's would echo the whole list); the rest of the params as given."""
+    out, left = R.lean_exit_args(secrets, SUMMARY, result)
+    assert out["invocation"] == {"module_args": dict(SUMMARY, config="<2 objects>")}, name
+    assert {k: v for k, v in out.items() if k != "invocation"} == result
+    assert left == scrub
+    assert SUMMARY["config"] == PARAMS["config"]  # params untouched
+
+
+def test_full_output_echoes_the_whole_config_masked():
+    out, left = R.lean_exit_args({KEY1, KEY2}, dict(PARAMS, output="full"), CLEAN)
+    assert out["invocation"]["module_args"]["config"] == MASKED["config"] and left == set()
+
+
 def test_state_module_logs_config_as_its_length_and_no_key(monkeypatch):
     """Ansible logs the invocation scrubbed keys x text; the state module logs config as '<N objects>'."""
     from ansible.module_utils import basic
