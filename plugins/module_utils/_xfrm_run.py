@@ -15,6 +15,9 @@ from __future__ import annotations
 import json
 import os
 import re
+
+from ansible.module_utils.common.validation import check_type_list
+
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _steps
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
@@ -98,21 +101,39 @@ def _exit(module, _failed=False, **result):
     module.exit_json(**result)
 
 
+_ABSENT = object()
+
+
 class LeanConfig:
     """Mix-in before AnsibleModule for the xfrm modules, whose `config` sub-options are applied by
     _argspec (AnsibleModule gets `config` as a plain list of dicts: see _argspec for why).
 
     ``config_options`` is the compiled sub-options (_argspec.lean); ``apply_config()`` runs them.
+    `config` is held out of AnsibleModule's own validation (``_load_params``): its validator
+    deep-copies every parameter, and the copy of 20,000 dicts was a tenth of a no-op run
+    (test_lean_config.py shows the copy with and without).  ``apply_config()`` puts it back, converts
+    it as Ansible converts a list (check_type_list) and applies the sub-options.
     Because AnsibleModule no longer knows which sub-options are no_log:
-    * fail_json registers the no_log values of `config` first: AnsibleModule.__init__ itself fails
-      through it (a bad `state`, say) and echoes the params as `invocation`;
+    * fail_json puts `config` back and registers its no_log values first: AnsibleModule.__init__
+      itself fails through it (a bad `state`, say) and echoes the params as `invocation`;
     * the invocation log writes `config` as its length (it runs inside __init__, before
       apply_config).  That was also needed before: Ansible's log scrub is one replace per key over
       the text of the whole list, keys x list size (minutes with 20,000 SAs).
-    Every other parameter is logged and scrubbed as Ansible does.
+    Every other parameter is validated, logged and scrubbed as Ansible does.
     """
 
     config_options = None
+    _config_given = _ABSENT  # `config` as the controller sent it, until apply_config/fail_json
+
+    def _load_params(self):
+        super()._load_params()
+        if isinstance(self.params, dict) and "config" in self.params:
+            self._config_given = self.params.pop("config")
+
+    def _restore_config(self):
+        given, self._config_given = self._config_given, _ABSENT
+        if given is not _ABSENT:
+            self.params["config"] = given
 
     def _config_secrets(self):
         params = getattr(self, "params", None)
@@ -124,29 +145,37 @@ class LeanConfig:
             self.no_log_values.update(secrets)
 
     def fail_json(self, msg, **kwargs):
+        self._restore_config()
         self._config_secrets()
         super().fail_json(msg, **kwargs)
 
     def apply_config(self):
-        """The declared sub-options on each element of `config` (no_log values registered first)."""
+        """`config` back into the params, as a list (Ansible's conversion), each element with the
+        declared sub-options (no_log values registered first)."""
+        self._restore_config()
         self._config_secrets()
         items = self.params.get("config")
         if items is None:
             return
+        if not isinstance(items, list):
+            try:
+                items = check_type_list(items)
+            except TypeError as exc:
+                self.fail_json(msg="config: must be of type list (%s)" % exc, field="config")
         try:
             self.params["config"] = [self.config_options.apply("config[%d]" % i, item) for i, item in enumerate(items)]
         except InputError as exc:
             self.fail_json(msg=str(exc), field=exc.field)
 
     def _log_invocation(self):
-        config = self.params.get("config")
-        if not isinstance(config, list):
+        given = self._config_given
+        if given is _ABSENT:
             return super()._log_invocation()
-        self.params["config"] = "<%d objects>" % len(config)
+        self.params["config"] = "<%d objects>" % len(given) if isinstance(given, list) else given
         try:
             return super()._log_invocation()
         finally:
-            self.params["config"] = config
+            self.params["config"] = None
 
 
 class _NoNamespace(Exception):
