@@ -2,8 +2,9 @@
 # Copyright (c) ipsec_offload.mlx5 contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The parsers of `ip xfrm` text: SAs (`ip [-s] xfrm state`), SPs (`ip [-s] xfrm policy`), the
-offload line, the per-SA counters, the offloaded-object scan and the usage probe (`ip xfrm state
-help`).  Pure, text in and plain data out.
+offload line, the offloaded-object scan and the usage probe (`ip xfrm state help`); the per-SA
+counters of the info module are a view of the SAs parse_states reads.  Pure, text in and plain data
+out.
 
 Every reader of `ip xfrm` output uses these functions: the modules through _xfrm (which re-exports
 them beside the SA/SP model), ipsec_offload_info, mlx_devlink_eswitch, tc_flower_vlan, and the lab
@@ -57,19 +58,19 @@ def _proto_num(tok):
 def _blocks(text):
     """Split `ip xfrm` output into blocks: (header tokens, [stripped body lines])."""
     blocks = []
-    cur = None
+    body = None
     for raw in text.splitlines():
-        if not raw.strip():
+        line = raw.strip()
+        if not line:
             continue
-        if raw[0] not in " \t":
-            if raw.startswith("src "):
-                cur = (raw.split(), [])
-                blocks.append(cur)
-            else:
-                cur = None  # a prompt, a comment, "Error: ...": not ours
-            continue
-        if cur is not None:
-            cur[1].append(raw.strip())
+        if raw[0] == "\t" or raw[0] == " ":
+            if body is not None:
+                body.append(line)
+        elif raw.startswith("src "):
+            body = []
+            blocks.append((raw.split(), body))
+        else:
+            body = None  # a prompt, a comment, "Error: ...": not ours
     return blocks
 
 
@@ -127,8 +128,19 @@ def _offload(line):
     return {"type": mode or "crypto", "dev": dev, "dir": dirn}
 
 
+def _counters(sa):
+    """The SA's counters dict, made on the first counter line: what `ip [-s] xfrm state` shows beside
+    the SA itself, read only by parse_xfrm_sa_counters (the ESN sequence line is kept as its tokens
+    in "seq_tokens" and converted there: the modules read every SA and never look at it)."""
+    if sa["counters"] is None:
+        sa["counters"] = {"offload_mode": None, "seq": None, "oseq": None, "added": None, "last_used": None,
+                          "replay_window_errors": None}
+    return sa["counters"]
+
+
 def parse_states(text):
-    """Parse `ip [-s] xfrm state [list]` output into a list of SA dicts."""
+    """Parse `ip [-s] xfrm state [list]` output into a list of SA dicts (each with its counters: see
+    parse_xfrm_sa_counters)."""
     out = []
     for head, body in _blocks(text):
         if len(head) < 4 or head[2] != "dst":
@@ -136,7 +148,7 @@ def parse_states(text):
         sa = {"src": head[1], "dst": head[3], "proto": None, "spi": None, "reqid": 0, "mode": None,
               "direction": None, "aead": None, "esn": False, "replay_window": 0, "sel": None,
               "offload": dict(_NO_OFFLOAD), "mark": None, "if_id": None, "flags": [], "extras": [],
-              "stats": None}
+              "stats": None, "counters": None, "seq_tokens": None}
         header_window = None
         esn_window = None
         section = None
@@ -161,15 +173,9 @@ def parse_states(text):
                     sa["flags"] = flags
                     sa["esn"] = "esn" in flags
             elif first == "aead":
-                key = tok[2] if len(tok) > 2 else None
-                icv = tok[-1]
-                if key is None or not key.lower().startswith("0x"):
-                    key = None  # "<<Keys hidden>>" (list nokeys)
-                else:
-                    key = key[2:].lower()
-                    if not key.strip("0"):
-                        key = None  # kernel lockdown=confidentiality zeroes keys
-                sa["aead"] = {"name": tok[1], "key": key, "icv": int(icv) if icv.isdigit() else None}
+                sa["aead"] = _aead(tok)
+            elif first == "seq-hi" and section == "esn":
+                sa["seq_tokens"] = tok
             elif first in ("enc", "auth", "auth-trunc", "comp", "encap", "coa", "output-mark", "tfcpad",
                            "security", "pcpu-num"):
                 sa["extras"].append(first)
@@ -181,10 +187,16 @@ def parse_states(text):
                 sa["extras"].append("if_id")
             elif first == "anti-replay":
                 section = "esn" if "esn" in tok else None
+                if section is None and len(tok) > 5 and tok[2] == "seq" and tok[4] == "oseq":
+                    # anti-replay context: seq 0x0, oseq 0x0, bitmap 0x00000000 (no ESN)
+                    _counters(sa).update(seq=_int(tok[3].rstrip(",")), oseq=_int(tok[5].rstrip(",")))
             elif first == "replay_window" and section == "esn":
                 esn_window = int(tok[1].rstrip(","))
             elif first == "crypto" and len(tok) > 2 and tok[1] == "offload":
-                sa["offload"] = _offload(line)
+                dev, dirn, mode = offload_line(line) or (None, None, None)
+                sa["offload"] = {"type": mode or "crypto", "dev": dev, "dir": dirn}
+                if mode:
+                    _counters(sa)["offload_mode"] = mode
             elif first == "dir" and len(tok) == 2:
                 sa["direction"] = tok[1]
             elif first == "sel":
@@ -193,17 +205,52 @@ def parse_states(text):
                 section = "current" if tok[1] == "current:" else "config"
             elif first == "stats:":
                 section = "stats"
-            elif section == "current" and first.endswith("(bytes),"):
-                sa["stats"] = sa["stats"] or {}
-                sa["stats"]["bytes"] = int(first.split("(")[0])
-                sa["stats"]["packets"] = int(tok[1].split("(")[0])
-            elif section == "stats" and first == "replay-window":
-                sa["stats"] = sa["stats"] or {}
-                for i in range(0, len(tok) - 1, 2):
-                    if tok[i] in ("replay", "failed"):
-                        sa["stats"][tok[i]] = int(tok[i + 1])
+            elif section in ("current", "stats"):
+                _stats_line(sa, section, tok)
         out.append(_finish_sa(sa, header_window, esn_window))
     return out
+
+
+def _stats_line(sa, section, tok):
+    """A line of `ip -s xfrm state`'s "lifetime current:" or "stats:" section."""
+    first = tok[0]
+    if section == "current" and first.endswith("(bytes),"):
+        sa["stats"] = sa["stats"] or {}
+        sa["stats"]["bytes"] = int(first.split("(")[0])
+        sa["stats"]["packets"] = int(tok[1].split("(")[0])
+    elif section == "current" and first == "add" and "use" in tok:
+        use = tok.index("use")
+        added, used = " ".join(tok[1:use]), " ".join(tok[use + 1:])
+        _counters(sa).update(added=None if added == "-" else added, last_used=None if used == "-" else used)
+    elif section == "stats" and first == "replay-window":
+        sa["stats"] = sa["stats"] or {}
+        for i in range(0, len(tok) - 1, 2):
+            if tok[i] in ("replay", "failed"):
+                sa["stats"][tok[i]] = int(tok[i + 1])
+        _counters(sa)["replay_window_errors"] = int(tok[1])
+
+
+def _aead(tok):
+    """aead NAME KEY ICV -> {name, key, icv}; key None when hidden (list nokeys) or zeroed (lockdown)."""
+    key = tok[2] if len(tok) > 2 else None
+    icv = tok[-1]
+    if key is None or not key.lower().startswith("0x"):
+        key = None  # "<<Keys hidden>>" (list nokeys)
+    else:
+        key = key[2:].lower()
+        if not key.strip("0"):
+            key = None  # kernel lockdown=confidentiality zeroes keys
+    return {"name": tok[1], "key": key, "icv": int(icv) if icv.isdigit() else None}
+
+
+def _esn_seq(tok):
+    """seq-hi 0x0, seq 0x5, oseq-hi 0x0, oseq 0x0 -> (64-bit seq, 64-bit oseq), or (None, None)."""
+    vals = dict(zip(tok[0::2], (t.rstrip(",") for t in tok[1::2])))
+    try:
+        return ((int(vals["seq-hi"], 16) << 32) | int(vals["seq"], 16),
+                (int(vals["oseq-hi"], 16) << 32) | int(vals["oseq"], 16))
+    except (KeyError, ValueError):
+        return None, None
 
 
 def _finish_sa(sa, header_window, esn_window):
@@ -297,130 +344,30 @@ def parse_policies(text):
 # per-SA counters (ipsec_offload_info): identifiers, offload facts and counts, never a key
 # --------------------------------------------------------------------------------------------
 
-# Lines that carry key material: skipped as soon as they are seen, never stored.
-_SA_KEY_LINE_RE = re.compile(r"^(aead|enc|auth|auth-trunc|comp)\s")
-_SA_RE = {
-    "proto": re.compile(r"^proto (\S+)"),
-    "spi": re.compile(r"\bspi (0x[0-9a-fA-F]+)"),
-    "reqid": re.compile(r"\breqid (\d+)"),
-    "mode": re.compile(r"\bmode (\S+)"),
-    "esn_seq": re.compile(r"^seq-hi (0x[0-9a-fA-F]+), seq (0x[0-9a-fA-F]+), oseq-hi (0x[0-9a-fA-F]+), "
-                          r"oseq (0x[0-9a-fA-F]+)"),
-    "esn_window": re.compile(r"^replay_window (\d+), bitmap-length"),
-    "legacy": re.compile(r"^anti-replay context: seq (0x[0-9a-fA-F]+), oseq (0x[0-9a-fA-F]+)"),
-    "dir": re.compile(r"^dir (in|out)\s*$"),
-    "sel": re.compile(r"^sel src (\S+) dst (\S+)"),
-    "lifetime": re.compile(r"^(\d+)\(bytes\), (\d+)\(packets\)\s*$"),
-    "times": re.compile(r"^add (\S+ \S+|-) use (\S+ \S+|-)\s*$"),
-    "stats": re.compile(r"^replay-window (\d+) replay (\d+) failed (\d+)\s*$"),
-    "header": re.compile(r"^replay-window (\d+)(.*)$"),
-}
-
-
-def _new_sa(src, dst):
-    return {
-        "src": src, "dst": dst, "proto": None, "spi": None, "spi_int": None, "reqid": None, "mode": None,
-        "flags": [], "dir": None, "sel_src": None, "sel_dst": None,
-        "offloaded": False, "offload_dev": None, "offload_dir": None, "offload_mode": None,
-        "replay_window": None, "seq": None, "oseq": None,
-        "bytes": None, "packets": None, "added": None, "last_used": None,
-        "replay_window_errors": None, "replay_errors": None, "integrity_failed": None,
-    }
-
-
-def _header_flags(rest):
-    """' seq 0x00000000 flag esn (0x10000000)' / ' flag af-unspec esn' -> ['esn'] / ['af-unspec', 'esn']."""
-    tokens = rest.split()
-    if "flag" not in tokens:
-        return []
-    flags = []
-    for tok in tokens[tokens.index("flag") + 1:]:
-        if tok.startswith("("):
-            break
-        flags.append(tok)
-    return flags
-
-
-def _id_line(cur, line):
-    cur["proto"] = _SA_RE["proto"].match(line).group(1)
-    spi = _SA_RE["spi"].search(line)
-    if spi:
-        cur["spi_int"] = int(spi.group(1), 16)
-        cur["spi"] = "0x%08x" % cur["spi_int"]
-    reqid = _SA_RE["reqid"].search(line)
-    cur["reqid"] = int(reqid.group(1)) if reqid else None
-    mode = _SA_RE["mode"].search(line)
-    cur["mode"] = mode.group(1) if mode else None
-
-
-def _counter_line(cur, line):
-    """One body line of an SA into its counter dict (the id, key and offload lines excluded)."""
-    m = _SA_RE["stats"].match(line)
-    if m:
-        cur["replay_window_errors"], cur["replay_errors"], cur["integrity_failed"] = (int(g) for g in m.groups())
-        return
-    m = _SA_RE["header"].match(line)
-    if m:
-        if cur["replay_window"] is None:
-            cur["replay_window"] = int(m.group(1))
-        cur["flags"] = _header_flags(m.group(2))
-        return
-    m = _SA_RE["esn_seq"].match(line)
-    if m:
-        hi, lo, ohi, olo = (int(g, 16) for g in m.groups())
-        cur["seq"], cur["oseq"] = (hi << 32) | lo, (ohi << 32) | olo
-        return
-    m = _SA_RE["esn_window"].match(line)
-    if m:
-        cur["replay_window"] = int(m.group(1))  # with ESN the header says 0; this is the real window
-        return
-    m = _SA_RE["legacy"].match(line)
-    if m:
-        cur["seq"], cur["oseq"] = int(m.group(1), 16), int(m.group(2), 16)
-        return
-    for name, keys in (("dir", ("dir",)), ("sel", ("sel_src", "sel_dst")), ("lifetime", ("bytes", "packets")),
-                       ("times", ("added", "last_used"))):
-        m = _SA_RE[name].match(line)
-        if m:
-            vals = m.groups()
-            if name == "lifetime":
-                vals = (int(vals[0]), int(vals[1]))
-            elif name == "times":
-                vals = tuple(None if g == "-" else g for g in vals)
-            cur.update(zip(keys, vals))
-            return
-
-
 def parse_xfrm_sa_counters(text):
     """`ip [-s] xfrm state [list nokeys]` text -> list of per-SA counter dicts (see ipsec_offload_info
-    RETURN xfrm_states).
-
-    Counters-only view for the info module: it keeps identifiers, offload facts and counts, and
-    skips every key line (aead/enc/auth/auth-trunc/comp) as it reads it.  Blocks as in parse_states
-    (an SA starts with "src A dst B" in column 0; tabs or spaces before the other lines).
-    """
-    sas = []
-    for head, body in _blocks(text or ""):
-        if len(head) != 4 or head[2] != "dst":
-            continue
-        cur = _new_sa(head[1], head[3])
-        sas.append(cur)
-        for line in body:
-            if _SA_KEY_LINE_RE.match(line):
-                continue
-            if line.startswith("proto "):
-                _id_line(cur, line)
-                continue
-            off = offload_line(line)
-            if off:
-                cur["offloaded"] = True
-                cur["offload_dev"], cur["offload_dir"], cur["offload_mode"] = off
-                continue
-            _counter_line(cur, line)
-    for sa in sas:
-        if sa["dir"] is None and sa["offload_dir"]:
-            sa["dir"] = sa["offload_dir"]
-    return sas
+    RETURN xfrm_states): the info module's view of parse_states, identifiers, offload facts and
+    counts, never a key."""
+    out = []
+    for sa in parse_states(text or ""):
+        c, off, sel, stats = sa["counters"] or _counters(sa), sa["offload"], sa["sel"] or {}, sa["stats"] or {}
+        if sa["seq_tokens"] is not None:
+            c["seq"], c["oseq"] = _esn_seq(sa["seq_tokens"])
+        offloaded = off["dev"] is not None
+        out.append({
+            "src": sa["src"], "dst": sa["dst"], "proto": sa["proto"],
+            "spi": None if sa["spi"] is None else "0x%08x" % sa["spi"], "spi_int": sa["spi"],
+            "reqid": sa["reqid"], "mode": sa["mode"], "flags": list(sa["flags"]), "dir": sa["direction"],
+            "sel_src": sel.get("src"), "sel_dst": sel.get("dst"),
+            "offloaded": offloaded, "offload_dev": off["dev"], "offload_dir": off["dir"],
+            "offload_mode": c["offload_mode"],
+            "replay_window": sa["replay_window"], "seq": c["seq"], "oseq": c["oseq"],
+            "bytes": stats.get("bytes"), "packets": stats.get("packets"),
+            "added": c["added"], "last_used": c["last_used"],
+            "replay_window_errors": c["replay_window_errors"], "replay_errors": stats.get("replay"),
+            "integrity_failed": stats.get("failed"),
+        })
+    return out
 
 
 # --------------------------------------------------------------------------------------------
