@@ -29,7 +29,13 @@ METHOD_TEXT = {
     "ansible": "collection, ansible-playbook (one task per module)",
     "loop": "Ansible loop, one module run per object (extrapolated from a few pairs)",
 }
-TARGETS = {"apply_floor": 1.5, "noop_dump": 2.0, "loop_speedup": 50.0, "growth": 12.0}
+# Issue 17's targets: the module on the host within 8x of the floor (apply) and of the two dumps
+# (no-op); the ansible-playbook rows improved by the same factor as the module's, from the run before
+# that work (2026-11-24: module 13.1x / 18.6x, ansible-playbook 22.4x / 32.4x), so within
+# 22.4 * 8 / 13.1 = 13.7x and 32.4 * 8 / 18.6 = 13.9x.  (Issue 5 asked for 1.5x and 2x: out of reach
+# for a Python module and Ansible's per-run cost, docs/benchmark.md.)
+TARGETS = {"apply_floor": 8.0, "noop_dump": 8.0, "apply_floor_ansible": 13.7, "noop_dump_ansible": 13.9,
+           "loop_speedup": 50.0, "growth": 12.0}
 
 
 def load(lines):
@@ -103,16 +109,14 @@ def targets(rs):
         return []
     top = sizes[-1]
     out = []
-    for m in ("module", "ansible"):
-        r = _get(rs, top, "apply", m)
-        if r and r["ratio_to_floor"] is not None:
-            out.append(("apply / floor at N=%d (%s)" % (top, m), r["ratio_to_floor"], TARGETS["apply_floor"],
-                        r["ratio_to_floor"] <= TARGETS["apply_floor"]))
-    for m in ("module", "ansible"):
-        r = _get(rs, top, "noop", m)
-        if r and r["ratio_to_floor"] is not None:
-            out.append(("no-op / (state + policy dump) at N=%d (%s)" % (top, m), r["ratio_to_floor"],
-                        TARGETS["noop_dump"], r["ratio_to_floor"] <= TARGETS["noop_dump"]))
+    for phase, label, target in (("apply", "apply / floor", "apply_floor"),
+                                 ("noop", "no-op / (state + policy dump)", "noop_dump")):
+        for m, suffix in (("module", ""), ("ansible", "_ansible")):
+            r = _get(rs, top, phase, m)
+            if r and r["ratio_to_floor"] is not None:
+                limit = TARGETS[target + suffix]
+                out.append(("%s at N=%d (%s)" % (label, top, m), r["ratio_to_floor"], limit,
+                            r["ratio_to_floor"] <= limit))
     for n in sizes:
         lo, a = _get(rs, n, "apply", "loop"), _get(rs, n, "apply", "ansible")
         if lo and a:

@@ -97,6 +97,7 @@ RAW = [
     _raw(10000, "apply", "module", 40.0, maxrss_kib=102400),
     _raw(10000, "noop", "module", 8.0),
     _raw(10000, "apply", "ansible", 45.0),
+    _raw(10000, "noop", "ansible", 80.0),
     _raw(10, "apply", "loop", 80.0, objects=40),
     _raw(0, "vxlan", "site", 60.0),
     _raw(0, "vxlan", "vendor", 6.0),
@@ -127,9 +128,10 @@ def test_rows_perobj_extrapolated_above_the_measured_size():
 
 def test_targets_values_and_verdicts():
     tg = {name: (v, lim, ok) for name, v, lim, ok in report.targets(report.rows(RAW, 10))}
-    assert tg["apply / floor at N=10000 (module)"] == (2.0, 1.5, False)
-    assert tg["apply / floor at N=10000 (ansible)"] == (2.25, 1.5, False)
-    assert tg["no-op / (state + policy dump) at N=10000 (module)"] == (1.6, 2.0, True)
+    assert tg["apply / floor at N=10000 (module)"] == (2.0, 8.0, True)
+    assert tg["apply / floor at N=10000 (ansible)"] == (2.25, 13.7, True)
+    assert tg["no-op / (state + policy dump) at N=10000 (module)"] == (1.6, 8.0, True)
+    assert tg["no-op / (state + policy dump) at N=10000 (ansible)"] == (16.0, 13.9, False)
     assert tg["Ansible loop / ansible-playbook apply at N=1000 (speed-up, >=)"] == (1600.0, 50.0, True)
     assert tg["growth 1k -> 10k, module apply"] == (16.0, 12.0, False)
     assert tg["growth 1k -> 10k, floor apply"] == (10.0, 12.0, True)
