@@ -28,7 +28,7 @@ the spec given to AnsibleModule).  Errors are InputError naming the field (``con
 
 from __future__ import annotations
 
-from ansible.module_utils.common.validation import check_type_bool, check_type_dict, check_type_str
+from ansible.module_utils.common.validation import check_type_bool, check_type_dict, check_type_list, check_type_str
 
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._validate import InputError
 
@@ -148,6 +148,20 @@ def _flatten(value, out):
             _flatten(v, out)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         out.add(str(value))
+
+
+def apply_list(options, value, name="config"):
+    """The whole list parameter as Ansible hands it over: None stays None, anything else is made a list
+    as Ansible makes it (check_type_list: a comma-separated string is split, a number is wrapped) and
+    each element gets the sub-options.  Raises InputError naming the field."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        try:
+            value = check_type_list(value)
+        except TypeError as exc:
+            raise InputError(name, "must be of type list (%s)" % exc)
+    return [options.apply("%s[%d]" % (name, i), item) for i, item in enumerate(value)]
 
 
 def lean(spec, name="config"):

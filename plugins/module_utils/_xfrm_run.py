@@ -16,9 +16,8 @@ import json
 import os
 import re
 
-from ansible.module_utils.common.validation import check_type_list
-
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _steps
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._argspec import apply_list
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._iproute2 import Ip, parse_link_names
@@ -112,7 +111,7 @@ class LeanConfig:
     `config` is held out of AnsibleModule's own validation (``_load_params``): its validator
     deep-copies every parameter, and the copy of 20,000 dicts was a tenth of a no-op run
     (test_lean_config.py shows the copy with and without).  ``apply_config()`` puts it back, converts
-    it as Ansible converts a list (check_type_list) and applies the sub-options.
+    it as Ansible converts a list and applies the sub-options (_argspec.apply_list).
     Because AnsibleModule no longer knows which sub-options are no_log:
     * fail_json puts `config` back and registers its no_log values first: AnsibleModule.__init__
       itself fails through it (a bad `state`, say) and echoes the params as `invocation`;
@@ -154,16 +153,8 @@ class LeanConfig:
         declared sub-options (no_log values registered first)."""
         self._restore_config()
         self._config_secrets()
-        items = self.params.get("config")
-        if items is None:
-            return
-        if not isinstance(items, list):
-            try:
-                items = check_type_list(items)
-            except TypeError as exc:
-                self.fail_json(msg="config: must be of type list (%s)" % exc, field="config")
         try:
-            self.params["config"] = [self.config_options.apply("config[%d]" % i, item) for i, item in enumerate(items)]
+            self.params["config"] = apply_list(self.config_options, self.params.get("config"))
         except InputError as exc:
             self.fail_json(msg=str(exc), field=exc.field)
 

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
-"""The ipsec_render_files action (render.yml's one-step render, issue 18): its fast parameter path
-gives exactly what the xfrm modules' ArgumentSpecValidator gives, or defers to it; its output per
-host is what the modules render; host_slice/links_by_host give what host_objects gives."""
+"""The ipsec_render_files action (render.yml's one-step render, issue 18): its parameters (config by
+_argspec, as the modules apply it) are what the xfrm modules' ArgumentSpecValidator gives; its
+output per host is what the modules render; host_slice/links_by_host give what host_objects gives."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import sys
 
 import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.ipsec_offload.mlx5.plugins.action import ipsec_render_files as A
 from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
@@ -41,42 +42,52 @@ def configs(result):
         yield h, dict(base, config=obj["states"], reveal_keys=True), dict(base, config=obj["policies"] + obj["guards"])
 
 
+def _validator(r, p):
+    """The xfrm module's full argument spec through Ansible's own validator: (params or None, error)."""
+    spec = S.argument_spec() if r.what == "xfrm_offload_state" else P.argument_spec()
+    res = ArgumentSpecValidator(spec).validate(copy.deepcopy(p))
+    return (None, res.error_messages[0]) if res.error_messages else (res.validated_parameters, None)
+
+
 @pytest.mark.parametrize("name", ["lab", "mesh3", "vxlan-overlay", "roce-vf", "lab-roce", "lab-vxlan"])
-def test_fast_parameters_equal_the_validators_on_the_examples(name):
+def test_parameters_equal_the_validators_on_the_examples(name):
     st, po = renderers()
-    assert st.compiled is not None and po.compiled is not None
-    for dummy, sp, pp in configs(derive_with_store(name)):
+    for h, sp, pp in configs(derive_with_store(name)):
         for r, p in ((st, sp), (po, pp)):
-            assert A._fast_options(r.compiled, p) == r.validator.validate(copy.deepcopy(p)).validated_parameters
+            assert r.params(h, copy.deepcopy(p)) == _validator(r, p)[0]
 
 
-def test_anything_unusual_goes_to_the_validator():
-    st, po = renderers()
+def test_unusual_values_as_the_validator():
+    """Values the derivation never makes: converted as Ansible converts them, or refused naming the
+    host, the module and the field."""
+    st, dummy = renderers()
     hv, groups = mesh(2)
     r = _pairs.derive(hv, groups=groups, master_secret="s" * 32)
     sp = dict(state="rendered", owned_reqid_range=r["reqid_range"], config=r["hosts"]["h00"]["states"])
-    for mutate in (lambda c: c[0].__setitem__("esn", "yes"),            # converted by the validator
-                   lambda c: c[0].__setitem__("spi", None),             # required
-                   lambda c: c[0].__setitem__("bogus", 1),              # unknown
-                   lambda c: c[0]["offload"].__setitem__("type", "x"),  # not a choice
-                   lambda c: c[0].__setitem__("dst", 10)):              # int for str
+    for mutate, accepted in ((lambda c: c[0].__setitem__("esn", "yes"), True),     # converted
+                             (lambda c: c[0].__setitem__("dst", 10), True),        # int for str: converted
+                             (lambda c: c[0].__setitem__("spi", None), True),      # required means present
+                             (lambda c: c[0].pop("spi"), False),                   # required
+                             (lambda c: c[0].__setitem__("bogus", 1), False),      # unknown
+                             (lambda c: c[0]["offload"].__setitem__("type", "x"), False)):  # not a choice
         p = copy.deepcopy(sp)
         mutate(p["config"])
-        with pytest.raises(A._NeedsValidator):
-            A._fast_options(st.compiled, p)
-    p = copy.deepcopy(sp)
-    p["config"][0]["esn"] = "yes"
-    assert st.params("h00", p) == st.validator.validate(copy.deepcopy(p)).validated_parameters
-    p["config"][0]["offload"]["type"] = "x"
-    with pytest.raises(Exception, match="host h00: xfrm_offload_state: .*offload"):
-        st.params("h00", p)
+        want, error = _validator(st, p)
+        assert (want is not None) == accepted, error
+        if accepted:
+            assert st.params("h00", copy.deepcopy(p)) == want
+        else:
+            with pytest.raises(Exception, match=r"host h00: xfrm_offload_state: config\[0\]"):
+                st.params("h00", p)
+    with pytest.raises(Exception, match="host h00: xfrm_offload_state: .*state"):
+        st.params("h00", dict(sp, state="bogus"))
 
 
 def test_lines_are_the_modules_rendered_output():
     st, po = renderers()
     for h, sp, pp in configs(derive_with_store("mesh3")):
         for r, p, spec in ((st, sp, S.StateSpec()), (po, pp, P.PolicySpec("all"))):
-            vp = r.validator.validate(copy.deepcopy(p)).validated_parameters
+            vp = _validator(r, p)[0]
             rng = X.owned_range(vp["owned_reqid_range"])
             spec.kind = type(spec.kind)(rng)
             assert r.lines(h, p) == _xfrm_run.render_config(spec, vp, rng)[0]
