@@ -407,11 +407,12 @@ def argument_spec():
 
 
 def main():
-    spec, PolicyModule.config_options = _argspec.lean(dict(argument_spec(), **_lock.ARGSPEC))
-    module = PolicyModule(argument_spec=spec, supports_check_mode=True)
-    module.apply_config()
-    with _lock.host_lock(module):
-        _xfrm_run.run(module, PolicySpec(module.params["scope"]), module.params)
+    with _xfrm_run.collector_paused():
+        spec, PolicyModule.config_options = _argspec.lean(dict(argument_spec(), **_lock.ARGSPEC))
+        module = PolicyModule(argument_spec=spec, supports_check_mode=True)
+        module.apply_config()
+        with _lock.host_lock(module):
+            _xfrm_run.run(module, PolicySpec(module.params["scope"]), module.params)
 
 
 if __name__ == "__main__":

@@ -410,11 +410,12 @@ def argument_spec():
 
 
 def main():
-    spec, StateModule.config_options = _argspec.lean(dict(argument_spec(), **_lock.ARGSPEC))
-    module = StateModule(argument_spec=spec, supports_check_mode=True)
-    module.apply_config()
-    with _lock.host_lock(module):
-        _xfrm_run.run(module, StateSpec(), module.params)
+    with _xfrm_run.collector_paused():
+        spec, StateModule.config_options = _argspec.lean(dict(argument_spec(), **_lock.ARGSPEC))
+        module = StateModule(argument_spec=spec, supports_check_mode=True)
+        module.apply_config()
+        with _lock.host_lock(module):
+            _xfrm_run.run(module, StateSpec(), module.params)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,27 @@ def test_a_refusal_by_ansible_still_echoes_config_masked(monkeypatch):
     with pytest.raises(ModuleExit), patch_module_args({"config": [SA], "state": "bogus"}):
         S.StateModule(argument_spec=spec, supports_check_mode=True)
     assert captured["config"] == [SA] and KEY in captured["no_log"]
+
+
+@pytest.mark.parametrize("which", sorted(MODULES))
+def test_collector_off_during_the_run_and_back_after(which, monkeypatch):
+    """The modules run with Python's cyclic garbage collector off (_xfrm_run.collector_paused) and
+    leave it as they found it, also when the run ends in exit_json/fail_json."""
+    import gc
+    from harness import FakeHost, run_module
+    from xfrm_sim import XfrmSim
+    mod, dummy, item = MODULES[which]
+    seen = []
+    sim = XfrmSim()
+
+    def ip(argv, stdin):
+        seen.append(gc.isenabled())
+        return sim(argv, stdin)
+
+    host = FakeHost([(("ip", "xfrm", "state", "help"), (255, "", "")), (("ip",), ip)])
+    assert gc.isenabled()
+    res, failed = run_module(mod.main, {"config": [item], "state": "gathered"}, host)
+    assert not failed, res
+    assert seen and not any(seen) and gc.isenabled()
+    res, failed = run_module(mod.main, {"config": "a,b"}, host)
+    assert failed and gc.isenabled()
