@@ -21,12 +21,13 @@ import os
 import re
 
 PHASES = ("apply", "noop", "deleted")
-METHODS = ("floor", "perobj", "module", "ansible", "loop")
+METHODS = ("floor", "perobj", "module", "ansible", "ansible_stub", "loop")
 METHOD_TEXT = {
     "floor": "floor: one raw `ip -batch -` (no-op: one state + one policy dump)",
     "perobj": "one `ip` process per object (above the measured N: extrapolated)",
     "module": "collection, module on the host (no SSH)",
     "ansible": "collection, ansible-playbook (one task per module)",
+    "ansible_stub": "ansible-playbook, the same lists to a module that does nothing (Ansible's own cost)",
     "loop": "Ansible loop, one module run per object (extrapolated from a few pairs)",
 }
 # Issue 17's targets: the module on the host within 8x of the floor (apply) and of the two dumps
@@ -178,7 +179,7 @@ def chart(rs, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 3, figsize=(15, 5))
-    styles = {"floor": "k-o", "perobj": "r--s", "module": "b-o", "ansible": "g-^", "loop": "m:x"}
+    styles = {"floor": "k-o", "perobj": "r--s", "module": "b-o", "ansible": "g-^", "ansible_stub": "g:v", "loop": "m:x"}
     for ax, phase in zip(axes, PHASES):
         for m in METHODS:
             pts = [(r["objects"], r["seconds"]) for r in rs if r["phase"] == phase and r["method"] == m]

@@ -12,7 +12,9 @@
 #   module     xfrm_offload_state + xfrm_offload_policy run on the VM itself (the AnsiballZ payload
 #              Ansible ships, `execute`d with python3: module work without SSH and controller);
 #              apply (merged), no-op re-run, deleted; peak RSS of the module process (os.wait4)
-#   ansible    the same three steps as ansible-playbook runs of bench/play.yml (one task each)
+#   ansible    the same three steps as ansible-playbook runs of bench/play.yml (one task each);
+#              for the no-op also the same lists to bench/library/bench_stub.py, a module that does
+#              nothing (ansible_stub: what Ansible itself spends to hand the list to any module)
 #   loop       an Ansible loop, one module run per object (bench/loop.yml), for BENCH_LOOP_PAIRS
 #              pairs only (default 10), extrapolated per object to every N
 # Then for each lab topology (vxlan, roce): playbooks/site.yml converge on the reset pair against
@@ -80,11 +82,12 @@ record "module payloads captured (AnsiballZ, exploded on lab1)" "$(elapsed "$t")
 ansible_task() { # ansible_task N PHASE MODULE STATE NS: one ansible-playbook run of play.yml, timed
 	local n=$1 phase=$2 mod=$3 st=$4 ns=$5 t rc=0 secs ch
 	t=$(now)
-	ansible-playbook -i "$RUN/inventory.yml" "$BENCH_DIR/play.yml" -e "@$GEN/vars.json" \
+	ANSIBLE_LIBRARY=$BENCH_DIR/library ansible-playbook -i "$RUN/inventory.yml" "$BENCH_DIR/play.yml" -e "@$GEN/vars.json" \
 		-e "bench_module=$mod bench_state=$st bench_ns=$ns" > "$OUT/ansible-$n-$phase-$mod.log" 2>&1 || rc=$?
 	secs=$(elapsed "$t")
 	ch=$(awk '/^lab1 /{for(i=1;i<=NF;i++){split($i,a,"="); if(a[1]=="changed")print a[2]}}' "$OUT/ansible-$n-$phase-$mod.log")
-	emit "$n" "$phase" ansible "{\"seconds\": $secs, \"rc\": $rc, \"changed\": ${ch:-null}}" "\"module\": \"$mod\""
+	emit "$n" "$phase" "$(case $mod in stub_*) echo ansible_stub ;; *) echo ansible ;; esac)" \
+		"{\"seconds\": $secs, \"rc\": $rc, \"changed\": ${ch:-null}}" "\"module\": \"$mod\""
 	[ "$rc" = 0 ] || { bad "N=$n ansible $phase $mod" "rc=$rc (log $OUT/ansible-$n-$phase-$mod.log)"; return 1; }
 }
 
@@ -154,6 +157,7 @@ one_size() {
 	ansible_task "$n" apply state merged $ns && ansible_task "$n" apply policy merged $ns || return 1
 	expect_counts $ns $((2 * n)) $((2 * n)) "N=$n ansible apply" || return 1
 	ansible_task "$n" noop state merged $ns && ansible_task "$n" noop policy merged $ns || return 1
+	ansible_task "$n" noop stub_state merged $ns && ansible_task "$n" noop stub_policy merged $ns || return 1
 	ansible_task "$n" deleted policy deleted $ns && ansible_task "$n" deleted state deleted $ns || return 1
 	expect_counts $ns 0 0 "N=$n ansible deleted" || return 1
 	on 1 "ip netns del $ns"

@@ -98,6 +98,7 @@ RAW = [
     _raw(10000, "noop", "module", 8.0),
     _raw(10000, "apply", "ansible", 45.0),
     _raw(10000, "noop", "ansible", 80.0),
+    _raw(10000, "noop", "ansible_stub", 30.0),
     _raw(10, "apply", "loop", 80.0, objects=40),
     _raw(0, "vxlan", "site", 60.0),
     _raw(0, "vxlan", "vendor", 6.0),
@@ -135,6 +136,18 @@ def test_targets_values_and_verdicts():
     assert tg["Ansible loop / ansible-playbook apply at N=1000 (speed-up, >=)"] == (1600.0, 50.0, True)
     assert tg["growth 1k -> 10k, module apply"] == (16.0, 12.0, False)
     assert tg["growth 1k -> 10k, floor apply"] == (10.0, 12.0, True)
+
+
+def test_the_stub_row_is_its_own_method():
+    """ansible_stub (the same lists to a module that does nothing) is a row of its own, never summed
+    into the collection's ansible row."""
+    rs = report.rows(RAW, 10)
+    assert report._get(rs, 10000, "noop", "ansible")["seconds"] == 80.0
+    stub = report._get(rs, 10000, "noop", "ansible_stub")
+    assert (stub["seconds"], stub["ratio_to_floor"]) == (30.0, 6.0)
+    assert report._get(rs, 10000, "apply", "ansible_stub") is None
+    md = report.markdown(rs, report.targets(rs), report.topologies(RAW), "m", "d", 10)
+    assert "| 10000 | 40000 | noop | ansible-playbook, the same lists to a module that does nothing" in md
 
 
 def test_markdown_table_and_topologies():
