@@ -2,9 +2,9 @@
 # Copyright (c) ipsec_offload.mlx5 contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The parsers of `ip xfrm` text: SAs (`ip [-s] xfrm state`), SPs (`ip [-s] xfrm policy`), the
-offload line, the offloaded-object scan and the usage probe (`ip xfrm state help`); the per-SA
-counters of the info module are a view of the SAs parse_states reads.  Pure, text in and plain data
-out.
+offload line and the usage probe (`ip xfrm state help`).  The per-SA counters of the info module and
+the offloaded objects that hold a device busy are views of what parse_states / parse_policies read.
+Pure, text in and plain data out.
 
 Every reader of `ip xfrm` output uses these functions: the modules through _xfrm (which re-exports
 them beside the SA/SP model), ipsec_offload_info, mlx_devlink_eswitch, tc_flower_vlan, and the lab
@@ -104,7 +104,7 @@ def _parse_selector(tokens):
 _NO_OFFLOAD = {"type": "none", "dev": None, "dir": None}
 
 # The one pattern for the offload line of `ip xfrm state`/`ip xfrm policy` output: the SA/SP
-# parsers, the SA counters, the offloaded-object scan and offload_devices all read it through here.
+# parsers and offload_devices read it through here.
 # iproute2 < 6.2 prints neither "mode" nor, for policies, "dir".
 OFFLOAD_LINE_RE = re.compile(r"^\s*crypto offload parameters: dev (\S+)(?: dir (\S+))?(?: mode (\S+))?")
 
@@ -374,30 +374,34 @@ def parse_xfrm_sa_counters(text):
 # what holds a device busy: the offloaded objects (mlx_devlink_eswitch)
 # --------------------------------------------------------------------------------------------
 
-_SPI_RE = re.compile(r"\bspi (0x[0-9a-fA-F]+|\d+)")
-_DIR_RE = re.compile(r"^\s*dir (\S+)")
-
-
 def offloaded_xfrm(text, kind, netdevs=None):
     """Offloaded objects in ``ip xfrm state list nokeys`` (kind "state") or ``ip xfrm policy list``
-    (kind "policy") output, optionally only those bound to one of ``netdevs``.
+    (kind "policy") output, optionally only those bound to one of ``netdevs``: a view of
+    parse_states / parse_policies.
 
     -> list of {"kind", "dev", "dir", "mode", "label"}; label is the selector/SPI, never a key.
     """
     wanted = set(netdevs) if netdevs is not None else None
     found = []
-    for head, body in _blocks(text or ""):
-        spi = next((m.group(1) for m in map(_SPI_RE.search, body) if m), None)
-        dirn = next((m.group(1) for m in map(_DIR_RE.match, body) if m), None)
-        for dev, off_dir, off_mode in filter(None, map(offload_line, body)):
-            if wanted is not None and dev not in wanted:
-                continue
-            label = " ".join(head)
-            if kind == "state" and spi:
-                label += " spi " + spi
-            if kind == "policy" and dirn:
-                label += " dir " + dirn
-            found.append({"kind": kind, "dev": dev, "dir": off_dir or dirn, "mode": off_mode, "label": label})
+    for obj in (parse_states if kind == "state" else parse_policies)(text or ""):
+        dev = obj["offload"]["dev"]
+        if dev is None or (wanted is not None and dev not in wanted):
+            continue
+        label = "src %s dst %s" % (obj["src"], obj["dst"])
+        if kind == "state":
+            if obj["spi"]:
+                label += " spi 0x%08x" % obj["spi"]
+            dirn, mode = obj["offload"]["dir"] or obj["direction"], (obj["counters"] or {}).get("offload_mode")
+        else:
+            if obj["proto"] is not None:
+                label += " proto %s" % PROTO_NAMES.get(obj["proto"], obj["proto"])
+            for port in ("sport", "dport"):
+                if obj[port] is not None:
+                    label += " %s %s" % (port, obj[port])
+            if obj["dir"]:
+                label += " dir " + obj["dir"]
+            dirn, mode = obj["dir"], obj["offload"]["type"]
+        found.append({"kind": kind, "dev": dev, "dir": dirn, "mode": mode, "label": label})
     return found
 
 
