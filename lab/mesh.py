@@ -13,7 +13,8 @@ Subcommands (the controller's, except snapshot):
                  ipsec_namespace, ipsec_local_ip, ipsec_dev), all in one full-mesh group
   pairs LAYOUT [--involving HOST]
                  the directed pairs "SENDER RECEIVER SENDER_VM RECEIVER_ADDRESS RECEIVER_VM", one a line
-  snapshot NS... (runs ON a VM: python3 - snapshot NS... < lab/mesh.py)
+  snapshot NS... (runs ON a VM: plugins/module_utils/_xfrm_text.py and this file as one text on the
+                 stdin of `python3 - snapshot NS...`, so the collection's own parser reads `ip xfrm`)
                  per namespace, the owned SAs "SA NS SRC DST SPI REQID PACKETS KEYHASH" (KEYHASH:
                  the first 16 hex digits of the SHA-256 of the key: the key itself never leaves the
                  VM) and owned policies "SP NS SRC DST DIR REQID ACTION"; "NS NS absent" for a
@@ -29,8 +30,6 @@ Subcommands (the controller's, except snapshot):
   empty SNAPSHOT  no owned SA or policy in any namespace
 Each check prints one summary line (and one line per problem, never a key) and exits 1 on a problem.
 """
-
-from __future__ import annotations
 
 import argparse
 import hashlib
@@ -118,64 +117,48 @@ def _owned(reqid):
     return reqid is not None and OWNED[0] <= reqid <= OWNED[1]
 
 
-def _num(word):
-    """'0x00001001(4097)' / '1371537409' / '2(0x00000002)' -> int."""
-    w = word.split("(")[0]
-    return int(w, 16) if w.lower().startswith("0x") else int(w)
-
-
 def _hex(value):
     """A 32-bit number as the snapshot writes it (0x + 8 hex digits)."""
     return "0x%08x" % int(value)
 
 
-def _blocks(text):
-    """The objects of an `ip xfrm state|policy list` text: lists of lines, each list from a "src ..." line on."""
-    blocks = []
-    for line in text.splitlines():
-        if line.startswith("src ") and len(line.split()) >= 4:
-            blocks.append([line])
-        elif blocks and line.strip():
-            blocks[-1].append(line)
-    return blocks
+def _xfrm_parsers():
+    """(parse_states, parse_policies) of the collection (plugins/module_utils/_xfrm_text.py).  On a VM
+    (snapshot) that file's text runs in front of this one, so they are globals here; on the
+    controller (tests) the file is loaded from the tree."""
+    g = globals()
+    if "parse_states" in g and "parse_policies" in g:
+        return g["parse_states"], g["parse_policies"]
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "plugins", "module_utils", "_xfrm_text.py")
+    spec = importlib.util.spec_from_file_location("_xfrm_text", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.parse_states, mod.parse_policies
 
 
-def parse_states(ns, text):
+def owned_sa_lines(ns, text):
     """`ip -s xfrm state list` (with keys) -> SA lines of the owned SAs; the key only as a hash."""
     out = []
-    for block in _blocks(text):
-        head = block[0].split()
-        sa = {"src": head[1], "dst": head[3], "spi": None, "reqid": None, "packets": 0, "keyhash": "-"}
-        for line in block[1:]:
-            w = line.split()
-            m = re.match(r"^\s*(\d+)\(bytes\), (\d+)\(packets\)", line)
-            if w[:3] == ["proto", "esp", "spi"] and len(w) >= 6 and w[4] == "reqid":
-                sa["spi"], sa["reqid"] = _num(w[3]), _num(w[5])
-            elif w[0] in ("aead", "enc") and len(w) >= 3 and w[2].lower().startswith("0x"):
-                sa["keyhash"] = hashlib.sha256(w[2].lower().encode()).hexdigest()[:16]
-            elif m:
-                sa["packets"] = int(m.group(2))
-        if sa["spi"] is not None and _owned(sa["reqid"]):
-            out.append("SA %s %s %s %s %s %d %s" % (ns, sa["src"], sa["dst"], _hex(sa["spi"]), _hex(sa["reqid"]), sa["packets"], sa["keyhash"]))
+    for sa in _xfrm_parsers()[0](text):
+        if sa["spi"] is None or not _owned(sa["reqid"]):
+            continue
+        key = (sa["aead"] or {}).get("key")
+        keyhash = hashlib.sha256(("0x" + key).encode()).hexdigest()[:16] if key else "-"
+        packets = (sa["stats"] or {}).get("packets") or 0
+        out.append("SA %s %s %s %s %s %d %s" % (ns, sa["src"], sa["dst"], _hex(sa["spi"]), _hex(sa["reqid"]), packets, keyhash))
     return out
 
 
-def parse_policies(ns, text):
-    """`ip xfrm policy list` -> SP lines of the owned policies (reqid of the template in the range)."""
+def owned_sp_lines(ns, text):
+    """`ip xfrm policy list` -> SP lines of the owned policies (reqid of the first template in the range)."""
     out = []
-    for block in _blocks(text):
-        head = block[0].split()
-        sp = {"dir": "?", "action": "allow", "reqid": None}
-        for line in block[1:]:
-            w = line.split()
-            if w[0] == "dir" and len(w) >= 2:
-                sp["dir"] = w[1]
-                if "action" in w and w.index("action") + 1 < len(w):
-                    sp["action"] = w[w.index("action") + 1]
-            elif "reqid" in w and w.index("reqid") + 1 < len(w):
-                sp["reqid"] = _num(w[w.index("reqid") + 1])
-        if _owned(sp["reqid"]):
-            out.append("SP %s %s %s %s %s %s" % (ns, head[1].split("/")[0], head[3].split("/")[0], sp["dir"], _hex(sp["reqid"]), sp["action"]))
+    for sp in _xfrm_parsers()[1](text):
+        reqid = sp["tmpls"][0]["reqid"] if sp["tmpls"] else None
+        if _owned(reqid):
+            out.append("SP %s %s %s %s %s %s" % (ns, sp["src"].split("/")[0], sp["dst"].split("/")[0], sp["dir"] or "?",
+                                                 _hex(reqid), sp["action"]))
     return out
 
 
@@ -188,7 +171,7 @@ def snapshot(namespaces, run=subprocess.run):
             continue
         sa = run(["ip", "-n", ns, "-s", "xfrm", "state", "list"], capture_output=True, text=True, check=True).stdout
         sp = run(["ip", "-n", ns, "xfrm", "policy", "list"], capture_output=True, text=True, check=True).stdout
-        out += parse_states(ns, sa) + parse_policies(ns, sp)
+        out += owned_sa_lines(ns, sa) + owned_sp_lines(ns, sp)
     return out
 
 

@@ -127,8 +127,8 @@ POLICY = "\n".join([
 
 
 def test_snapshot_of_the_owned_objects_never_carries_a_key():
-    sa = mesh.parse_states("mesh1", STATE)
-    sp = mesh.parse_policies("mesh1", POLICY)
+    sa = mesh.owned_sa_lines("mesh1", STATE)
+    sp = mesh.owned_sp_lines("mesh1", POLICY)
     text = "\n".join(sa + sp)
     assert KEY_A[2:] not in text and KEY_B[2:] not in text   # foreign SA (reqid 0x100) left out too
     assert sa == ["SA mesh1 10.77.0.1 10.77.0.2 0x00001001 0x51c00001 6 " + hashlib.sha256(KEY_A.encode()).hexdigest()[:16],
@@ -152,6 +152,27 @@ def test_snapshot_runs_ip_per_namespace_and_names_a_missing_one():
     out = mesh.snapshot(["mesh1", "mesh3"], run=run)
     assert out[-1] == "NS mesh3 absent" and len(out) == 5
     assert ["ip", "-n", "mesh1", "-s", "xfrm", "state", "list"] in calls
+
+
+def test_snapshot_as_sent_to_the_vm_uses_the_collections_parser():
+    """mesh.sh sends _xfrm_text.py and mesh.py as one text to `python3 - snapshot`: it compiles, and
+    the snapshot reads `ip xfrm` with the parser defined in front of it (no file of the tree there)."""
+    text = "".join(open(os.path.join(ROOT, *p), encoding="utf-8").read()
+                   for p in (("plugins", "module_utils", "_xfrm_text.py"), ("lab", "mesh.py")))
+    ns = {"__name__": "on_the_vm"}
+    exec(compile(text, "<stdin>", "exec"), ns)  # pylint: disable=exec-used
+    assert "__file__" not in ns and ns["_xfrm_parsers"]() == (ns["parse_states"], ns["parse_policies"])
+
+    class Done:
+        def __init__(self, out):
+            self.stdout = out
+
+    def run(argv, **_kw):
+        if argv[:3] == ["ip", "netns", "list"]:
+            return Done("mesh1\n")
+        return Done(STATE if "state" in argv else POLICY)
+
+    assert ns["snapshot"](["mesh1"], run=run) == mesh.snapshot(["mesh1"], run=run)
 
 
 def full_snapshot(layout, packets=0, spi_shift=0, skip=()):
