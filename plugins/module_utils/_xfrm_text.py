@@ -193,9 +193,9 @@ def parse_states(text):
             elif first == "replay_window" and section == "esn":
                 esn_window = int(tok[1].rstrip(","))
             elif first == "crypto" and len(tok) > 2 and tok[1] == "offload":
-                dev, dirn, mode = offload_line(line) or (None, None, None)
-                sa["offload"] = {"type": mode or "crypto", "dev": dev, "dir": dirn}
-                if mode:
+                sa["offload"] = _offload(line)
+                mode = offload_line(line)[2]
+                if mode:  # as printed (None before iproute2 6.2), for the counters
                     _counters(sa)["offload_mode"] = mode
             elif first == "dir" and len(tok) == 2:
                 sa["direction"] = tok[1]
