@@ -17,8 +17,8 @@
 #   lab_reset                      # VF stand-in back to its boot state, link0 MTU 1500, no ingress qdisc
 #   verify_table LOG               # the verify role's table (one line per owned SA and host) from a
 #                                  # verify.yml log, one line each
-# Owned = reqid in 0x51c00000-0x51c0ffff (1371537408-1371602943); tc rules whose first action cookie
-# starts with 69706f2d6d6c7835 ("ipo-mlx5").
+# Owned (lab/owned.py): reqid in the collection's owned range (_xfrm.OWNED_REQID_RANGE, 0x51c00000-
+# 0x51c0ffff); tc rules whose first action cookie starts with 69706f2d6d6c7835 ("ipo-mlx5").
 LAB_DIR=${LAB_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 # shellcheck source=../scripts/common.sh
 source "$LAB_DIR/../scripts/common.sh"
@@ -87,23 +87,17 @@ on_patient() {
 	return 255
 }
 
-# shellcheck disable=SC2016 # awk program
-OWNED_AWK='{for(i=1;i<NF;i++) if($i=="reqid"){r=$(i+1)+0; if(r>=1371537408 && r<=1371602943) c++}} END{print c+0}'
-owned_sas() { on "$1" "ip ${2:+-n $2} xfrm state list nokeys" | awk "$OWNED_AWK"; }
-owned_sps() { on "$1" "ip ${2:+-n $2} xfrm policy list" | awk "$OWNED_AWK"; }
-# packets counted by the owned SAs of labN (in namespace $2): sum of the "lifetime current" lines
-owned_packets() {
-	on "$1" "ip ${2:+-n $2} -s xfrm state list nokeys" | awk '
-		/^src/ {own = 0}
-		{for (i = 1; i < NF; i++) if ($i == "reqid") {r = $(i + 1) + 0; own = (r >= 1371537408 && r <= 1371602943)}}
-		own && /[0-9]+\(bytes\), [0-9]+\(packets\)/ {split($2, a, "("); p += a[1]}
-		END {print p + 0}'
-}
-# owned tc rules: filters whose first action cookie is ours (iproute2 6.15 repeats it on later actions)
+# Counts of the collection's objects on labN (in namespace $2), read on the controller with the
+# collection's own parsers (lab/owned.py: _xfrm_text for ip xfrm, _tc for tc -j)
+owned_sas() { on "$1" "ip ${2:+-n $2} xfrm state list nokeys" | python3 "$LAB_DIR/owned.py" sas; }
+owned_sps() { on "$1" "ip ${2:+-n $2} xfrm policy list" | python3 "$LAB_DIR/owned.py" sps; }
+# packets counted by the owned SAs (their "lifetime current" lines)
+owned_packets() { on "$1" "ip ${2:+-n $2} -s xfrm state list nokeys" | python3 "$LAB_DIR/owned.py" packets; }
+# owned tc rules: flower filters whose first action carries the collection's cookie
 # shellcheck disable=SC2016 # expanded on the VM
 owned_tc() {
-	on "$1" 'for d in link0 vf0_rep '"$SIM_PF $SIM_VF_REP"'; do tc filter show dev $d ingress 2>/dev/null; done' \
-		| awk '/^filter .*handle/ {f = 1} f && /cookie 69706f2d6d6c7835/ {c++; f = 0} END {print c + 0}'
+	on "$1" 'for d in link0 vf0_rep '"$SIM_PF $SIM_VF_REP"'; do echo "#dev $d"; tc -j filter show dev $d ingress 2>/dev/null; done' \
+		| python3 "$LAB_DIR/owned.py" tc
 }
 
 play() {

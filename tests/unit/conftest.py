@@ -42,6 +42,10 @@ def pytest_configure(config):
     # (test_*_netns.py).  They skip themselves when not root or when `ip netns` is unavailable;
     # deselect them with `-m "not netns"`.
     config.addinivalue_line("markers", "netns: needs root and network namespaces; runs real ip/tc in a scratch netns")
+    # the molecule verifiers' marks (extensions/molecule/default/tests), whose checks
+    # test_molecule_topology.py imports and runs against recorded dumps
+    config.addinivalue_line("markers", "phase(name): molecule verify phase (converged, torn_down)")
+    config.addinivalue_line("markers", "topology(name): molecule scenario topology (vxlan_overlay, roce_vf)")
 
 
 try:

@@ -6,13 +6,9 @@ collection's cookie.  After teardown: none of them left.  That traffic crosses t
 encrypted (and tagged) is test_converged.py's traffic test."""
 from __future__ import annotations
 
-import re
-
 import pytest
 
 import xfrm_view
-
-OWNER_COOKIE = "69706f2d6d6c7835"  # "ipo-mlx5": every tc action the collection adds starts so
 
 
 def _vars(host_name):
@@ -24,10 +20,27 @@ def _peer(pair, name):
     return next(n for n in pair if n != name)
 
 
-def _filters(host, dev):
-    """`tc filter show dev DEV ingress` split into one text block per filter rule."""
-    text = host.check_output("tc filter show dev %s ingress", dev)
-    return [b for b in re.split(r"\n(?=filter )", text) if re.search(r"\bhandle\b", b)]
+def _owned_rules(host, dev):
+    """The collection's tc rules on DEV's ingress (action cookie "ipo-mlx5"), read from `tc -j` by the
+    parser tc_flower_vlan itself uses: [{match, actions, ...}] in the module's config form.  No
+    ingress qdisc: no rule."""
+    if not host.run("tc qdisc show dev %s ingress", dev).stdout.strip():
+        return []
+    tc = xfrm_view.module_util("_tc")
+    return [f["rule"] for f in tc.parse_filters(dev, host.check_output("tc -j filter show dev %s ingress", dev))
+            if f["owned"]]
+
+
+def _pushes(rule):
+    return [a["id"] for a in rule["actions"] if a.get("vlan") == "push"]
+
+
+def _pops(rule):
+    return sum(1 for a in rule["actions"] if a.get("vlan") == "pop")
+
+
+def _redirects(rule):
+    return [a["dev"] for a in rule["actions"] if a.get("mirred") == "redirect"]
 
 
 @pytest.mark.phase("converged")
@@ -64,15 +77,16 @@ def test_qinq_tc_rules_owned_and_in_place(pair):
         v = _vars(name)
         pf, rep = v["roce_vf_pf"], v["roce_vf_rep"]
         outer, inner = v["roce_vf_outer_vlan"], v["roce_vf_inner_vlan"]
-        on_rep = [b for b in _filters(host, rep) if OWNER_COOKIE in b]
-        on_pf = [b for b in _filters(host, pf) if OWNER_COOKIE in b]
+        on_rep, on_pf = _owned_rules(host, rep), _owned_rules(host, pf)
         assert on_rep, "%s: no owned tc rule on %s ingress" % (name, rep)
         assert on_pf, "%s: no owned tc rule on %s ingress" % (name, pf)
-        assert any(re.search(r"push id %d\b" % inner, b) and re.search(r"push id %d\b" % outer, b)
-                   and "Redirect to device %s" % pf in b for b in on_rep), \
-            "%s: no rule on %s pushing vlan %d + %d and redirecting to %s:\n%s" % (name, rep, inner, outer, pf, on_rep)
-        assert any(len(re.findall(r"\bvlan\s+pop\b", b)) >= 2 and "Redirect to device %s" % rep in b for b in on_pf), \
-            "%s: no rule on %s popping both tags and redirecting to %s:\n%s" % (name, pf, rep, on_pf)
+        # inner tag first, then the outer one; the redirect last
+        assert any(_pushes(r) == [inner, outer] and _redirects(r) == [pf] for r in on_rep), \
+            "%s: no rule on %s pushing vlan %d then %d and redirecting to %s: %s" % (name, rep, inner, outer, pf, on_rep)
+        assert any(r["match"].get("vlan_id") == outer and r["match"].get("cvlan_id") == inner and _pops(r) == 2
+                   and _redirects(r) == [rep] for r in on_pf), \
+            "%s: no rule on %s matching vlan %d + %d, popping both tags and redirecting to %s: %s" % (
+                name, pf, outer, inner, rep, on_pf)
 
 
 @pytest.mark.phase("torn_down")
@@ -94,6 +108,5 @@ def test_no_owned_tc_rule_left(pair):
     for name, host in pair.items():
         v = _vars(name)
         for dev in (v["roce_vf_pf"], v["roce_vf_rep"]):
-            left = [b for b in _filters(host, dev) if OWNER_COOKIE in b] if host.run(
-                "tc qdisc show dev %s ingress", dev).stdout.strip() else []
-            assert not left, "%s: owned tc rules left on %s:\n%s" % (name, dev, left)
+            left = _owned_rules(host, dev)
+            assert not left, "%s: owned tc rules left on %s: %s" % (name, dev, left)

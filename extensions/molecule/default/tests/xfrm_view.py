@@ -6,10 +6,15 @@ those dumps so that a failure message shows identities and hashes, never a key.
 """
 from __future__ import annotations
 
+import atexit
+import importlib
 import json
 import os
 import re
 import shlex
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -23,6 +28,29 @@ PHASES = ("converged", "torn_down")
 
 def project_dir() -> Path:
     return Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or HERE.parents[3])
+
+
+def module_util(name: str):
+    """The collection's module_utils NAME (e.g. "_tc"), imported from this checkout: the molecule
+    checks read tool output with the parsers the modules use.  When the checkout is not already
+    importable as ansible_collections.ipsec_offload.mlx5, a symlink farm in a temporary directory
+    (removed at exit) makes it so."""
+    full = "ansible_collections.ipsec_offload.mlx5.plugins.module_utils." + name
+    try:
+        return importlib.import_module(full)
+    except ImportError:
+        pass
+    base = tempfile.mkdtemp(prefix="ipsec_offload_mlx5_molecule_")
+    atexit.register(shutil.rmtree, base, True)  # the symlink only: rmtree does not follow it
+    link = os.path.join(base, "ansible_collections", "ipsec_offload", "mlx5")
+    os.makedirs(os.path.dirname(link))
+    os.symlink(str(HERE.parents[3]), link)
+    sys.path.insert(0, base)
+    for mod in [m for m in sys.modules if m == "ansible_collections.ipsec_offload"
+                or m.startswith("ansible_collections.ipsec_offload.")]:
+        del sys.modules[mod]  # a failed attempt may have cached a partial package
+    importlib.invalidate_caches()
+    return importlib.import_module(full)
 
 
 def owned_range() -> tuple[int, int]:
