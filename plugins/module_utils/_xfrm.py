@@ -148,21 +148,78 @@ def _sel_upper(field, item):
     return proto, ports[0], ports[1]
 
 
-def _check_keys(item, allowed, field):
-    unknown = sorted(set(item) - set(allowed))
-    if unknown:
-        raise InputError(field, "unknown option(s): %s" % ", ".join(unknown))
+def sa_options():
+    """The sub-options of xfrm_offload_state's `config` (its argument spec; documented there)."""
+    return dict(
+        src=dict(type="str"),
+        dst=dict(type="str", required=True),
+        spi=dict(type="raw", required=True),
+        reqid=dict(type="raw"),
+        mode=dict(type="str", choices=list(SA_MODES)),
+        direction=dict(type="str", choices=["in", "out"]),
+        aead=dict(type="dict", options=dict(
+            name=dict(type="str", choices=list(AEAD_KEY_BYTES), default=AEAD_RFC4106),
+            key=dict(type="str", required=True, no_log=True),
+            icv=dict(type="raw"),
+        )),
+        esn=dict(type="bool"),
+        installed=dict(type="bool", default=False),
+        replay_window=dict(type="raw"),
+        sel=dict(type="dict", options=dict(
+            src=dict(type="str"),
+            dst=dict(type="str"),
+            proto=dict(type="raw"),
+            sport=dict(type="raw"),
+            dport=dict(type="raw"),
+        )),
+        offload=dict(type="dict", options=dict(
+            type=dict(type="str", choices=list(OFFLOAD_TYPES), default="packet"),
+            dev=dict(type="str"),
+            fallback=dict(type="str", choices=["fail", "allow"], default="fail"),
+        )),
+    )
 
 
-SA_FIELDS = ("src", "dst", "spi", "reqid", "mode", "direction", "aead", "esn", "replay_window", "sel",
-             "offload", "installed")
+def sp_options():
+    """The sub-options of xfrm_offload_policy's `config` (its argument spec; documented there), also
+    the shape of xfrm_guard_boot's `config`."""
+    return dict(
+        src=dict(type="str", required=True),
+        dst=dict(type="str", required=True),
+        proto=dict(type="raw"),
+        sport=dict(type="raw"),
+        dport=dict(type="raw"),
+        dir=dict(type="str", required=True, choices=list(SP_DIRS)),
+        priority=dict(type="raw"),
+        action=dict(type="str", choices=["allow", "block"]),
+        tmpl=dict(type="dict", options=dict(
+            src=dict(type="str"),
+            dst=dict(type="str"),
+            proto=dict(type="str", choices=["esp"], default="esp"),
+            reqid=dict(type="raw", required=True),
+            mode=dict(type="str", choices=list(SA_MODES), default="transport"),
+            level=dict(type="str", choices=["required", "use"], default="required"),
+        )),
+        offload=dict(type="dict", options=dict(
+            type=dict(type="str", choices=["packet", "none"]),
+            dev=dict(type="str"),
+        )),
+        mark=dict(type="dict", options=dict(
+            value=dict(type="raw", required=True),
+            mask=dict(type="raw"),
+        )),
+    )
 
+
+# validate_sa / validate_sp take one config element as _argspec.Options.apply() hands it over with
+# sa_options() / sp_options(): a dict holding every declared option (None when not given), with no
+# other key, the typed ones converted, the ones with choices one of them, nested dicts done alike.
+# What is checked here is what a spec cannot say: required but given as null, numbers and their
+# ranges, addresses and families, and the rules between options.
 
 def validate_sa(field, item, state, rng):
-    """One config entry -> a desired SA dict (None for fields left out, filled by complete_sa())."""
-    if not isinstance(item, dict):
-        raise InputError(field, "must be a dictionary")
-    _check_keys(item, SA_FIELDS, field)
+    """One config element (see above) -> a desired SA dict (None for fields left out, filled by
+    complete_sa())."""
     if item.get("dst") is None:
         raise InputError(field + ".dst", "is required")
     if item.get("spi") is None:
@@ -181,22 +238,15 @@ def validate_sa(field, item, state, rng):
           "sel": None, "offload": None, "family": dst.version, "field": field}
     if state == "deleted":
         return sa
-    inst = item.get("installed")
-    if inst is not None and not isinstance(inst, bool):
-        raise InputError(field + ".installed", "must be a boolean")
-    sa["installed"] = bool(inst)
+    sa["installed"] = bool(item.get("installed"))
     for req in ("src", "reqid", "direction"):
         if item.get(req) is None:
             raise InputError(field + "." + req, "is required")
     sa["reqid"] = _reqid(field + ".reqid", item["reqid"], rng)
-    sa["direction"] = V.choice(field + ".direction", item["direction"], ("in", "out"))
-    if item.get("mode") is not None:
-        sa["mode"] = V.choice(field + ".mode", item["mode"], SA_MODES)
+    sa["direction"] = item["direction"]
+    sa["mode"] = item.get("mode")
     sa["aead"] = _sa_aead(field, item.get("aead"))
-    if item.get("esn") is not None:
-        if not isinstance(item["esn"], bool):
-            raise InputError(field + ".esn", "must be a boolean")
-        sa["esn"] = item["esn"]
+    sa["esn"] = item.get("esn")
     rw = item.get("replay_window")
     if rw is not None:
         rw = V.integer(field + ".replay_window", rw, 0, MAX_REPLAY_WINDOW)
@@ -213,10 +263,9 @@ def validate_sa(field, item, state, rng):
 
 def _sa_aead(field, aead):
     """aead: {name, key, icv} -> the SA's aead (key checked for the algorithm's size)."""
-    if not isinstance(aead, dict) or not aead.get("key"):
+    if not aead or not aead.get("key"):
         raise InputError(field + ".aead.key", "is required (hex key||salt)")
     name = aead.get("name") or AEAD_RFC4106
-    V.choice(field + ".aead.name", name, tuple(AEAD_KEY_BYTES))
     key = V.aead_key(field + ".aead.key", aead["key"], AEAD_KEY_BYTES[name])
     icv = aead.get("icv")
     if icv is not None:
@@ -228,9 +277,6 @@ def _sa_aead(field, aead):
 
 def _sa_sel(field, sel, dst):
     """sel: the SA's selector (prefixes of dst's family, upper protocol and ports)."""
-    if not isinstance(sel, dict):
-        raise InputError(field + ".sel", "must be a dictionary")
-    _check_keys(sel, ("src", "dst", "proto", "sport", "dport"), field + ".sel")
     s = _prefix(field + ".sel.src", sel.get("src"))
     d = _prefix(field + ".sel.dst", sel.get("dst"))
     for f, v in (("src", s), ("dst", d)):
@@ -244,10 +290,7 @@ def _sa_sel(field, sel, dst):
 
 def _sa_offload(field, off, direction):
     """offload: {type, dev, fallback} -> the SA's offload (dir from the SA's direction)."""
-    if not isinstance(off, dict):
-        raise InputError(field + ".offload", "must be a dictionary")
-    _check_keys(off, ("type", "dev", "fallback"), field + ".offload")
-    otype = V.choice(field + ".offload.type", off.get("type") or "packet", OFFLOAD_TYPES)
+    otype = off.get("type") or "packet"
     dev = off.get("dev")
     if otype != "none":
         if not dev:
@@ -257,7 +300,6 @@ def _sa_offload(field, off, direction):
     else:
         dev = None
     fallback = off.get("fallback") or "fail"
-    V.choice(field + ".offload.fallback", fallback, ("fail", "allow"))
     if fallback == "allow" and otype != "crypto":
         raise InputError(field + ".offload.fallback", "'allow' only applies to offload type crypto "
                                                       "(packet offload never falls back)")
@@ -377,9 +419,6 @@ def validate_mark(field, mark):
     mask defaults to 0xffffffff, as with `ip xfrm policy ... mark V`."""
     if mark is None:
         return None
-    if not isinstance(mark, dict):
-        raise InputError(field, "must be a dictionary {value, mask}")
-    _check_keys(mark, ("value", "mask"), field)
     if mark.get("value") is None:
         raise InputError(field + ".value", "is required")
     v = _mark_int(field + ".value", mark["value"])
@@ -393,10 +432,7 @@ def validate_mark(field, mark):
 
 
 def validate_sp(field, item, state, rng):
-    if not isinstance(item, dict):
-        raise InputError(field, "must be a dictionary")
-    _check_keys(item, ("src", "dst", "proto", "sport", "dport", "dir", "priority", "action", "tmpl", "offload",
-                       "mark"), field)
+    """One config element (see above validate_sa) -> a desired SP dict (filled by complete_sp())."""
     for req in ("src", "dst", "dir"):
         if item.get(req) is None:
             raise InputError(field + "." + req, "is required")
@@ -404,7 +440,7 @@ def validate_sp(field, item, state, rng):
     d = _prefix(field + ".dst", item["dst"])
     if s.version != d.version:
         raise InputError(field, "mixes IPv4 and IPv6 addresses")
-    direction = V.choice(field + ".dir", item["dir"], SP_DIRS)
+    direction = item["dir"]
     proto, sport, dport = _sel_upper(field, item)
     sp = {"src": V.text(s), "dst": V.text(d), "proto": proto, "sport": sport, "dport": dport, "dir": direction,
           "ptype": "main", "priority": None, "action": None, "tmpls": None, "offload": None,
@@ -414,16 +450,12 @@ def validate_sp(field, item, state, rng):
         return sp
     if item.get("priority") is not None:
         sp["priority"] = V.integer(field + ".priority", item["priority"], 0, 0xFFFFFFFF)
-    if item.get("action") is not None:
-        sp["action"] = V.choice(field + ".action", item["action"], ("allow", "block"))
+    sp["action"] = item.get("action")
     tmpl = item.get("tmpl")
     if tmpl is not None:
-        if not isinstance(tmpl, dict):
-            raise InputError(field + ".tmpl", "must be a dictionary")
-        _check_keys(tmpl, ("src", "dst", "proto", "reqid", "mode", "level"), field + ".tmpl")
         if tmpl.get("reqid") is None:
             raise InputError(field + ".tmpl.reqid", "is required")
-        mode = V.choice(field + ".tmpl.mode", tmpl.get("mode") or "transport", SA_MODES)
+        mode = tmpl.get("mode") or "transport"
         ts = V.address(field + ".tmpl.src", tmpl["src"]) if tmpl.get("src") is not None else None
         td = V.address(field + ".tmpl.dst", tmpl["dst"]) if tmpl.get("dst") is not None else None
         V.same_family(field + ".tmpl", ts, td)
@@ -434,17 +466,12 @@ def validate_sp(field, item, state, rng):
                 if v is not None and v.version != s.version:
                     raise InputError(field + ".tmpl." + f, "transport mode: the address family must match the selector")
         sp["tmpls"] = [{"src": V.text(ts) if ts is not None else None, "dst": V.text(td) if td is not None else None,
-                        "proto": V.choice(field + ".tmpl.proto", tmpl.get("proto") or "esp", ("esp",)),
+                        "proto": tmpl.get("proto") or "esp",
                         "spi": 0, "reqid": _reqid(field + ".tmpl.reqid", tmpl["reqid"], rng), "mode": mode,
-                        "level": V.choice(field + ".tmpl.level", tmpl.get("level") or "required",
-                                          ("required", "use"))}]
+                        "level": tmpl.get("level") or "required"}]
     off = item.get("offload")
     if off is not None:
-        if not isinstance(off, dict):
-            raise InputError(field + ".offload", "must be a dictionary")
-        _check_keys(off, ("type", "dev"), field + ".offload")
-        default = "none" if direction == "fwd" else "packet"
-        otype = V.choice(field + ".offload.type", off.get("type") or default, ("packet", "none"))
+        otype = off.get("type") or ("none" if direction == "fwd" else "packet")
         if otype == "packet":
             if direction == "fwd":
                 raise InputError(field + ".offload.type", "forward policies cannot be offloaded (mlx5 offloads "

@@ -109,6 +109,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _argspec
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _guard as G
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _validate as V
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
@@ -127,7 +128,8 @@ def render(config, rng):
         raise X.InputError("config", "is empty: use state absent to stop keeping guards for boot")
     kind = X.SPKind(rng)
     ops = []
-    for i, item in enumerate(config):
+    # the policy module's sub-options: unknown keys, types and choices refused as it refuses them
+    for i, item in enumerate(_argspec.apply_list(_argspec.Options(X.sp_options()), config)):
         field = "config[%d]" % i
         sp = X.complete_sp(X.validate_sp(field, item, "merged", rng))
         if not G.is_guard_mark(sp["mark"]) or sp["action"] != "block" or (sp.get("offload") or {}).get("type") not in (None, "none"):

@@ -367,32 +367,7 @@ class PolicyModule(_xfrm_run.LeanConfig, AnsibleModule):
 
 def argument_spec():
     return dict(
-        config=dict(type="list", elements="dict", options=dict(
-            src=dict(type="str", required=True),
-            dst=dict(type="str", required=True),
-            proto=dict(type="raw"),
-            sport=dict(type="raw"),
-            dport=dict(type="raw"),
-            dir=dict(type="str", required=True, choices=list(X.SP_DIRS)),
-            priority=dict(type="raw"),
-            action=dict(type="str", choices=["allow", "block"]),
-            tmpl=dict(type="dict", options=dict(
-                src=dict(type="str"),
-                dst=dict(type="str"),
-                proto=dict(type="str", choices=["esp"], default="esp"),
-                reqid=dict(type="raw", required=True),
-                mode=dict(type="str", choices=list(X.SA_MODES), default="transport"),
-                level=dict(type="str", choices=["required", "use"], default="required"),
-            )),
-            offload=dict(type="dict", options=dict(
-                type=dict(type="str", choices=["packet", "none"]),
-                dev=dict(type="str"),
-            )),
-            mark=dict(type="dict", options=dict(
-                value=dict(type="raw", required=True),
-                mask=dict(type="raw"),
-            )),
-        )),
+        config=dict(type="list", elements="dict", options=X.sp_options()),
         scope=dict(type="str", choices=list(G.SCOPES), default="all"),
         state=dict(type="str", default="merged",
                    choices=["merged", "replaced", "overridden", "deleted", "gathered", "rendered"]),

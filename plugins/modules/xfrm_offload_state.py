@@ -368,34 +368,7 @@ class StateSpec(_xfrm_run.Spec):
 
 def argument_spec():
     return dict(
-        config=dict(type="list", elements="dict", options=dict(
-            src=dict(type="str"),
-            dst=dict(type="str", required=True),
-            spi=dict(type="raw", required=True),
-            reqid=dict(type="raw"),
-            mode=dict(type="str", choices=["transport", "tunnel"]),
-            direction=dict(type="str", choices=["in", "out"]),
-            aead=dict(type="dict", options=dict(
-                name=dict(type="str", choices=[X.AEAD_RFC4106], default=X.AEAD_RFC4106),
-                key=dict(type="str", required=True, no_log=True),
-                icv=dict(type="raw"),
-            )),
-            esn=dict(type="bool"),
-            installed=dict(type="bool", default=False),
-            replay_window=dict(type="raw"),
-            sel=dict(type="dict", options=dict(
-                src=dict(type="str"),
-                dst=dict(type="str"),
-                proto=dict(type="raw"),
-                sport=dict(type="raw"),
-                dport=dict(type="raw"),
-            )),
-            offload=dict(type="dict", options=dict(
-                type=dict(type="str", choices=list(X.OFFLOAD_TYPES), default="packet"),
-                dev=dict(type="str"),
-                fallback=dict(type="str", choices=["fail", "allow"], default="fail"),
-            )),
-        )),
+        config=dict(type="list", elements="dict", options=X.sa_options()),
         state=dict(type="str", default="merged",
                    choices=["merged", "replaced", "overridden", "deleted", "gathered", "rendered"]),
         namespace=dict(type="str"),

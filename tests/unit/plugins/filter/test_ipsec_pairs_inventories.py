@@ -103,18 +103,22 @@ def _xfrm():
 @pytest.mark.parametrize("name", ["lab", "vxlan-overlay", "roce-vf", "mesh3"])
 def test_xfrm_validators_accept_derived_objects(name):
     X = _xfrm()
+    from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _argspec  # pylint: disable=import-outside-toplevel
+    SA_OPTIONS, SP_OPTIONS = _argspec.Options(X.sa_options()), _argspec.Options(X.sp_options())  # pylint: disable=invalid-name
     r = derive_with_store(name)
     rng = tuple(r["reqid_range"])
     for host, objs in r["hosts"].items():
         sas = []
         for i, sa in enumerate(objs["states"]):
-            v = X.check_sa(X.complete_sa(X.validate_sa("%s.states[%d]" % (host, i), sa, "merged", rng)))
+            field = "%s.states[%d]" % (host, i)  # the module's sub-options first: no key it does not declare
+            v = X.check_sa(X.complete_sa(X.validate_sa(field, SA_OPTIONS.apply(field, sa), "merged", rng)))
             assert (v["spi"], v["reqid"], v["direction"], v["offload"]["type"]) == (
                 sa["spi"], sa["reqid"], sa["direction"], sa["offload"]["type"])
             sas.append(v)
         X.check_key_reuse(sas, [], X.SAKind(rng))
         for i, sp in enumerate(objs["policies"]):
-            v = X.complete_sp(X.validate_sp("%s.policies[%d]" % (host, i), sp, "merged", rng))
+            field = "%s.policies[%d]" % (host, i)
+            v = X.complete_sp(X.validate_sp(field, SP_OPTIONS.apply(field, sp), "merged", rng))
             assert (v["dir"], v["tmpls"][0]["reqid"], v["offload"]["type"]) == (
                 sp["dir"], sp["tmpl"]["reqid"], sp["offload"]["type"])
 

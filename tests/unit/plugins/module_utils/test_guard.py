@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _argspec
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _guard as G
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import plan
@@ -17,6 +18,7 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._validate impor
 from harness import fixture
 
 RNG = X.OWNED_REQID_RANGE
+SP_OPTIONS = _argspec.Options(X.sp_options())  # applied to each element before validate_sp, as the modules do
 CAPTURE = fixture("xfrm/policy-marks-guards-real.txt")
 
 
@@ -42,7 +44,7 @@ def sa_policy(**kw):
 
 
 def desired(item, state="replaced", field="config[0]"):
-    d = X.validate_sp(field, item, state, RNG)
+    d = X.validate_sp(field, SP_OPTIONS.apply(field, item), state, RNG)
     return d if state == "deleted" else X.complete_sp(d)
 
 
@@ -150,7 +152,7 @@ def test_mark_0_0_is_no_mark_and_default_mask():
 
 
 BAD_MARK = [
-    ("not a dict", "0x1", "config[3].mark", "must be a dictionary"),
+    ("not a dict", "0x1", "config[3].mark", "must be of type dict"),
     ("value missing", {"mask": 1}, "config[3].mark.value", "is required"),
     ("unknown key", {"value": 1, "mask": 1, "bits": 2}, "config[3].mark", "unknown option"),
     ("too big", {"value": 1, "mask": 0x100000000}, "config[3].mark.mask", "out of range"),
@@ -171,7 +173,7 @@ BAD_MARK = [
 @pytest.mark.parametrize("state", ["replaced", "deleted"])
 def test_bad_mark_names_field(name, mark, field, text, state):
     with pytest.raises(InputError) as exc:
-        X.validate_sp("config[3]", sa_policy(mark=mark), state, RNG)
+        X.validate_sp("config[3]", SP_OPTIONS.apply("config[3]", sa_policy(mark=mark)), state, RNG)
     assert exc.value.field == field and text in str(exc.value)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _argspec
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _steps
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm as X
 from ansible_collections.ipsec_offload.mlx5.plugins.module_utils._resource import plan
@@ -16,17 +17,23 @@ K32 = "0x" + "cd" * 36
 NEW = {"offload_packet": True, "sa_dir": True}
 OLD = {"offload_packet": True, "sa_dir": False}
 IP61 = {"offload_packet": False, "sa_dir": False}
+# validate_sa / validate_sp get each element as the modules hand it over: with the sub-options applied
+SA_OPTIONS = _argspec.Options(X.sa_options())
+SP_OPTIONS = _argspec.Options(X.sp_options())
+
+
+_ABSENT = object()  # sa(name=_ABSENT): the option left out (not given as null)
 
 
 def sa(**kw):
     item = dict(src="192.0.2.1", dst="192.0.2.2", spi="0x1000", reqid="0x51c00001", direction="out",
                 aead=dict(key=K16), offload=dict(type="packet", dev="p0"))
     item.update(kw)
-    return item
+    return {k: v for k, v in item.items() if v is not _ABSENT}
 
 
 def desired_sa(state="replaced", **kw):
-    return X.check_sa(X.complete_sa(X.validate_sa("config[0]", sa(**kw), state, RNG)))
+    return X.check_sa(X.complete_sa(X.validate_sa("config[0]", SA_OPTIONS.apply("config[0]", sa(**kw)), state, RNG)))
 
 
 RENDER_SA = [
@@ -95,12 +102,13 @@ BAD_SA = [
     ("key not hex", dict(aead=dict(key="0xzz" + "ab" * 19)), "config[0].aead.key", "hex string"),
     ("key zero", dict(aead=dict(key="0x" + "00" * 20)), "config[0].aead.key", "all zeros"),
     ("key missing", dict(aead=dict()), "config[0].aead.key", "is required"),
-    ("algo", dict(aead=dict(key=K16, name="cbc(aes)")), "config[0].aead.name", "not one of"),
+    ("algo", dict(aead=dict(key=K16, name="cbc(aes)")), "config[0].aead.name", "must be one of"),
     ("icv", dict(aead=dict(key=K16, icv=32)), "config[0].aead.icv", "not one of"),
     ("icv 96 offloaded", dict(aead=dict(key=K16, icv=96)), "config[0].aead.icv", "128-bit ICV"),
     ("mix families", dict(dst="2001:db8::2"), "config[0]", "mixes IPv4 and IPv6"),
     ("bad address", dict(dst="192.0.2.300"), "config[0].dst", "not an IPv4 or IPv6 address"),
-    ("direction missing", dict(direction=None), "config[0].direction", "is required"),
+    ("direction missing", dict(direction=None), "config[0].direction", "must be one of in, out, got None"),
+    ("direction left out", dict(direction=_ABSENT), "config[0].direction", "is required"),
     ("window on out", dict(replay_window=64), "config[0].replay_window", "inbound SAs only"),
     ("window packet in", dict(direction="in", replay_window=100), "config[0].replay_window", "32, 64, 128 or 256"),
     ("window esn 0", dict(direction="in", replay_window=0, offload=dict(type="none")), "config[0].replay_window",
@@ -243,7 +251,7 @@ def sp(**kw):
 
 
 def desired_sp(state="replaced", **kw):
-    return X.complete_sp(X.validate_sp("config[0]", sp(**kw), state, RNG))
+    return X.complete_sp(X.validate_sp("config[0]", SP_OPTIONS.apply("config[0]", sp(**kw)), state, RNG))
 
 
 RENDER_SP = [
@@ -282,16 +290,16 @@ def test_render_sp_delete():
 BAD_SP = [
     ("fwd offload", dict(dir="fwd", offload=dict(type="packet", dev="p0")), "config[0].offload.type",
      "forward policies cannot be offloaded"),
-    ("crypto on policy", dict(offload=dict(type="crypto", dev="p0")), "config[0].offload.type", "not one of"),
+    ("crypto on policy", dict(offload=dict(type="crypto", dev="p0")), "config[0].offload.type", "must be one of"),
     ("tmpl missing", dict(tmpl=None), "config[0].tmpl", "is required"),
     ("tmpl reqid outside", dict(tmpl=dict(reqid=7)), "config[0].tmpl.reqid", "outside the owned range"),
     ("tunnel without endpoints", dict(tmpl=dict(reqid="0x51c00001", mode="tunnel")), "config[0].tmpl",
      "tunnel mode needs"),
-    ("dir", dict(dir="both"), "config[0].dir", "not one of"),
+    ("dir", dict(dir="both"), "config[0].dir", "must be one of"),
     ("host bits", dict(src="10.0.0.1/24"), "config[0].src", "host bits"),
     ("family mix", dict(dst="2001:db8::/64"), "config[0]", "mixes IPv4 and IPv6"),
     ("dev injection", dict(offload=dict(dev="p0 tmpl")), "config[0].offload.dev", "not a valid interface name"),
-    ("level", dict(tmpl=dict(reqid="0x51c00001", level="optional")), "config[0].tmpl.level", "not one of"),
+    ("level", dict(tmpl=dict(reqid="0x51c00001", level="optional")), "config[0].tmpl.level", "must be one of"),
     ("priority", dict(priority=-1), "config[0].priority", "out of range"),
     ("ports need tcp/udp", dict(proto="icmp", sport=8), "config[0].sport", "need proto"),
 ]

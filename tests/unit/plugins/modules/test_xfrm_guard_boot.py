@@ -136,6 +136,12 @@ def test_systemctl_failure_is_reported(tmp_path, monkeypatch):
     (dict(config=[SP_OUT]), "config[0]", "is not a guard"),
     (dict(config=[]), "config", "is empty"),
     (dict(config=[dict(GUARDS[0], src="10.0.0.1/32\nxfrm policy flush")]), "config[0].src", ""),
+    # the policy module's sub-options (X.sp_options), applied as it applies them
+    (dict(config=[GUARDS[0], dict(GUARDS[1], colour="red")]), "config[1]", "unknown option(s): colour"),
+    (dict(config=[dict(GUARDS[0], mark="0x1")]), "config[0].mark", "must be of type dict"),
+    (dict(config=[dict(GUARDS[0], dir="both")]), "config[0].dir", "must be one of in, out, fwd"),
+    (dict(config=[dict(GUARDS[0], tmpl=dict(GUARDS[0]["tmpl"], spi=1))]), "config[0].tmpl", "unknown option(s): spi"),
+    (dict(config=["action=block"]), "config[0].src", "is required"),  # Ansible reads k=v text as a dict
     (dict(namespace="init"), "namespace", "cannot be told apart"),
     (dict(namespace="../etc"), "namespace", ""),
     (dict(script=None), "script", "is required"),
