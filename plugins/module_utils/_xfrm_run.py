@@ -13,6 +13,7 @@ on any failure undo what this run applied, read again and confirm the host is as
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import json
 import os
@@ -121,6 +122,38 @@ def collector_paused():
 _ABSENT = object()
 
 
+class _CopyKeepingNoConfig:
+    """Stands in for the `copy` module inside ansible.module_utils.basic while AnsibleModule reads its
+    arguments (see _args_kept_without_config); anything else is the real module's."""
+
+    @staticmethod
+    def deepcopy(value, memo=None):
+        if isinstance(value, dict) and isinstance(value.get("config"), list):
+            value = {k: v for k, v in value.items() if k != "config"}
+        return copy.deepcopy(value, memo)
+
+    def __getattr__(self, name):
+        return getattr(copy, name)
+
+
+@contextlib.contextmanager
+def _args_kept_without_config():
+    """ansible-core 2.19's basic._load_params() keeps a deep copy of all module arguments
+    (basic._PARSED_MODULE_ARGS), of which it later reads `_ansible_tracebacks_for` only.  With
+    20,000 objects in `config` that copy was a fifth of a no-op run (test_lean_config.py).  While
+    it runs, the copy it keeps leaves `config` out; every other argument is copied as before.  A
+    core whose basic does not use the `copy` module this way is left alone."""
+    from ansible.module_utils import basic  # pylint: disable=import-outside-toplevel
+    if getattr(basic, "copy", None) is not copy:
+        yield
+        return
+    basic.copy = _CopyKeepingNoConfig()
+    try:
+        yield
+    finally:
+        basic.copy = copy
+
+
 class LeanConfig:
     """Mix-in before AnsibleModule for the xfrm modules, whose `config` sub-options are applied by
     _argspec (AnsibleModule gets `config` as a plain list of dicts: see _argspec for why).
@@ -128,8 +161,10 @@ class LeanConfig:
     ``config_options`` is the compiled sub-options (_argspec.lean); ``apply_config()`` runs them.
     `config` is held out of AnsibleModule's own validation (``_load_params``): its validator
     deep-copies every parameter, and the copy of 20,000 dicts was a tenth of a no-op run
-    (test_lean_config.py shows the copy with and without).  ``apply_config()`` puts it back, converts
-    it as Ansible converts a list and applies the sub-options (_argspec.apply_list).
+    (test_lean_config.py shows the copy with and without); nor is it in the copy of the arguments
+    ansible-core keeps while reading them (``_args_kept_without_config``).  ``apply_config()`` puts
+    it back, converts it as Ansible converts a list and applies the sub-options
+    (_argspec.apply_list).
     Because AnsibleModule no longer knows which sub-options are no_log:
     * fail_json puts `config` back and registers its no_log values first: AnsibleModule.__init__
       itself fails through it (a bad `state`, say) and echoes the params as `invocation`;
@@ -143,7 +178,8 @@ class LeanConfig:
     _config_given = _ABSENT  # `config` as the controller sent it, until apply_config/fail_json
 
     def _load_params(self):
-        super()._load_params()
+        with _args_kept_without_config():
+            super()._load_params()
         if isinstance(self.params, dict) and "config" in self.params:
             self._config_given = self.params.pop("config")
 

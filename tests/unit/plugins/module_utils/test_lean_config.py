@@ -5,7 +5,9 @@
 
 Why the override of AnsibleModule._load_params is there: AnsibleModule's validator deep-copies every
 parameter it validates; with `config` held out, the list (20,000 dicts in the benchmark) is not
-copied (test_validator_deep_copies_config_only_without_the_override).  And that it changes nothing
+copied (test_validator_deep_copies_config_only_without_the_override), nor in the copy of the
+arguments ansible-core keeps while reading them (test_arguments_core_keeps_leave_config_out_only_
+with_the_override).  And that it changes nothing
 else: what the module ends up with, or refuses, is what AnsibleModule's own validation of the full
 spec gives, for every form `config` can take.
 """
@@ -79,6 +81,41 @@ def test_validator_deep_copies_config_only_without_the_override(which, monkeypat
     with patch_module_args({"config": config}):
         basic.AnsibleModule(argument_spec=spec, supports_check_mode=True)
     assert copied == [config]  # plain AnsibleModule copies the whole list
+
+
+@pytest.mark.parametrize("which", sorted(MODULES))
+def test_arguments_core_keeps_leave_config_out_only_with_the_override(which, monkeypatch):
+    """ansible-core 2.19's basic._load_params keeps a deep copy of all module arguments
+    (basic._PARSED_MODULE_ARGS, read afterwards for `_ansible_tracebacks_for` only).  With LeanConfig
+    that copy leaves `config` out, so the list is never deep-copied; the other arguments are kept as
+    before, the module still gets the whole list, and basic's `copy` is the real module afterwards."""
+    if getattr(basic, "copy", None) is not copy:
+        pytest.skip("this ansible-core's basic keeps no copy of the arguments through the copy module")
+    mod, cls, item = MODULES[which]
+    spec, cls.config_options = _argspec.lean(mod.argument_spec())
+    config = [dict(item) for _i in range(3)]
+    args = {"config": config, "state": "merged", "_ansible_tracebacks_for": ["error"]}
+    copied = []
+    real = copy.deepcopy
+
+    def recording(value, memo=None):
+        if isinstance(value, dict) and isinstance(value.get("config"), list):
+            copied.append(len(value["config"]))
+        return real(value, memo)
+
+    monkeypatch.setattr(copy, "deepcopy", recording)
+    with patch_module_args(args):
+        module = cls(argument_spec=spec, supports_check_mode=True)
+    assert copied == []
+    kept = basic._PARSED_MODULE_ARGS  # pylint: disable=protected-access
+    assert "config" not in kept and kept["state"] == "merged" and kept["_ansible_tracebacks_for"] == ["error"]
+    assert basic.copy is copy
+    module.apply_config()
+    assert len(module.params["config"]) == 3 and module.params["config"][0]["dst"] == item["dst"]
+    with patch_module_args(args):
+        basic.AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    assert copied == [3]  # plain AnsibleModule: the whole list copied
+    assert basic._PARSED_MODULE_ARGS["config"] == config  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("which", sorted(MODULES))
