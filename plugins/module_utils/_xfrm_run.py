@@ -142,9 +142,9 @@ def _args_kept_without_config():
     (basic._PARSED_MODULE_ARGS), of which it later reads `_ansible_tracebacks_for` only.  With
     20,000 objects in `config` that copy was a fifth of a no-op run (test_lean_config.py).  While
     it runs, the copy it keeps leaves `config` out; every other argument is copied as before.  A
-    core whose basic does not use the `copy` module this way is left alone."""
+    core without that copy (2.16 has no _PARSED_MODULE_ARGS) is left alone."""
     from ansible.module_utils import basic  # pylint: disable=import-outside-toplevel
-    if getattr(basic, "copy", None) is not copy:
+    if getattr(basic, "copy", None) is not copy or not hasattr(basic, "_PARSED_MODULE_ARGS"):
         yield
         return
     basic.copy = _CopyKeepingNoConfig()
