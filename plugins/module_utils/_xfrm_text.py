@@ -121,10 +121,10 @@ def offload_devices(text):
     return {dev for dev, _d, _m in filter(None, map(offload_line, (text or "").splitlines()))}
 
 
-def _offload(line):
-    """The offload line as a model dict {type, dev, dir}; iproute2 < 6.2 prints no "mode": it could
-    only create crypto offload, so that reads as crypto."""
-    dev, dirn, mode = offload_line(line) or (None, None, None)
+def _offload(found):
+    """offload_line()'s (dev, dir, mode), or None, as a model dict {type, dev, dir}; iproute2 < 6.2
+    prints no "mode": it could only create crypto offload, so that reads as crypto."""
+    dev, dirn, mode = found or (None, None, None)
     return {"type": mode or "crypto", "dev": dev, "dir": dirn}
 
 
@@ -193,10 +193,10 @@ def parse_states(text):
             elif first == "replay_window" and section == "esn":
                 esn_window = int(tok[1].rstrip(","))
             elif first == "crypto" and len(tok) > 2 and tok[1] == "offload":
-                sa["offload"] = _offload(line)
-                mode = offload_line(line)[2]
-                if mode:  # as printed (None before iproute2 6.2), for the counters
-                    _counters(sa)["offload_mode"] = mode
+                found = offload_line(line)
+                sa["offload"] = _offload(found)
+                if found and found[2]:  # the mode as printed (none before iproute2 6.2), for the counters
+                    _counters(sa)["offload_mode"] = found[2]
             elif first == "dir" and len(tok) == 2:
                 sa["direction"] = tok[1]
             elif first == "sel":
@@ -320,7 +320,7 @@ def parse_policies(text):
             elif first == "level" and sp["tmpls"]:
                 sp["tmpls"][-1]["level"] = tok[1]
             elif first == "crypto" and len(tok) > 2 and tok[1] == "offload":
-                off = _offload(line)
+                off = _offload(offload_line(line))
                 sp["offload"] = {"type": off["type"], "dev": off["dev"]}
             elif first == "mark":
                 mark = _parse_mark(tok[1] if len(tok) > 1 else "")

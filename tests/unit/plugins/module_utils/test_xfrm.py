@@ -234,3 +234,19 @@ def test_offload_devices_reads_every_offload_line():
     assert X.offload_devices(text) == {"p0", "pf0vf0"}
     assert X.offload_devices("") == set()
     assert X.offload_devices(None) == set()
+
+
+@pytest.mark.parametrize("line, offload, mode", [
+    ("\tcrypto offload parameters: dev p0 dir out mode packet", {"type": "packet", "dev": "p0", "dir": "out"}, "packet"),
+    ("\tcrypto offload parameters: dev p0 dir out", {"type": "crypto", "dev": "p0", "dir": "out"}, None),  # < 6.2
+    # a "crypto offload" line of a layout the pattern does not know: read as an offload to no known
+    # device, never a traceback (6ef9abf had made it a TypeError)
+    ("\tcrypto offload parameters: ", {"type": "crypto", "dev": None, "dir": None}, None),
+])
+def test_parse_states_offload_line_never_raises(line, offload, mode):
+    text = "src 10.0.0.1 dst 10.0.0.2\n\tproto esp spi 0x00001000 reqid 1 mode transport\n" + line + "\n"
+    sa = X.parse_states(text)[0]
+    assert sa["offload"] == offload
+    assert (sa["counters"] or {}).get("offload_mode") == mode
+    pol = X.parse_policies("src 10.0.0.1/32 dst 10.0.0.2/32\n\tdir out priority 0 ptype main\n" + line + "\n")[0]
+    assert pol["offload"] == {"type": offload["type"], "dev": offload["dev"]}
