@@ -69,7 +69,13 @@ play() { # play NAME PLAYBOOK [args...]: run, keep the log, return the recap's c
 # shellcheck disable=SC2016 # expanded on the VM, not here
 on 1 'modprobe esp4 2>/dev/null; ip xfrm state add src 192.168.100.1 dst 192.168.100.99 proto esp spi 0x7777 reqid 7 mode transport aead "rfc4106(gcm(aes))" 0x$(head -c 20 /dev/urandom | od -An -tx1 | tr -d " \n") 128 && ip xfrm policy add src 192.168.100.1/32 dst 192.168.100.99/32 dir out tmpl src 192.168.100.1 dst 192.168.100.99 proto esp reqid 7 mode transport' \
 	|| die "could not plant the foreign SA on lab1"
-foreign_before=$(on 1 'ip xfrm state list nokeys src 192.168.100.1 dst 192.168.100.99; ip xfrm policy list dst 192.168.100.99/32' | grep -v -e lastused -e 'add ' -e 'use ')
+# the foreign SA and policy as the collection's parser reads them, without counters (lab/owned.py)
+foreign_objects() {
+	on 1 'ip xfrm state list nokeys src 192.168.100.1 dst 192.168.100.99' | python3 "$LAB_DIR/owned.py" sa-objects --all
+	on 1 'ip xfrm policy list dst 192.168.100.99/32' | python3 "$LAB_DIR/owned.py" sp-objects --all
+}
+foreign_before=$(foreign_objects)
+[ "$(grep -c . <<< "$foreign_before")" = 2 ] || die "the foreign SA/policy planted on lab1 do not read back as one SA and one policy"
 
 # Keys are created on the controller only (no host is contacted); check mode never writes the store.
 t=$(now); r=$(play derive playbooks/derive.yml); record "derive.yml (controller: pairs + key store)" "$r ($(elapsed "$t") s)"
@@ -83,7 +89,7 @@ t=$(now); r=$(play idempotence site.yml); record "site.yml second run (must be c
 declare -a PEERS=() SAS=() SPS=() ALL=() BEFORE=() AFTER=() ESP=()
 for n in 1 2; do
 	SAS[n]=$(owned_sas "$n"); SPS[n]=$(owned_sps "$n"); BEFORE[n]=$(owned_packets "$n")
-	ALL[n]="$(on "$n" 'ip xfrm state list nokeys | grep -c "^src"') SAs / $(on "$n" 'ip xfrm policy list | grep -c "^src"') policies"
+	ALL[n]="$(all_sas "$n") SAs / $(all_sps "$n") policies"
 done
 t=$(now); r=$(play verify playbooks/verify.yml -e verify_count=10); record "verify.yml (10 pings each way)" "$r ($(elapsed "$t") s)"
 verify_table "$OUT/verify.log" > "$OUT/verify-summary.txt" || true
@@ -107,7 +113,7 @@ for n in 1 2; do
 	record "lab$n all SAs / policies when converged" "${ALL[n]}"
 done
 [ "$fail" = 0 ] || die "a peer failed (see the per-peer table)"
-foreign_after=$(on 1 'ip xfrm state list nokeys src 192.168.100.1 dst 192.168.100.99; ip xfrm policy list dst 192.168.100.99/32' | grep -v -e lastused -e 'add ' -e 'use ')
+foreign_after=$(foreign_objects)
 [ "$foreign_before" = "$foreign_after" ] || die "the foreign SA/policy on lab1 changed"
 record "foreign SA + policy on lab1" "intact"
 on 1 'ip xfrm policy delete src 192.168.100.1/32 dst 192.168.100.99/32 dir out; ip xfrm state delete src 192.168.100.1 dst 192.168.100.99 proto esp spi 0x7777' || true

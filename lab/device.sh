@@ -59,6 +59,7 @@ lab_pair device 2261 2262 4441
 NSIM_ID=1
 NSIM=/sys/bus/netdevsim/devices/netdevsim$NSIM_ID
 SPIS="192.0.2.2:0x0000d000 192.0.2.2:0x0000d020 192.0.2.2:0x0000d021 192.0.2.2:0x0000d022 192.0.2.2:0x0000d030 192.0.2.2:0x0000d031 192.0.2.2:0x0000d032 192.0.2.1:0x0000d001 192.0.2.3:0x0000d002 192.0.2.4:0x0000d010 192.0.2.1:0x0000d011 198.51.100.2:0x0000d021 198.51.100.1:0x0000d022"   # dst:spi of the suite's SAs (xfrm.yml)
+SUITE_ADDRS=(192.0.2.1 192.0.2.4 192.0.2.5 198.51.100.1 198.51.100.2)   # the packet part's policies are among these
 
 report_init "lab device-layer report (netdevsim)"
 T0=$(now)
@@ -176,9 +177,6 @@ for s in '$SPIS'; do
 	fi
 done
 echo "suite SAs left by the playbooks: $left"
-# policies of the packet part (selectors between 192.0.2.1 and .4/.5): none may be left either
-pols=$(ip xfrm policy list | grep -cE "^src (192[.]0[.]2[.][145]|198[.]51[.]100[.][12])/32 dst (192[.]0[.]2[.][145]|198[.]51[.]100[.][12])/32" || true)
-echo "suite policies left by the playbooks: $pols"
 for sel in "192.0.2.1/32 192.0.2.4/32 out" "192.0.2.4/32 192.0.2.1/32 in" "192.0.2.1/32 192.0.2.5/32 out" \
 	"198.51.100.1/32 198.51.100.2/32 out" "198.51.100.2/32 198.51.100.1/32 in" "198.51.100.2/32 198.51.100.1/32 out" "198.51.100.1/32 198.51.100.2/32 in"; do
 	set -- $sel
@@ -197,7 +195,10 @@ devlink dev | cmp -s - /run/device-suite.devlink && echo "devlink devices as bef
 rm -f /run/device-suite.netdevs /run/device-suite.devlink /run/device-suite.modules'
 for n in 1 2; do
 	t=$(now)
-	td=$(on "$n" "$TEARDOWN" 2>&1) || true
+	# policies of the packet part (selectors among 192.0.2.1/.4/.5 and 198.51.100.1/.2): none may be
+	# left either (counted with the collection's parser, lab/owned.py, before the teardown removes them)
+	pols=$(on "$n" 'ip xfrm policy list' | python3 "$LAB_DIR/owned.py" sps --all --among "${SUITE_ADDRS[@]}")
+	td="suite policies left by the playbooks: $pols"$'\n'$(on "$n" "$TEARDOWN" 2>&1) || true
 	printf '%s\n' "$td" > "$OUT/teardown-lab$n.txt"
 	sas=$(owned_sas "$n")
 	record "teardown lab$n: SAs, netdevsim device, modules" "owned SAs now $sas ($(elapsed "$t") s)"

@@ -31,52 +31,43 @@ FOREIGN_ADD='ip xfrm state add src 192.168.100.1 dst 192.168.100.2 proto esp spi
 report_init "lab IKE backends report"
 T0=$(now)
 
-# the daemon's SAs between the pair's addresses: all SA but ours (owned reqid) and the foreign one
-# shellcheck disable=SC2016 # awk program
-IKE_AWK='/^src/ {take = 0; if (($2 == "192.168.100.1" && $4 == "192.168.100.2") || ($2 == "192.168.100.2" && $4 == "192.168.100.1")) take = 1}
-	{for (i = 1; i < NF; i++) {
-		if ($i == "spi" && index($(i+1), "'$FOREIGN_SPI'") == 1) take = 0
-		if ($i == "reqid") {r = $(i + 1) + 0; if (r >= 1371537408 && r <= 1371602943) take = 0; else if (take) n++}
-	}}
-	take && /[0-9]+\(bytes\), [0-9]+\(packets\)/ {split($2, a, "("); p += a[1]}
-	END {print (MODE == "count" ? n + 0 : p + 0)}'
-ike_sas() { on "$1" 'ip -s xfrm state list nokeys' | awk -v MODE=count "$IKE_AWK"; }
-ike_packets() { on "$1" 'ip -s xfrm state list nokeys' | awk -v MODE=packets "$IKE_AWK"; }
+# read with the collection's parsers (lab/owned.py: _xfrm_text, _guard, and _ike for the daemons)
+OWNED_PY=$LAB_DIR/owned.py
+# the daemon's SAs between the pair's addresses: every SA there but ours (owned reqid) and the foreign one
+DAEMON_SAS=(--foreign --among 192.168.100.1 192.168.100.2 --except-spi "$FOREIGN_SPI")
+ike_sas() { on "$1" 'ip -s xfrm state list nokeys' | python3 "$OWNED_PY" sas "${DAEMON_SAS[@]}"; }
+ike_packets() { on "$1" 'ip -s xfrm state list nokeys' | python3 "$OWNED_PY" packets "${DAEMON_SAS[@]}"; }
 # established connections / installed CHILD_SAs of the collection, from the daemon itself
 ike_status() {
 	if [ "$2" = strongswan ]; then
-		on "$1" 'swanctl --list-sas 2>/dev/null' | awk '/^ipsec_offload_mlx5-.*ESTABLISHED/ {i++} /^ +ipsec_offload_mlx5-.*INSTALLED/ {c++} END {printf "%d IKE / %d CHILD", i, c}'
+		on "$1" 'swanctl --list-sas 2>/dev/null' | python3 "$OWNED_PY" ike-status strongswan
 	else
-		on "$1" 'ipsec trafficstatus 2>/dev/null' | awk '/"ipsec_offload_mlx5-/ {c++} END {printf "%d CHILD", c}'
+		on "$1" 'ipsec trafficstatus 2>/dev/null' | python3 "$OWNED_PY" ike-status libreswan
 	fi
 }
-# SPIs (0x%08x, sorted, one line) of the daemon's SAs in labN's kernel / that the daemon itself lists
-# shellcheck disable=SC2016 # awk program
-IKE_SPI_AWK='/^src/ {take = 0; if (($2 == "192.168.100.1" && $4 == "192.168.100.2") || ($2 == "192.168.100.2" && $4 == "192.168.100.1")) take = 1; src = $2; dst = $4}
-	{for (i = 1; i < NF; i++) {
-		if ($i == "spi") spi = $(i + 1)
-		if ($i == "reqid") {r = $(i + 1) + 0; if (take && !(r >= 1371537408 && r <= 1371602943) && index(spi, "'$FOREIGN_SPI'") != 1 && spi != "0x00000000") print (MODE == "del" ? "ip xfrm state delete src " src " dst " dst " proto esp spi " spi : spi)}
-	}}'
-kernel_spis() { on "$1" 'ip xfrm state list nokeys' | awk -v MODE=list "$IKE_SPI_AWK" | sort | xargs; }
+# SPIs (0x%08x, sorted, one line) of the daemon's SAs in labN's kernel (larval ones, spi 0, left out)
+# / that the daemon itself lists
+kernel_spis() { on "$1" 'ip xfrm state list nokeys' | python3 "$OWNED_PY" spis "${DAEMON_SAS[@]}" --except-spi 0 | xargs; }
 daemon_spis() {
 	if [ "$2" = strongswan ]; then
-		on "$1" 'swanctl --list-sas 2>/dev/null' | awk '($1 == "in" || $1 == "out") && $2 ~ /^[0-9a-f]+[,(]?$/ {sub(/[,(].*/, "", $2); print "0x" $2}' | sort | xargs
+		on "$1" 'swanctl --list-sas 2>/dev/null' | python3 "$OWNED_PY" ike-spis strongswan | xargs
 	else
-		on "$1" 'ipsec whack --showstates 2>/dev/null' | grep -oE 'esp\.[0-9a-f]+@' | sed -E 's/esp\.([0-9a-f]+)@/\1/' \
-			| while read -r x; do printf '0x%08x\n' "0x$x"; done | sort -u | xargs
+		on "$1" 'ipsec whack --showstates 2>/dev/null' | python3 "$OWNED_PY" ike-spis libreswan | xargs
 	fi
 }
-# the collection's guard policies on labN: owned reqid, action block, mark mask 0x1
-guards() {
-	on "$1" 'ip xfrm policy list' | awk '/^src/ {b = 0; m = 0} /action block/ {b = 1} /^\tmark (0|0x1)\/0x1 *$/ {m = 1}
-		{for (i = 1; i < NF; i++) if ($i == "reqid") {r = $(i + 1) + 0; if (b && m && r >= 1371537408 && r <= 1371602943) c++}} END {print c + 0}'
-}
+# the collection's guard policies on labN: owned reqid, action block, mark mask 0x1 (_guard.is_guard)
+guards() { on "$1" 'ip xfrm policy list' | python3 "$OWNED_PY" guards; }
 words_in() { # words of $1 that are in $2
 	local w n=0; for w in $1; do case " $2 " in *" $w "*) n=$((n + 1)) ;; esac; done; echo "$n"
 }
 ike_files() { on "$1" 'ls /etc/swanctl/conf.d/ipsec_offload_mlx5-* /etc/ipsec.d/ipsec_offload_mlx5-* 2>/dev/null | wc -l'; }
 ike_modes() { on "$1" 'stat -c %a /etc/swanctl/conf.d/ipsec_offload_mlx5-* /etc/ipsec.d/ipsec_offload_mlx5-* 2>/dev/null | sort -u | xargs'; }
-foreign() { on 1 "ip xfrm state get src 192.168.100.1 dst 192.168.100.2 proto esp spi $FOREIGN_SPI 2>/dev/null | grep -v -E 'lastused|add [0-9]'" || true; }
+# the foreign SA as the collection's parser reads it (one JSON line without counters, the key as its
+# hash); empty when it is gone
+foreign() {
+	on 1 "ip xfrm state get src 192.168.100.1 dst 192.168.100.2 proto esp spi $FOREIGN_SPI 2>/dev/null" \
+		| python3 "$OWNED_PY" sa-objects --all || true
+}
 
 backend() { # backend NAME: the whole cycle on a pair booted from the image that carries NAME
 	local be=$1 t r b1 b2 a1 a2 wire esp clear T f0 f1
@@ -94,7 +85,7 @@ backend() { # backend NAME: the whole cycle on a pair booted from the image that
 	r=$(play "$be-prepare" "" lab/prepare.yml) || { bad "$be: lab/prepare.yml" "$r"; return 1; }
 	record "$be: lab/prepare.yml (modules, OVS)" "$r ($(elapsed "$t") s)"
 	lab_reset || return 1
-	on 1 "ip xfrm state list | grep -q 'spi $FOREIGN_SPI' || $FOREIGN_ADD" || { bad "$be: foreign SA" "could not add it on lab1"; return 1; }
+	on 1 "ip xfrm state get src 192.168.100.1 dst 192.168.100.2 proto esp spi $FOREIGN_SPI > /dev/null 2>&1 || $FOREIGN_ADD" || { bad "$be: foreign SA" "could not add it on lab1"; return 1; }
 	f0=$(foreign); [ -n "$f0" ] || { bad "$be: foreign SA" "not readable"; return 1; }
 	record "$be: foreign SA on lab1 (spi $FOREIGN_SPI reqid 7)" "added"
 	local E=(-e "ipsec_backend=$be")
@@ -200,9 +191,9 @@ loss() {
 	on 1 'rm -f /tmp/loss-ping.txt; setsid -f sh -c "ping -D -i 0.5 -c 16 -W 1 10.10.0.2 > /tmp/loss-ping.txt 2>&1" < /dev/null > /dev/null 2>&1'
 	on 2 'rm -f /tmp/loss-ping.txt; setsid -f sh -c "ping -D -i 0.5 -c 16 -W 1 10.10.0.1 > /tmp/loss-ping.txt 2>&1" < /dev/null > /dev/null 2>&1'
 	sleep 2
-	on "$LOSS_VM" 'ip xfrm state list nokeys' | awk -v MODE=del "$IKE_SPI_AWK" > "$OUT/$be-loss-del.txt"
+	on "$LOSS_VM" 'ip xfrm state list nokeys' | python3 "$OWNED_PY" deletes "${DAEMON_SAS[@]}" --except-spi 0 > "$OUT/$be-loss-del.txt"
 	n1=0
-	while read -r l; do on "$LOSS_VM" "$l" && n1=$((n1 + 1)); done < "$OUT/$be-loss-del.txt"
+	while read -r l; do on "$LOSS_VM" "ip $l" && n1=$((n1 + 1)); done < "$OUT/$be-loss-del.txt"
 	record "$be loss: lab$LOSS_VM: daemon SAs deleted in the kernel (ip xfrm state delete)" "$n1 (pings running both ways)"
 	[ "$n1" -gt 0 ] || { bad "$be loss: delete" "no SA deleted"; return 1; }
 	sleep 7

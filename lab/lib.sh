@@ -13,7 +13,8 @@
 #   play LOG INV PLAYBOOK [ARGS..] # ansible-playbook with the pair's inventory (+ inventories/examples/INV
 #                                  # unless INV is empty) and the key store $RUN/keystore-INV.yml;
 #                                  # prints "changed=N failed=N"; returns ansible's status
-#   owned_sas N [NS] ; owned_sps N [NS] ; owned_packets N [NS] ; owned_tc N
+#   owned_sas N [NS] ; owned_sps N [NS] ; owned_packets N [NS] ; owned_tc N ; all_sas N [NS] ; all_sps N [NS]
+#   xfrm_stat_delta BEFORE AFTER   # the /proc/net/xfrm_stat counters that moved between two copies
 #   lab_reset                      # VF stand-in back to its boot state, link0 MTU 1500, no ingress qdisc
 #   verify_table LOG               # the verify role's table (one line per owned SA and host) from a
 #                                  # verify.yml log, one line each
@@ -91,6 +92,11 @@ on_patient() {
 # collection's own parsers (lab/owned.py: _xfrm_text for ip xfrm, _tc for tc -j)
 owned_sas() { on "$1" "ip ${2:+-n $2} xfrm state list nokeys" | python3 "$LAB_DIR/owned.py" sas; }
 owned_sps() { on "$1" "ip ${2:+-n $2} xfrm policy list" | python3 "$LAB_DIR/owned.py" sps; }
+# every SA / policy, owned or not
+all_sas() { on "$1" "ip ${2:+-n $2} xfrm state list nokeys" | python3 "$LAB_DIR/owned.py" sas --all; }
+all_sps() { on "$1" "ip ${2:+-n $2} xfrm policy list" | python3 "$LAB_DIR/owned.py" sps --all; }
+# xfrm_stat_delta BEFORE AFTER: the /proc/net/xfrm_stat counters that moved between two copies, "Name +N ..."
+xfrm_stat_delta() { python3 "$LAB_DIR/owned.py" xfrm-stat-delta "$1" < "$2"; }
 # packets counted by the owned SAs (their "lifetime current" lines)
 owned_packets() { on "$1" "ip ${2:+-n $2} -s xfrm state list nokeys" | python3 "$LAB_DIR/owned.py" packets; }
 # owned tc rules: flower filters whose first action carries the collection's cookie

@@ -151,23 +151,11 @@ lplay() { # lplay NAME PLAYBOOK [ARGS..]: like lib.sh's play, with this suite's 
 
 # --- helpers: SAs with key hashes (computed on the VM), foreign objects, counters, markers -----------
 # One line per SA: "src>dst spi reqid sha256(key)" (owned: reqid in the range; foreign lines start
-# with "F "). The key is read by python3 from `ip xfrm state` on the VM and only its hash leaves.
-SA_PY='import hashlib, subprocess
-out = subprocess.run(["ip", "xfrm", "state", "list"], capture_output=True, text=True, check=True).stdout
-cur = None
-for line in out.splitlines():
-    w = line.split()
-    if line.startswith("src "):
-        cur = {"id": w[1] + ">" + w[3]}
-    elif cur is not None and w[:3] == ["proto", "esp", "spi"]:
-        cur["spi"] = w[3]; cur["reqid"] = int(w[5])
-    elif cur is not None and w[:1] == ["aead"] and len(w) >= 3:
-        h = hashlib.sha256(w[2].lower().encode()).hexdigest()
-        owned = 0x51c00000 <= cur.get("reqid", -1) <= 0x51c0ffff
-        print(("" if owned else "F ") + "%s %s 0x%08x %s" % (cur["id"], cur["spi"], cur["reqid"], h))
-        cur = None'
-sas() { on_in "$1" python3 - <<< "$SA_PY" | grep -v '^F ' | sort || true; }
-foreign_sas() { on_in "$1" python3 - <<< "$SA_PY" | grep '^F ' | sort || true; }
+# with "F "). lab/sa_keys.py runs on the VM behind the collection's _xfrm_text.py: the key is read
+# from `ip xfrm state` there and only its hash leaves.
+sa_keys() { cat "$REPO_ROOT/plugins/module_utils/_xfrm_text.py" "$LAB_DIR/sa_keys.py" | on_in "$1" python3 -; }
+sas() { sa_keys "$1" | grep -v '^F ' | sort || true; }
+foreign_sas() { sa_keys "$1" | grep '^F ' | sort || true; }
 spis_of() { awk '{print $2}' <<< "$1" | xargs; }
 short() { awk '{printf "%s:%s ", $2, substr($4, 1, 8)}' <<< "$1" | sed 's/ $//'; }
 
@@ -199,14 +187,21 @@ foreign_check() { # foreign_check N WHEN
 		return 1
 	fi
 }
-seqerr() { on "$1" "awk '\$1 == \"XfrmInStateSeqError\" {print \$2}' /proc/net/xfrm_stat"; }
+seqerr() { on "$1" "cat /proc/net/xfrm_stat" | python3 "$LAB_DIR/owned.py" xfrm-stat XfrmInStateSeqError; }
 xstat() { on "$1" "cat /proc/net/xfrm_stat"; }
-xdelta() { awk 'NR == FNR {b[$1] = $2; next} $2 != b[$1] {printf "%s +%d ", $1, $2 - b[$1]}' "$1" "$2"; }
-guards() { on "$1" "ip xfrm policy list" | grep -c 'action block' || true; }
-pkt_sps() { on "$1" "ip xfrm policy list" | grep -c "offload parameters: dev $NSIM .*mode packet" || true; } # packet-offloaded policies
+# read with the collection's parsers (lab/owned.py): the guards (owned, action block, mark mask 0x1);
+# the policies / SAs offloaded to the sim in packet mode; the SAs offloaded to it in any mode
+guards() { on "$1" "ip xfrm policy list" | python3 "$LAB_DIR/owned.py" guards; }
+pkt_sps() { on "$1" "ip xfrm policy list" | python3 "$LAB_DIR/owned.py" sps --all --offload "$NSIM:packet"; }
+pkt_sas() { on "$1" "ip xfrm state list nokeys" | python3 "$LAB_DIR/owned.py" sas --all --offload "$NSIM:packet"; }
+off_sas() { on "$1" "ip xfrm state list nokeys" | python3 "$LAB_DIR/owned.py" sas --all --offload "$NSIM"; }
 # the simulated NIC's ethtool -S ipsec counters: "tx=P rx=P txdrop=P rxdrop=P"
-simctr() { on "$1" "ethtool -S $NSIM" | awk -F': *' '{gsub(/ /, "", $1)} $1 ~ /^ipsec_(tx|rx)_(drop_)?pkts$/ {
-	k = $1; sub(/^ipsec_/, "", k); sub(/_pkts$/, "", k); sub(/_drop/, "drop", k); printf "%s=%s ", k, $2}' | sed 's/ $//'; }
+simctr() {
+	local tx rx txd rxd
+	IFS=/ read -r tx rx txd rxd < <(on "$1" "ethtool -S $NSIM" \
+		| python3 "$LAB_DIR/owned.py" ethtool ipsec_tx_pkts ipsec_rx_pkts ipsec_tx_drop_pkts ipsec_rx_drop_pkts)
+	echo "tx=$tx rx=$rx txdrop=$txd rxdrop=$rxd"
+}
 # a marker frame into the capture (sent by lab1 on link0), its VM time on both hosts into boundaries.txt
 MARK_PY='import socket, sys, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
@@ -293,12 +288,12 @@ for n in 1 2; do foreign_check "$n" "after the converge" || true; done
 declare -A LOSTH=() LOSTS=() # every key hash / SPI lost so far (cumulative) -> the stage it was lost in
 S1=$(sas 1); S2=$(sas 2)
 record "owned SAs lab1 / lab2 (spi:keyhash)" "$(short "$S1") / $(short "$S2")"
-off_lines=$(on 1 "ip xfrm state list nokeys" | grep -c "crypto offload parameters: dev $NSIM" || true)
+off_lines=$(off_sas 1)
 record "lab1 SAs with 'crypto offload parameters: dev $NSIM'" "$off_lines"
 [ "$OFFLOAD" = none ] || [ "$off_lines" -ge 2 ] || soft "SAs offloaded to $NSIM" "$off_lines SA(s) show the offload line"
 if [ "$OFFLOAD" = packet ]; then
 	for n in 1 2; do
-		ps=$(pkt_sps "$n"); pa=$(on "$n" "ip xfrm state list nokeys" | grep -c "offload parameters: dev $NSIM .*mode packet" || true)
+		ps=$(pkt_sps "$n"); pa=$(pkt_sas "$n")
 		record "lab$n: SAs / policies with offload packet on $NSIM; guards" "$pa / $ps; $(guards "$n")"
 		{ [ "$pa" -ge 2 ] && [ "$ps" -ge 2 ] && [ "$(guards "$n")" -ge 2 ]; } || soft "lab$n: SAs and SA policies packet-offloaded, guards beside them" "$pa SAs, $ps policies, $(guards "$n") guards"
 	done
@@ -339,9 +334,8 @@ stage_run() { # stage_run X DESCRIPTION
 	mark "$x:start"
 	t=$(now)
 	case $x in
-		a) # shellcheck disable=SC2016 # expanded on the VM
-			on 1 'ip xfrm state list nokeys | awk '\''/^src/ {s = $2; d = $4} /proto esp spi/ {r = $6 + 0; if (r >= 1371537408 && r <= 1371602943) print s, d, $4}'\'' |
-				while read -r s d spi; do ip xfrm state delete src $s dst $d proto esp spi $spi; done' \
+		a)
+			on 1 'ip xfrm state list nokeys' | python3 "$LAB_DIR/owned.py" deletes | on_in 1 ip -force -batch - \
 				|| soft "a: delete lab1's owned SAs" "ip failed"
 			;;
 		b)
@@ -435,7 +429,7 @@ stage_run() { # stage_run X DESCRIPTION
 	if [ "$l1" != "$e1" ] || [ "$l2" != "$e2" ]; then seqe="+$((l1 - e1))/+$((l2 - e2))"; ok=0; soft "$x: XfrmInStateSeqError unchanged" "lab1 $e1 -> $l1, lab2 $e2 -> $l2"; fi
 	xstat 1 > "$OUT/xfrm_stat-$x-after-lab1.txt"; xstat 2 > "$OUT/xfrm_stat-$x-after-lab2.txt"
 	for n in 1 2; do
-		line=$(xdelta "$OUT/xfrm_stat-$x-before-lab$n.txt" "$OUT/xfrm_stat-$x-after-lab$n.txt")
+		line=$(xfrm_stat_delta "$OUT/xfrm_stat-$x-before-lab$n.txt" "$OUT/xfrm_stat-$x-after-lab$n.txt")
 		record "$x: lab$n /proc/net/xfrm_stat deltas (drops during the gap)" "${line:-all 0}"
 	done
 	# traffic from the heal to the stage's end: both ways, nothing lost

@@ -84,7 +84,7 @@ if [ "$ROLLBACK" = 1 ]; then
 	for n in 1 2; do prestate "$n" add || { bad "lab$n pre-state" "ip -batch failed"; exit 1; }; done
 	for n in 1 2; do snapshot "$n" > "$OUT/rollback-before-lab$n.txt"; done
 	record "rollback: pre-state lab1 / lab2 (foreign SA+SP, stale owned SP)" \
-		"owned SAs/SPs $(owned_sas 1)/$(owned_sps 1), $(owned_sas 2)/$(owned_sps 2); $(grep -c '^src' "$OUT/rollback-before-lab1.txt") xfrm objects on lab1"
+		"owned SAs/SPs $(owned_sas 1)/$(owned_sps 1), $(owned_sas 2)/$(owned_sps 2); SAs/SPs on lab1 (all) $(all_sas 1)/$(all_sps 1)"
 	t=$(now)
 	if r=$(play rollback "$INV" playbooks/site.yml -e ipsec_topology=vxlan_overlay); then
 		soft "rollback: site.yml with a failing topology play" "it did not fail ($r)"
@@ -116,11 +116,8 @@ fi
 t=$(now); r=$(play converge "$INV" playbooks/site.yml) || { bad "site.yml converge" "$r (log $OUT/converge.log)"; exit 1; }
 record "site.yml converge" "$r ($(elapsed "$t") s)"
 
-# owned SAs of labN as "src>dst:spi" lines, sorted
-spis() {
-	on "$1" "ip xfrm state list nokeys" | awk '
-		/^src/ {s = $2; d = $4} /proto esp spi/ {spi = $4; r = $6 + 0; if (r >= 1371537408 && r <= 1371602943) print s ">" d ":" spi}' | sort
-}
+# owned SAs of labN as "src>dst:spi" lines, sorted (lab/owned.py: the collection's parser)
+spis() { on "$1" "ip xfrm state list nokeys" | python3 "$LAB_DIR/owned.py" ids; }
 xstat() { on "$1" "cat /proc/net/xfrm_stat"; }
 vmclock_offset() { # VM clock minus controller clock (s), from the midpoint of one SSH round trip
 	local a b v; a=$(now); v=$(on "$1" 'date +%s.%N'); b=$(now)
@@ -200,8 +197,7 @@ for n in 1 2; do
 		fi
 	done < "$OUT/loss-lab$n.txt"
 	grep -q 'packets transmitted' "$f" || soft "ping on lab$n" "no summary (see $f)"
-	d=$(awk 'NR == FNR {b[$1] = $2; next} $2 != b[$1] {printf "%s +%d ", $1, $2 - b[$1]}' \
-		"$OUT/xfrm_stat-before-lab$n.txt" "$OUT/xfrm_stat-after-lab$n.txt")
+	d=$(xfrm_stat_delta "$OUT/xfrm_stat-before-lab$n.txt" "$OUT/xfrm_stat-after-lab$n.txt")
 	record "lab$n /proc/net/xfrm_stat deltas" "${d:-all 0}"
 	[ -z "$d" ] || soft "lab$n xfrm error counters" "$d"
 	p=$(owned_packets "$n")

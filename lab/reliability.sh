@@ -74,11 +74,21 @@ vplay() { local name=$1; shift; ANSIBLE_CALLBACKS_ENABLED=ansible.builtin.tree A
 
 # ---------------------------------------------------------------------------------------------
 # state readers
-# shellcheck disable=SC2016 # expanded on the VM
-DUMP_ALL='echo "#REL states"; ip xfrm state list; echo "#REL policies"; ip xfrm policy list
-for d in link0 vf0_rep; do echo "#REL tc qdisc $d"; tc qdisc show dev $d; echo "#REL tc ingress $d"; tc filter show dev $d ingress; done'
 host_idents() { on "$1" 'echo "#REL states"; ip xfrm state list nokeys; echo "#REL policies"; ip xfrm policy list' | helper host; }
-foreign_snapshot() { local n; for n in 1 2; do on "$n" "$DUMP_ALL" | helper foreign | sed "s/^/lab$n| /"; done; }
+# the objects of labN that are not ours, one line each, read by the collection's parsers (lab/owned.py):
+# SAs and policies (parsed, counters left out, a key as its hash), the tc rules without the
+# collection's cookie and the ingress qdiscs of link0 / vf0_rep (`tc -j`)
+foreign_of() {
+	local owned=$LAB_DIR/owned.py
+	on "$1" 'ip xfrm state list' | python3 "$owned" sa-objects --foreign | sed 's/^/states| /'
+	on "$1" 'ip xfrm policy list' | python3 "$owned" sp-objects --foreign | sed 's/^/policies| /'
+	# shellcheck disable=SC2016 # expanded on the VM
+	on "$1" 'for d in link0 vf0_rep; do echo "#dev $d"; tc -j qdisc show dev $d; done' | python3 "$owned" qdiscs | sed 's/^/tc qdisc| /'
+	# shellcheck disable=SC2016 # expanded on the VM
+	on "$1" 'for d in link0 vf0_rep; do echo "#dev $d"; tc -j filter show dev $d ingress 2>/dev/null; done' \
+		| python3 "$owned" tc-objects --foreign | sed 's/^/tc ingress| /'
+}
+foreign_snapshot() { local n; for n in 1 2; do foreign_of "$n" | sed "s/^/lab$n| /"; done; }
 collect_keys() { # owned keys in the kernels and in the key store -> $KEYS (never printed)
 	local n
 	{ cat "$KEYS"; for n in 1 2; do on "$n" 'ip xfrm state list' | helper keys; done
@@ -192,7 +202,7 @@ done
 foreign_snapshot > "$OUT/foreign-0.txt"
 FOREIGN0=$(cat "$OUT/foreign-0.txt")
 fact foreign planted file="$OUT/foreign-0.txt"
-record "foreign objects planted (lab1 + lab2: SAs, SPs, tc)" "$(grep -c '| states|' <<< "$FOREIGN0" || true) SAs, $(grep -c '| policies|' <<< "$FOREIGN0" || true) SPs, $(grep -c '| tc ingress' <<< "$FOREIGN0" || true) tc filter lines (3 rules), $(grep -c '| tc qdisc' <<< "$FOREIGN0" || true) qdisc lines"
+record "foreign objects planted (lab1 + lab2: SAs, SPs, tc)" "$(grep -c '| states|' <<< "$FOREIGN0" || true) SAs, $(grep -c '| policies|' <<< "$FOREIGN0" || true) SPs, $(grep -c '| tc ingress' <<< "$FOREIGN0" || true) tc rules (3 planted on each VM), $(grep -c '| tc qdisc' <<< "$FOREIGN0" || true) ingress qdiscs"
 record "argv samplers started on lab1 + lab2" "every 20 ms"
 
 # ---------------------------------------------------------------------------------------------

@@ -81,8 +81,8 @@ topology() { # topology NAME: the whole cycle; returns non-zero at the first fai
 		done
 	fi
 	if [ -n "$nicdev" ]; then
-		nic1=$(on 1 "ethtool -S $nicdev" | awk '$1 ~ /^ipsec_(tx|rx)_pkts:$/ {printf "%s%s", s, $2; s = "/"}')
-		nic2=$(on 2 "ethtool -S $nicdev" | awk '$1 ~ /^ipsec_(tx|rx)_pkts:$/ {printf "%s%s", s, $2; s = "/"}')
+		nic1=$(on 1 "ethtool -S $nicdev" | python3 "$LAB_DIR/owned.py" ethtool ipsec_tx_pkts ipsec_rx_pkts)
+		nic2=$(on 2 "ethtool -S $nicdev" | python3 "$LAB_DIR/owned.py" ethtool ipsec_tx_pkts ipsec_rx_pkts)
 	fi
 	# keys first (check mode never writes the key store, and a pair without a key fails the derivation)
 	t=$(now); r=$(play "$name-derive" "$inv" playbooks/derive.yml) || { bad "$name: derive.yml (key store)" "$r"; return 1; }
@@ -138,8 +138,9 @@ topology() { # topology NAME: the whole cycle; returns non-zero at the first fai
 	if [ -n "$nicdev" ]; then
 		local n c pk
 		for n in 1 2; do
-			c=$(on "$n" "${nicns:+ip netns exec $nicns }ethtool -S $nicdev" | awk '$1 ~ /^ipsec_(tx|rx)_pkts:$/ {printf "%s%s", s, $2; s = "/"}')
-			pk=$(on "$n" "ip ${nicns:+-n $nicns} xfrm state list nokeys; ip ${nicns:+-n $nicns} xfrm policy list" | grep -c "offload parameters: dev $nicdev .*mode packet" || true)
+			c=$(on "$n" "${nicns:+ip netns exec $nicns }ethtool -S $nicdev" | python3 "$LAB_DIR/owned.py" ethtool ipsec_tx_pkts ipsec_rx_pkts)
+			pk=$(( $(on "$n" "ip ${nicns:+-n $nicns} xfrm state list nokeys" | python3 "$LAB_DIR/owned.py" sas --all --offload "$nicdev:packet") \
+				+ $(on "$n" "ip ${nicns:+-n $nicns} xfrm policy list" | python3 "$LAB_DIR/owned.py" sps --all --offload "$nicdev:packet") ))
 			record "$name: lab$n $nicdev ethtool ipsec_tx/rx_pkts; SAs+SPs in packet offload" "$([ "$n" = 1 ] && echo "$nic1" || echo "$nic2") -> $c; $pk"
 			local b=$nic1; [ "$n" = 2 ] && b=$nic2
 			{ [ "${c%/*}" -ge $((${b%/*} + 4)) ] && [ "${c#*/}" -ge $((${b#*/} + 4)) ] && [ "$pk" -ge 4 ]; } \

@@ -165,7 +165,7 @@ stage_nic() {
 	EOF
 	t=$(now); r=$(nic_play nic-converge playbooks/site.yml) || { bad "nic: site.yml (packet offload on the sim)" "$r (log $OUT/nic-converge.log)"; return 1; }
 	record "nic: site.yml converge (offload packet on $up1 / $up2)" "$r ($(elapsed "$t") s)"
-	record "nic: lab1 owned SAs with offload packet" "$(on 1 'ip xfrm state list nokeys' | grep -c "crypto offload parameters: dev $up1 dir .* mode packet" || true)"
+	record "nic: lab1 owned SAs with offload packet" "$(on 1 'ip xfrm state list nokeys' | python3 "$LAB_DIR/owned.py" sas --offload "$up1:packet")"
 	t=$(now); r=$(nic_play nic-verify playbooks/verify.yml -e verify_count=10) || { bad "nic: verify.yml" "$r (log $OUT/nic-verify.log)"; return 1; }
 	record "nic: verify.yml" "$r ($(elapsed "$t") s)"
 	check_table nic "$OUT/nic-verify.log" 2 || return 1

@@ -1,11 +1,12 @@
 # -*- coding: utf-8 -*-
 """Pure helpers of lab/reliability.sh and of its checks (tests/lab/test_reliability.py), on the
-controller, standard library only: owned/foreign objects of `ip xfrm`/`tc` dumps, the identities
-render.yml would install, the key forms searched and the search itself, which run touched a task last.
+controller, standard library only: the owned objects of `ip xfrm` dumps, the identities render.yml
+would install, the key forms searched and the search itself, which run touched a task last.
 `ip xfrm` output is parsed by the collection's own parser, plugins/module_utils/_xfrm_text.py,
-imported by path from the checkout (REL_XFRM_TEXT, default: this checkout's).
+imported by path from the checkout (REL_XFRM_TEXT, default: this checkout's).  The foreign objects
+(SAs, policies, tc rules, ingress qdiscs) are read by lab/owned.py (reliability.sh foreign_of).
 
-  python3 tests/lab/reliability_lib.py host|foreign|keys < DUMP
+  python3 tests/lab/reliability_lib.py host|keys < DUMP
   python3 tests/lab/reliability_lib.py render FILE | keystore FILE | scan KEYFILE PATH... | last LOG=NAME...
 """
 from __future__ import annotations
@@ -20,7 +21,6 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 OWN_LO, OWN_HI = 0x51c00000, 0x51c0ffff
-COOKIE = "69706f2d6d6c7835"
 
 
 def _load_xfrm_text():
@@ -34,33 +34,8 @@ def _load_xfrm_text():
 XT = _load_xfrm_text()
 
 
-def blocks(text):
-    """tc text output (and any other) split at unindented lines; `ip xfrm` text goes to XT."""
-    cur = []
-    for line in text.splitlines():
-        if line and not line[0].isspace() and cur:
-            yield cur
-            cur = []
-        if line.strip():
-            cur.append(line.rstrip())
-    if cur:
-        yield cur
-
-
 def _owned(r):
     return r is not None and OWN_LO <= r <= OWN_HI
-
-
-def xfrm_objects(text, kind):
-    """[(parsed SA or SP, its lines)] of `ip xfrm state` (kind "states") or `ip xfrm policy` output."""
-    parse = XT.parse_states if kind == "states" else XT.parse_policies
-    out = []
-    for head, body in XT._blocks(text):
-        lines = [" ".join(head)] + body
-        objs = parse("\n".join([lines[0]] + ["\t" + x for x in body]))
-        if objs:
-            out.append((objs[0], lines))
-    return out
 
 
 def owned(obj):
@@ -110,31 +85,6 @@ def render_idents(text):
             out.append("sa %s %s %d %d" % (kv["src"], kv["dst"], int(kv["spi"], 0), int(kv["reqid"], 0)))
         elif f[:3] == ["xfrm", "policy", "add"]:
             out.append("sp %s %s %s %d" % (kv["src"], kv["dst"], kv["dir"], int(kv["reqid"], 0)))
-    return sorted(out)
-
-
-def foreign(text):
-    """every object that is not ours, one line each, sorted (kernel order may change)"""
-    s = sections(text)
-    out = []
-    for name in ("states", "policies"):
-        out += ["%s| %s" % (name, " / ".join(lines)) for obj, lines in xfrm_objects(s.get(name, ""), name)
-                if not owned(obj)]
-    for name, body in s.items():
-        if name.startswith("tc "):
-            kept, heads = [], {}
-            for b in blocks(body):
-                pref = re.search(r"\bpref (\d+)", b[0])
-                pref = pref.group(1) if pref else None
-                if b[0].startswith("filter") and len(b) == 1 and re.search(r"\bchain \d+$", b[0]):
-                    heads[pref] = b  # per-pref header line: kept when a kept filter has this pref
-                    continue
-                if any(("cookie " + COOKIE) in x for x in b):
-                    continue
-                kept.append((pref, b))
-            prefs = {p for p, dummy in kept}
-            kept += [(p, b) for p, b in heads.items() if p in prefs]
-            out += ["%s| %s" % (name, " / ".join(x.strip() for x in b)) for dummy, b in kept]
     return sorted(out)
 
 
@@ -230,8 +180,6 @@ if __name__ == "__main__":
         print("\n".join(host_idents(sys.stdin.read())))
     elif cmd == "render":
         print("\n".join(render_idents(open(sys.argv[2]).read())))
-    elif cmd == "foreign":
-        print("\n".join(foreign(sys.stdin.read())))
     elif cmd == "keys":
         print("\n".join(keys(sys.stdin.read())))
     elif cmd == "keystore":
