@@ -23,7 +23,14 @@ description:
     collection owns for one connection (O(_input) is then a connection, not the derivation).
   - C(swanctl_sas), C(trafficstatus), C(showstates) - parse C(swanctl --list-sas) / C(ipsec trafficstatus) /
     C(ipsec whack --showstates) text
-    (O(_input) is the text).
+    (O(_input) is the text); C(showstates) gives the newest CHILD_SA state per connection,
+    C(showstates_all) every CHILD_SA state that lists its SPIs, by serial.
+  - C(whack_status) - the collection's conns named in C(ipsec whack --status) text (with libreswan, the loaded
+    ones), sorted; C(swanctl_conns) - the connections C(swanctl --list-conns) lists as loaded.
+  - C(xfrm_states), C(xfrm_policies) - the kernel's side, read with the collection's own C(ip xfrm)
+    parser from C(ip xfrm state list nokeys) / C(ip xfrm policy list) text (O(_input)) - every SA as
+    C(src), C(dst), C(proto), C(spi) (C(0x%08x)), C(reqid); every policy as C(src), C(dst), C(dir),
+    C(action), C(reqids). Identifiers only, never a key.
   - C(support) - O(_input) is the backend's version text; whether it can do O(offload).
 positional: _input, host
 options:
@@ -38,7 +45,8 @@ options:
     description: The operation.
     type: str
     choices: [connections, public, redact, libreswan_children, swanctl, swanctl_secrets, libreswan, libreswan_secrets,
-              swanctl_sas, trafficstatus, showstates, support]
+              swanctl_sas, swanctl_conns, trafficstatus, showstates, showstates_all, whack_status, xfrm_states,
+              xfrm_policies, support]
     default: connections
   overrides:
     description: The host's C(ipsec_overrides) (per peer C(psk)).
@@ -69,7 +77,18 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_text
 from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _ike
+
+
+def _xfrm_states(text):
+    return [{"src": sa["src"], "dst": sa["dst"], "proto": sa["proto"], "spi": "0x%08x" % (sa["spi"] or 0),
+             "reqid": sa["reqid"]} for sa in _xfrm_text.parse_states(text or "")]
+
+
+def _xfrm_policies(text):
+    return [{"src": sp["src"], "dst": sp["dst"], "dir": sp["dir"], "action": sp["action"],
+             "reqids": [t["reqid"] for t in sp["tmpls"]]} for sp in _xfrm_text.parse_policies(text or "")]
 
 
 def ipsec_ike(data, host=None, what="connections", overrides=None, offload="none"):
@@ -88,6 +107,16 @@ def ipsec_ike(data, host=None, what="connections", overrides=None, offload="none
             return _ike.parse_swanctl_sas(data)
         if what == "showstates":
             return _ike.parse_showstates(data)
+        if what == "swanctl_conns":
+            return _ike.parse_swanctl_conns(data)
+        if what == "whack_status":
+            return _ike.parse_whack_status(data)
+        if what == "showstates_all":
+            return _ike.parse_showstates(data, newest=False)
+        if what == "xfrm_states":
+            return _xfrm_states(data)
+        if what == "xfrm_policies":
+            return _xfrm_policies(data)
         if what == "trafficstatus":
             return _ike.parse_trafficstatus(data)
         if what == "support":
@@ -98,7 +127,8 @@ def ipsec_ike(data, host=None, what="connections", overrides=None, offload="none
         # never echo the input: it may hold a PSK
         raise AnsibleFilterError("ipsec_ike(%s): malformed input (%s)" % (what, type(e).__name__)) from None
     raise AnsibleFilterError("ipsec_ike: what=%r is not one of connections, public, redact, libreswan_children, swanctl, swanctl_secrets, "
-                             "libreswan, libreswan_secrets, swanctl_sas, trafficstatus, showstates, support" % (what,))
+                             "libreswan, libreswan_secrets, swanctl_sas, swanctl_conns, trafficstatus, showstates, showstates_all, "
+                             "whack_status, xfrm_states, xfrm_policies, support" % (what,))
 
 
 class FilterModule:

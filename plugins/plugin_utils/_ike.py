@@ -8,7 +8,8 @@
   backends protect exactly what the iproute2 backend would) and a per-pair PSK.
 - render_swanctl() / render_swanctl_secrets() / render_libreswan() / render_libreswan_secrets():
   the configuration files the collection owns.
-- parse_swanctl_sas() / parse_trafficstatus(): the daemons' status text -> data.
+- parse_swanctl_sas() / parse_swanctl_conns() / parse_trafficstatus() / parse_showstates() /
+  parse_whack_status(): the daemons' status text -> data.
 - backend_support(): the backend version -> can it do the requested offload.
 
 Ownership: every connection (and file) the collection writes is named ``ipsec_offload_mlx5-<a>-<b>``
@@ -362,11 +363,12 @@ _SHOW_LINE = re.compile(r'^(?:\d+\s+)?#(?P<serial>\d+): "(?P<name>[^"]+)"(?:\[\d
 _SHOW_ESP = re.compile(r"\besp\.(?P<spi>[0-9a-f]+)@(?P<addr>[0-9A-Fa-f.:]+)")
 
 
-def parse_showstates(text):
+def parse_showstates(text, newest=True):
     """`ipsec whack --showstates` (libreswan) -> [{name, serial, spi_out, spi_in}], one per CHILD_SA
     state that lists its ESP SPIs (``esp.<spi>@<addr>``: first the peer's = outbound, then ours =
-    inbound); the newest state (highest serial) per conn."""
-    best = {}
+    inbound): the newest state (highest serial) per conn, sorted by conn; with ``newest`` false every
+    such state, sorted by serial."""
+    states = {}
     for line in (text or "").splitlines():
         m = _SHOW_LINE.match(line.strip())
         if not m:
@@ -375,11 +377,30 @@ def parse_showstates(text):
         if len(esp) < 2:
             continue
         serial = int(m["serial"])
-        if m["name"] in best and best[m["name"]]["serial"] > serial:
-            continue
-        best[m["name"]] = {"name": m["name"], "serial": serial,
-                           "spi_out": "0x%08x" % int(esp[0][0], 16), "spi_in": "0x%08x" % int(esp[1][0], 16)}
+        states.setdefault(serial, {"name": m["name"], "serial": serial,
+                                   "spi_out": "0x%08x" % int(esp[0][0], 16), "spi_in": "0x%08x" % int(esp[1][0], 16)})
+    if not newest:
+        return [states[k] for k in sorted(states)]
+    best = {}
+    for st in states.values():
+        if st["name"] not in best or best[st["name"]]["serial"] < st["serial"]:
+            best[st["name"]] = st
     return [best[k] for k in sorted(best)]
+
+
+_WHACK_CONN = re.compile(r'"(%s-[A-Za-z0-9_.-]+)"' % re.escape(CONN_PREFIX))
+_SWANCTL_CONN = re.compile(r"^(\S+): IKEv\d", re.MULTILINE)
+
+
+def parse_whack_status(text):
+    """`ipsec whack --status` (libreswan) -> the names of the collection's conns it mentions (loaded
+    conns and their states), sorted, each once."""
+    return sorted(set(_WHACK_CONN.findall(text or "")))
+
+
+def parse_swanctl_conns(text):
+    """`swanctl --list-conns` -> the names of the loaded connections, in their order."""
+    return _SWANCTL_CONN.findall(text or "")
 
 
 _VERSION = re.compile(r"(?:strongSwan|Libreswan)[^0-9]*(\d+(?:\.\d+)+)", re.IGNORECASE)

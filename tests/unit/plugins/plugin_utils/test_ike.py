@@ -293,3 +293,58 @@ def test_libreswan_children_merge_port_directions(vxlan):
     assert text.count("\nconn ") == 1 and "\tleftprotoport=17\n\trightprotoport=17\n" in text
     assert len(conns[0]["children"]) == 2   # the input is not modified; strongSwan keeps both
     assert ipsec_ike(conns, what="libreswan_children") == [ls]
+
+
+def test_parse_showstates_every_child_state_by_serial():
+    """showstates_all: the superseded states too (the SA-loss heal deletes those whose kernel SAs are
+    gone), one row per serial however many lines name it, in serial order."""
+    rows = _ike.parse_showstates(SHOWSTATES + SHOWSTATES.splitlines()[2] + "\n", newest=False)
+    assert [(r["serial"], r["name"]) for r in rows] == [
+        (2, "ipsec_offload_mlx5-lab1-lab2-c1"), (3, "ipsec_offload_mlx5-lab1-lab2-c2"),
+        (5, "ipsec_offload_mlx5-lab1-lab2-c2"), (9, "other")]
+    assert rows[1] == {"name": "ipsec_offload_mlx5-lab1-lab2-c2", "serial": 3, "spi_out": "0xa3a6c6eb", "spi_in": "0x1fd9bdcd"}
+    assert ipsec_ike(SHOWSTATES, what="showstates_all") == rows
+    assert _ike.parse_showstates("", newest=False) == []
+
+
+# `ipsec whack --status` conn lines (libreswan 5.x; older releases prefix "000 ") and `swanctl
+# --list-conns` heads (strongSwan 6), in the daemons' layouts with the lab's names
+WHACK_STATUS = """\
+"ipsec_offload_mlx5-lab1-lab2-c1": 192.168.100.1---192.168.100.2; unrouted; my_ip=unset; their_ip=unset;
+000 "ipsec_offload_mlx5-lab1-lab2-c1":   policy: IKEv2+PSK+ENCRYPT+PFS+UP;
+000 "ipsec_offload_mlx5-lab1-lab3-c2": 192.168.100.1---192.168.100.3; erouted; eroute owner: #4
+"someone-else": 10.0.0.1---10.0.0.2; unrouted;
+#4: "ipsec_offload_mlx5-lab1-lab3-c2":500 ESTABLISHED_CHILD_SA (established Child SA); newest;
+"""
+LIST_CONNS = """\
+ipsec_offload_mlx5-lab1-lab2: IKEv2, no reauthentication, rekeying every 14400s
+  local:  192.168.100.1
+  remote: 192.168.100.2
+  ipsec_offload_mlx5-lab1-lab2-c1: TRANSPORT, rekeying every 3600s
+other: IKEv1/2, reauthentication every 10800s
+"""
+
+
+def test_parse_whack_status_names_the_collections_conns_once():
+    assert _ike.parse_whack_status(WHACK_STATUS) == ["ipsec_offload_mlx5-lab1-lab2-c1", "ipsec_offload_mlx5-lab1-lab3-c2"]
+    assert ipsec_ike(WHACK_STATUS, what="whack_status") == _ike.parse_whack_status(WHACK_STATUS)
+    assert _ike.parse_whack_status("") == [] and _ike.parse_whack_status(None) == []
+
+
+def test_parse_swanctl_conns_takes_connection_heads_only():
+    assert _ike.parse_swanctl_conns(LIST_CONNS) == ["ipsec_offload_mlx5-lab1-lab2", "other"]
+    assert ipsec_ike(LIST_CONNS, what="swanctl_conns") == ["ipsec_offload_mlx5-lab1-lab2", "other"]
+    assert _ike.parse_swanctl_conns("") == []
+
+
+def test_kernel_side_read_with_the_collections_xfrm_parser():
+    """xfrm_states / xfrm_policies: what the ike role compares with the daemons (SA loss) and counts
+    before pluto's flush; identifiers only, never a key."""
+    states = fixture("xfrm/lab-xfrm-state.txt")
+    assert ipsec_ike(states, what="xfrm_states") == [
+        {"src": "192.168.100.2", "dst": "192.168.100.1", "proto": "esp", "spi": "0x00001001", "reqid": 2},
+        {"src": "192.168.100.1", "dst": "192.168.100.2", "proto": "esp", "spi": "0x00001000", "reqid": 1}]
+    assert "1111" not in str(ipsec_ike(states, what="xfrm_states"))
+    pols = ipsec_ike(fixture("xfrm/lab-xfrm-policy.txt"), what="xfrm_policies")
+    assert sorted((p["dir"], p["action"], tuple(p["reqids"])) for p in pols) == [("in", "allow", (2,)), ("out", "allow", (1,))]
+    assert ipsec_ike("", what="xfrm_states") == [] and ipsec_ike("", what="xfrm_policies") == []
