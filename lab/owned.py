@@ -123,10 +123,13 @@ def _tc_filters(text, sel, utils):
 
 
 def _qdiscs(text, utils):
-    """"DEV KIND" of the ingress hook qdiscs in "#dev NAME" + `tc -j qdisc show dev NAME` input."""
-    found = {}
-    for _dev, body in _per_dev(text):
-        found.update(utils["tc"].parse_qdiscs(body))
+    """"DEV KIND" of the ingress hook qdiscs in "#dev NAME" + `tc -j qdisc show dev NAME` input (tc
+    names no device in the objects when the dump was asked for one: the "#dev" line's is taken)."""
+    tc, found = utils["tc"], {}
+    for dev, body in _per_dev(text):
+        data = [dict(q, dev=q.get("dev") or dev) for q in tc.load_json(body, "tc -j qdisc show dev %s" % dev)
+                if isinstance(q, dict)]
+        found.update(tc.parse_qdiscs(json.dumps(data)))
     return sorted("%s %s" % kv for kv in found.items())
 
 

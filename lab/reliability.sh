@@ -202,7 +202,12 @@ done
 foreign_snapshot > "$OUT/foreign-0.txt"
 FOREIGN0=$(cat "$OUT/foreign-0.txt")
 fact foreign planted file="$OUT/foreign-0.txt"
-record "foreign objects planted (lab1 + lab2: SAs, SPs, tc)" "$(grep -c '| states|' <<< "$FOREIGN0" || true) SAs, $(grep -c '| policies|' <<< "$FOREIGN0" || true) SPs, $(grep -c '| tc ingress' <<< "$FOREIGN0" || true) tc rules (3 planted on each VM), $(grep -c '| tc qdisc' <<< "$FOREIGN0" || true) ingress qdiscs"
+record "foreign objects planted (lab1 + lab2: SAs, SPs, tc)" "$(grep -c '| states|' <<< "$FOREIGN0" || true) SAs, $(grep -c '| policies|' <<< "$FOREIGN0" || true) SPs, $(grep -c '| tc ingress' <<< "$FOREIGN0" || true) tc filters (3 rules planted on each VM; u32 lists its hash table too), $(grep -c '| tc qdisc' <<< "$FOREIGN0" || true) ingress qdiscs (must be 2)"
+# what was planted must read back whole, or the later snapshots would compare less than was planted
+if ! { [ "$(grep -c '| tc qdisc' <<< "$FOREIGN0" || true)" = 2 ] && [ "$(grep -c '| states|' <<< "$FOREIGN0" || true)" = 6 ] \
+	&& [ "$(grep -c '| policies|' <<< "$FOREIGN0" || true)" = 8 ] && [ "$(grep -c '| tc ingress' <<< "$FOREIGN0" || true)" -ge 6 ]; }; then
+	bad "foreign objects planted read back (6 SAs, 8 SPs, >= 6 tc filters, 2 ingress qdiscs)" "see $OUT/foreign-0.txt"; exit 1
+fi
 record "argv samplers started on lab1 + lab2" "every 20 ms"
 
 # ---------------------------------------------------------------------------------------------

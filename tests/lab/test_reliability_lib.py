@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 """tests/lab/reliability_lib.py, the helpers of lab/reliability.sh and of its checks, on small
-dumps written in iproute2's layout (no VM): owned vs foreign objects, the identities render.yml
-installs, the key forms and the search, the key store reader, which run touched a task last."""
+dumps written in iproute2's layout (no VM): the owned objects, the identities render.yml installs,
+the key forms and the search, the key store reader, which run touched a task last.  The foreign
+objects are lab/owned.py's (tests/unit/test_lab_owned.py)."""
 from __future__ import annotations
 
 import base64
@@ -35,43 +36,13 @@ POLICIES = (
     "\ttmpl src 192.168.100.1 dst 192.168.100.99\n"
     "\t\tproto esp reqid 7 mode transport\n"
 )
-TC = (
-    "filter parent ffff: protocol ip pref 49001 flower chain 0\n"
-    "filter parent ffff: protocol ip pref 49001 flower chain 0 handle 0x1\n"
-    "  dst_ip 192.168.100.99\n"
-    "  not_in_hw\n"
-    "filter parent ffff: protocol 802.1Q pref 10 flower chain 0\n"
-    "filter parent ffff: protocol 802.1Q pref 10 flower chain 0 handle 0x1\n"
-    "  vlan_id 100\n"
-    "\taction order 1: vlan  pop pipe\n"
-    "\tcookie " + R.COOKIE + "\n"
-)
-
-
-def dump(states=STATES, policies=POLICIES, tc=TC):
-    return "#REL states\n%s#REL policies\n%s#REL tc ingress link0\n%s" % (states, policies, tc)
+def dump(states=STATES, policies=POLICIES):
+    return "#REL states\n%s#REL policies\n%s" % (states, policies)
 
 
 def test_host_idents_are_the_owned_objects_only():
     assert R.host_idents(dump()) == ["sa 192.168.100.1 192.168.100.2 4096 1371537409",
                                      "sp 10.1.0.0/16 10.2.0.0/16 out 1371537409"]
-
-
-def test_foreign_keeps_every_object_not_ours_and_drops_our_tc_rules():
-    lines = R.foreign(dump())
-    assert any(x.startswith("states| src 192.168.100.1 dst 192.168.100.99") for x in lines)
-    assert any(x.startswith("policies| src 192.168.100.1/32 dst 192.168.100.99/32") for x in lines)
-    assert not any("192.168.100.2 " in x and x.startswith("states|") for x in lines)
-    tc = [x for x in lines if x.startswith("tc ingress link0|")]
-    assert len(tc) == 2 and all("pref 49001" in x for x in tc)  # the rule and its per-pref head
-    assert not any("pref 10 " in x for x in lines)  # ours: it carries the collection's cookie
-    assert R.foreign(dump()) == sorted(lines)
-
-
-def test_foreign_sees_a_changed_foreign_object():
-    changed = dump(states=STATES.replace("0x77700001", "0x77700002"))
-    assert R.foreign(changed) != R.foreign(dump())
-    assert R.foreign(dump(states=STATES.replace("0x00001000", "0x00001001"))) == R.foreign(dump())
 
 
 def test_render_idents_read_render_yml_lines():

@@ -265,3 +265,22 @@ def test_foreign_tc_rules_and_qdiscs():
     qdiscs = fixture("tc/qdisc_show_ingress_clsact_host.json")
     assert run("qdiscs", "#dev r0\n%s\n" % qdiscs) == (0, "r0 ingress\nr1 clsact", "")
     assert run("qdiscs", "#dev link0\n#dev vf0_rep\n") == (0, "", "")
+    # `tc -j qdisc show dev link0` names no device in its objects (iproute2 prints "dev" only for an
+    # unfiltered dump): the "#dev" line's name is taken
+    one_dev = json.dumps([{"kind": "noqueue", "handle": "0:", "root": True, "refcnt": 2, "options": {}},
+                          {"kind": "ingress", "handle": "ffff:", "parent": "ffff:fff1", "options": {}}])
+    assert run("qdiscs", "#dev link0\n%s\n#dev vf0_rep\n[]\n" % one_dev) == (0, "link0 ingress", "")
+
+
+def test_foreign_objects_change_only_with_a_foreign_object():
+    """reliability.sh's snapshot of foreign objects: an owned SA or policy replaced (a rekey) is no
+    change; a foreign one changed is."""
+    before = (run("sa-objects", STATES, "--foreign"), run("sp-objects", POLICIES, "--foreign"))
+    assert before[0][1] and before[1][1]
+    rekeyed = (run("sa-objects", STATES.replace("spi 0x00001000", "spi 0x00002000"), "--foreign"),
+               run("sp-objects", POLICIES.replace("dir out priority 0", "dir out priority 9"), "--foreign"))
+    # the out policy (reqid 1371537409) is the owned one, the in policy (reqid 2) the foreign one
+    assert POLICIES.index("dir out priority 0") < POLICIES.index("reqid 1371537409 ") and POLICIES.index("reqid 2 ") < POLICIES.index("dir out")
+    assert rekeyed == before
+    assert run("sa-objects", STATES.replace("spi 0x00001001", "spi 0x00002001"), "--foreign") != before[0]
+    assert run("sp-objects", POLICIES.replace("dir in priority 0", "dir in priority 9"), "--foreign") != before[1]
