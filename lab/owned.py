@@ -145,7 +145,8 @@ def _ike(what, backend, text, utils):
     elif what == "ike-status":
         return ["%d CHILD" % sum(1 for r in ike.parse_trafficstatus(text) if r["name"].startswith(IKE_PREFIX))]
     else:
-        spis = [s[k] for s in ike.parse_showstates(text) for k in ("spi_in", "spi_out")]
+        # every CHILD_SA state, superseded ones too: their SAs are in the kernel as long as they are
+        spis = [s[k] for s in ike.parse_showstates(text, newest=False) for k in ("spi_in", "spi_out")]
     return sorted({"0x%08x" % int(s, 16) for s in spis})
 
 

@@ -163,9 +163,11 @@ TRAFFIC = """\
 #3: "ipsec_offload_mlx5-lab1-lab2-c1", type=ESP, add_time=1732456789, inBytes=0, outBytes=1408, maxBytes=2^63B, id='192.168.100.2'
 #7: "someone-else", type=ESP, add_time=1732456790, inBytes=1408, outBytes=0, maxBytes=2^63B, id='192.168.100.2'
 """
+# c2 has a superseded state (#3) beside its newest (#5): its SAs are still in the kernel, so listed
 SHOWSTATES = """\
 #2: "ipsec_offload_mlx5-lab1-lab2-c1" esp.248d1071@192.168.100.2 esp.4e68b7a9@192.168.100.1 Traffic: ESPin=0B ESPout=0B ESPmax=2^63B
 000 #5: "ipsec_offload_mlx5-lab1-lab2-c2" esp.b81df6e@192.168.100.2 esp.8fd9bdcd@192.168.100.1 Traffic: ESPin=128B ESPout=0B ESPmax=2^63B
+000 #3: "ipsec_offload_mlx5-lab1-lab2-c2" esp.a3a6c6eb@192.168.100.2 esp.1fd9bdcd@192.168.100.1 Traffic: ESPin=0B ESPout=0B ESPmax=2^63B
 """
 
 
@@ -177,7 +179,7 @@ SHOWSTATES = """\
     ("ike-status", "libreswan", TRAFFIC, "1 CHILD"),
     ("ike-status", "libreswan", "", "0 CHILD"),
     ("ike-spis", "strongswan", SWANCTL, "0xc52f2ad7\n0xcf62a413"),
-    ("ike-spis", "libreswan", SHOWSTATES, "0x0b81df6e\n0x248d1071\n0x4e68b7a9\n0x8fd9bdcd"),
+    ("ike-spis", "libreswan", SHOWSTATES, "0x0b81df6e\n0x1fd9bdcd\n0x248d1071\n0x4e68b7a9\n0x8fd9bdcd\n0xa3a6c6eb"),
     ("ike-spis", "libreswan", "", ""),
 ])
 def test_ike_daemons(what, backend, text, want):
