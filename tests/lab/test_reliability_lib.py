@@ -36,6 +36,8 @@ POLICIES = (
     "\ttmpl src 192.168.100.1 dst 192.168.100.99\n"
     "\t\tproto esp reqid 7 mode transport\n"
 )
+
+
 def dump(states=STATES, policies=POLICIES):
     return "#REL states\n%s#REL policies\n%s" % (states, policies)
 
