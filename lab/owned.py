@@ -27,8 +27,8 @@ goes out:
     cat /proc/net/xfrm_stat        | owned.py xfrm-stat-delta BEFORE  # "Name +N ..." of those that moved
                                                                       # since the file BEFORE
 
-Owned: an SA whose reqid, a policy one of whose templates' reqid, is in the collection's owned range
-(_xfrm.OWNED_REQID_RANGE); a tc filter whose first action carries the collection's cookie; an IKE
+Owned: as the modules decide it (_xfrm.SAKind / SPKind .owned: an SA whose reqid, a policy all of
+whose templates' reqids, are in the collection's owned range); a tc filter whose first action carries the collection's cookie; an IKE
 connection named ipsec_offload_mlx5-*.  The xfrm selections take options:
 
     --all              every object, owned or not;  --foreign: only those not owned
@@ -46,8 +46,6 @@ import hashlib
 import json
 import os
 import sys
-
-IKE_PREFIX = "ipsec_offload_mlx5-"
 
 
 def _utils():
@@ -72,19 +70,16 @@ def _spi(text):
 class Selection:
     """Which xfrm objects a count or a list takes (the options above)."""
 
-    def __init__(self, opts, utils):
+    def __init__(self, opts):
         self.who = "all" if opts.all else "foreign" if opts.foreign else "owned"
         self.among = set(opts.among) if opts.among is not None else None
         self.except_spi = {_spi(s) for s in opts.except_spi or []}
         dev, _sep, mode = (opts.offload or "").partition(":")
         self.dev, self.mode = dev or None, mode or None
-        self.rng = utils["xfrm"].OWNED_REQID_RANGE
 
-    def _owned(self, reqids):
-        return any(r is not None and self.rng[0] <= r <= self.rng[1] for r in reqids)
-
-    def take(self, obj, reqids):
-        if self.who != "all" and self._owned(reqids) != (self.who == "owned"):
+    def take(self, obj, kind):
+        """Whether ``obj`` is taken; ``kind`` (_xfrm.SAKind / SPKind) says whether it is owned."""
+        if self.who != "all" and kind.owned(obj) != (self.who == "owned"):
             return False
         if self.among is not None and not {(obj.get(k) or "").split("/")[0] for k in ("src", "dst")} <= self.among:
             return False
@@ -95,12 +90,13 @@ class Selection:
 
 
 def _sas(text, sel, utils):
-    return [sa for sa in utils["xfrm_text"].parse_states(text) if sel.take(sa, [sa.get("reqid")])]
+    kind = utils["xfrm"].SAKind()
+    return [sa for sa in utils["xfrm_text"].parse_states(text) if sel.take(sa, kind)]
 
 
 def _sps(text, sel, utils):
-    return [sp for sp in utils["xfrm_text"].parse_policies(text)
-            if sel.take(sp, [t.get("reqid") for t in sp.get("tmpls") or []])]
+    kind = utils["xfrm"].SPKind()
+    return [sp for sp in utils["xfrm_text"].parse_policies(text) if sel.take(sp, kind)]
 
 
 def _per_dev(text):
@@ -135,15 +131,16 @@ def _qdiscs(text, utils):
 
 def _ike(what, backend, text, utils):
     ike = utils["ike"]
+    prefix = ike.CONN_PREFIX + "-"
     if backend == "strongswan":
-        conns = [s for s in ike.parse_swanctl_sas(text) if s["name"].startswith(IKE_PREFIX)]
-        children = [c for s in conns for c in s["children"] if c["name"].startswith(IKE_PREFIX)]
+        conns = [s for s in ike.parse_swanctl_sas(text) if s["name"].startswith(prefix)]
+        children = [c for s in conns for c in s["children"] if c["name"].startswith(prefix)]
         if what == "ike-status":
             return ["%d IKE / %d CHILD" % (sum(1 for s in conns if s["state"] == "ESTABLISHED"),
                                            sum(1 for c in children if c["state"] == "INSTALLED"))]
         spis = [c[k] for c in children for k in ("spi_in", "spi_out") if c[k]]
     elif what == "ike-status":
-        return ["%d CHILD" % sum(1 for r in ike.parse_trafficstatus(text) if r["name"].startswith(IKE_PREFIX))]
+        return ["%d CHILD" % sum(1 for r in ike.parse_trafficstatus(text) if r["name"].startswith(prefix))]
     else:
         # every CHILD_SA state, superseded ones too: their SAs are in the kernel as long as they are
         spis = [s[k] for s in ike.parse_showstates(text, newest=False) for k in ("spi_in", "spi_out")]
@@ -224,7 +221,7 @@ def read(what, text, argv=()):
         if len(argv) != 1:
             raise ValueError("xfrm-stat-delta needs one argument, the file of the counters before")
         return _xfrm_stat_delta(text, argv[0], utils)
-    sel = Selection(_options(what, argv), utils)
+    sel = Selection(_options(what, argv))
     if what in SA_VIEWS:
         return SA_VIEWS[what](_sas(text, sel, utils))
     if what == "sps":

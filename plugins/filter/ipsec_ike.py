@@ -29,8 +29,8 @@ description:
     ones), sorted; C(swanctl_conns) - the connections C(swanctl --list-conns) lists as loaded.
   - C(xfrm_states), C(xfrm_policies) - the kernel's side, read with the collection's own C(ip xfrm)
     parser from C(ip xfrm state list nokeys) / C(ip xfrm policy list) text (O(_input)) - every SA as
-    C(src), C(dst), C(proto), C(spi) (C(0x%08x)), C(reqid); every policy as C(src), C(dst), C(dir),
-    C(action), C(reqids). Identifiers only, never a key.
+    ipsec_offload_info returns it in C(xfrm_states) (identifiers such as C(spi) as C(0x%08x), offload
+    facts, counters); every policy as C(src), C(dst), C(dir), C(action), C(reqids). Never a key.
   - C(support) - O(_input) is the backend's version text; whether it can do O(offload).
 positional: _input, host
 options:
@@ -81,11 +81,6 @@ from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_te
 from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _ike
 
 
-def _xfrm_states(text):
-    return [{"src": sa["src"], "dst": sa["dst"], "proto": sa["proto"], "spi": "0x%08x" % (sa["spi"] or 0),
-             "reqid": sa["reqid"]} for sa in _xfrm_text.parse_states(text or "")]
-
-
 def _xfrm_policies(text):
     return [{"src": sp["src"], "dst": sp["dst"], "dir": sp["dir"], "action": sp["action"],
              "reqids": [t["reqid"] for t in sp["tmpls"]]} for sp in _xfrm_text.parse_policies(text or "")]
@@ -114,7 +109,7 @@ def ipsec_ike(data, host=None, what="connections", overrides=None, offload="none
         if what == "showstates_all":
             return _ike.parse_showstates(data, newest=False)
         if what == "xfrm_states":
-            return _xfrm_states(data)
+            return _xfrm_text.parse_xfrm_sa_counters(data)
         if what == "xfrm_policies":
             return _xfrm_policies(data)
         if what == "trafficstatus":

@@ -13,6 +13,7 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.ipsec_offload.mlx5.plugins.module_utils import _xfrm_text
 from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _ike
 from ansible_collections.ipsec_offload.mlx5.plugins.plugin_utils import _pairs
 from ansible_collections.ipsec_offload.mlx5.plugins.filter.ipsec_ike import ipsec_ike
@@ -341,10 +342,11 @@ def test_kernel_side_read_with_the_collections_xfrm_parser():
     """xfrm_states / xfrm_policies: what the ike role compares with the daemons (SA loss) and counts
     before pluto's flush; identifiers only, never a key."""
     states = fixture("xfrm/lab-xfrm-state.txt")
-    assert ipsec_ike(states, what="xfrm_states") == [
-        {"src": "192.168.100.2", "dst": "192.168.100.1", "proto": "esp", "spi": "0x00001001", "reqid": 2},
-        {"src": "192.168.100.1", "dst": "192.168.100.2", "proto": "esp", "spi": "0x00001000", "reqid": 1}]
-    assert "1111" not in str(ipsec_ike(states, what="xfrm_states"))
+    sas = ipsec_ike(states, what="xfrm_states")
+    assert [(sa["src"], sa["dst"], sa["proto"], sa["spi"], sa["reqid"]) for sa in sas] == [
+        ("192.168.100.2", "192.168.100.1", "esp", "0x00001001", 2), ("192.168.100.1", "192.168.100.2", "esp", "0x00001000", 1)]
+    assert sas == _xfrm_text.parse_xfrm_sa_counters(states)  # the info module's view, the same code
+    assert "1111" not in str(sas)
     pols = ipsec_ike(fixture("xfrm/lab-xfrm-policy.txt"), what="xfrm_policies")
     assert sorted((p["dir"], p["action"], tuple(p["reqids"])) for p in pols) == [("in", "allow", (2,)), ("out", "allow", (1,))]
     assert ipsec_ike("", what="xfrm_states") == [] and ipsec_ike("", what="xfrm_policies") == []
